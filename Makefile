@@ -1,0 +1,33 @@
+# Everything runs from .venv, made from pyproject.toml on first use: a fresh machine needs
+# only Python 3.11+.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+COVERAGE_FLOOR ?= 85
+
+.PHONY: run test lint typecheck check clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m api embedded
+
+test: $(STAMP)
+	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check api workers models seed tests
+	$(BIN)/ruff format --check api workers models seed tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy api workers models seed
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

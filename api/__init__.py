@@ -1,0 +1,1 @@
+"""The movie rating HTTP API (aiohttp)."""

@@ -1,0 +1,99 @@
+"""Command line: `python -m api serve | create-admin | embedded`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+
+from aiohttp import web
+
+from api.logs import configure_logging
+from api.settings import Settings
+
+log = logging.getLogger("api")
+
+
+def serve(settings: Settings) -> None:
+    from api.app import create_app
+
+    log.info("api listening", extra={"host": settings.host, "port": settings.port})
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        reuse_port=True,
+    )
+
+
+async def _create_admin(settings: Settings, username: str, email: str, password: str) -> int:
+    from marshmallow import ValidationError
+
+    from api import db
+    from api.errors import Conflict
+    from api.schemas import UserCreateSchema
+    from api.services.users import ensure_admin
+
+    try:
+        UserCreateSchema().load(
+            {"username": username, "email": email, "display_name": username, "password": password}
+        )
+    except ValidationError as exc:
+        print(f"refused: {exc.normalized_messages()}", file=sys.stderr)
+        return 2
+    client = await db.connect(settings)
+    try:
+        user, created = await ensure_admin(username=username, email=email, password=password)
+    except Conflict as exc:
+        print(f"refused: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"{'created' if created else 'promoted'} admin {user.username} ({user.id})")
+    return 0
+
+
+def create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password (≥ 10 characters): ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    return asyncio.run(_create_admin(settings, args.username, args.email, password))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="serve the API (MONGODB_URL and REDIS_URL required)")
+    admin = sub.add_parser("create-admin", help="create or promote an admin; password on stdin")
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--email", required=True)
+    sub.add_parser("embedded", help="run SecantusDB, Redis, worker, beat and the API together")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    if args.command == "serve":
+        serve(settings)
+        return 0
+    if args.command == "create-admin":
+        if settings.mongodb_url is None:
+            from api.embedded import read_embedded_urls
+
+            urls = read_embedded_urls(settings.data_dir)
+            if not urls:
+                print("MONGODB_URL is not set and no embedded stack runs", file=sys.stderr)
+                return 2
+            settings = settings.model_copy(update=urls)
+        return create_admin(settings, args)
+    from api.embedded import run_embedded
+
+    return run_embedded(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The application factory: one cleanup context per resource, routes, middlewares, docs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
+from redis.asyncio import Redis
+
+from api import db
+from api.keys import EXECUTOR, MONGO, QUEUE, REDIS, SETTINGS, TOKENS
+from api.middlewares import (
+    auth_middleware,
+    json_body_middleware,
+    problem_middleware,
+    request_id_middleware,
+    webargs_error_callback,
+)
+from api.queue import TaskQueue, make_producer
+from api.routes import setup_routes
+from api.security import ADMIN_SCOPES, TokenService, load_keyset
+from api.settings import Settings
+
+SCOPE_DESCRIPTIONS = {
+    "ratings:write": "Rate movies",
+    "movies:write": "Create, change and delete movies",
+    "imports:write": "Start and cancel imports",
+    "users:admin": "Administer users",
+}
+
+
+async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
+    client = await db.connect(app[SETTINGS])
+    app[MONGO] = client
+    yield
+    client.close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with Redis.from_url(app[SETTINGS].broker_url, socket_timeout=5) as redis:
+        app[REDIS] = redis
+        yield
+
+
+async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="enqueue")
+    celery = make_producer(app[SETTINGS])
+    app[EXECUTOR] = executor
+    app[QUEUE] = TaskQueue(
+        celery=celery, redis=app[REDIS], settings=app[SETTINGS], executor=executor
+    )
+    yield
+    executor.shutdown(wait=True)
+    celery.close()
+
+
+async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[TOKENS] = TokenService(settings, load_keyset(settings))
+    yield
+
+
+def setup_docs(app: web.Application) -> None:
+    spec = setup_aiohttp_apispec(
+        app,
+        title="Movie ratings API",
+        version="1.0.0",
+        url="/api/docs/openapi.json",
+        swagger_path="/api/docs",
+        static_path="/api/docs/static",
+        openapi_version="3.0.3",
+        error_callback=webargs_error_callback,
+        info={"description": "Rate movies on the MovieLens half-star scale."},
+    )
+    components = spec.spec.components
+    components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    components.security_scheme(
+        "OAuth2",
+        {
+            "type": "oauth2",
+            "flows": {
+                "password": {
+                    "tokenUrl": "/api/v1/auth/token",
+                    "refreshUrl": "/api/v1/auth/token",
+                    "scopes": {s: SCOPE_DESCRIPTIONS[s] for s in ADMIN_SCOPES},
+                }
+            },
+        },
+    )
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the application; all I/O happens in its cleanup contexts, at start-up."""
+    app = web.Application(
+        client_max_size=settings.client_max_size,
+        middlewares=[
+            request_id_middleware,
+            problem_middleware,
+            auth_middleware,
+            json_body_middleware,
+            validation_middleware,
+        ],
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, queue_ctx, tokens_ctx])
+    setup_routes(app)
+    setup_docs(app)
+    return app

@@ -1,0 +1,88 @@
+"""Catalogue routes: list, search, create, change, delete movies."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_apigami import docs, json_schema, match_info_schema, querystring_schema, response_schema
+
+from api.http import authenticated, errors, json_response, next_url
+from api.keys import QUEUE
+from api.schemas import (
+    MovieCreateSchema,
+    MovieIdPath,
+    MovieListQuery,
+    MoviePageSchema,
+    MoviePublicSchema,
+    MovieUpdateSchema,
+)
+from api.services import movies as movie_service
+
+_movie = MoviePublicSchema()
+_movies = MoviePublicSchema(many=True)
+
+
+@docs(tags=["movies"], summary="List, search, filter and sort movies", responses=errors(422))
+@querystring_schema(MovieListQuery)
+@response_schema(MoviePageSchema, 200)
+async def list_movies(request: web.Request) -> web.Response:
+    """A page of movies."""
+    params = dict(request["querystring"])
+    limit, offset = params.pop("limit"), params.pop("offset")
+    page = await movie_service.list_movies(
+        query=movie_service.MovieQuery(**params), offset=offset, limit=limit
+    )
+    return json_response({"items": _movies.dump(page.items), "next": next_url(request, page.next_offset)})
+
+
+@docs(tags=["movies"], summary="Add a movie (admin)", responses=errors(409, 415, 422))
+@authenticated("movies:write")
+@json_schema(MovieCreateSchema)
+@response_schema(MoviePublicSchema, 201)
+async def create_movie(request: web.Request) -> web.Response:
+    """Create a movie."""
+    body = request["json"]
+    movie = await movie_service.create_movie(
+        title=body["title"],
+        year=body.get("year"),
+        genres=body.get("genres", []),
+        external_ids=body.get("external_ids", {}),
+    )
+    location = str(request.app.router["movie"].url_for(movie_id=str(movie.id)))
+    return json_response(_movie.dump(movie), status=201, headers={"Location": location})
+
+
+@docs(tags=["movies"], summary="A movie with its rating summary", responses=errors(404, 422))
+@match_info_schema(MovieIdPath)
+@response_schema(MoviePublicSchema, 200)
+async def get_movie(request: web.Request) -> web.Response:
+    """One movie."""
+    movie = await movie_service.get_movie(movie_id=request["match_info"]["movie_id"])
+    return json_response(_movie.dump(movie))
+
+
+@docs(tags=["movies"], summary="Change a movie (admin)", responses=errors(404, 409, 415, 422))
+@authenticated("movies:write")
+@match_info_schema(MovieIdPath)
+@json_schema(MovieUpdateSchema)
+@response_schema(MoviePublicSchema, 200)
+async def update_movie(request: web.Request) -> web.Response:
+    """Apply a partial change to a movie."""
+    movie = await movie_service.update_movie(
+        movie_id=request["match_info"]["movie_id"], changes=request["json"]
+    )
+    return json_response(_movie.dump(movie))
+
+
+@docs(
+    tags=["movies"],
+    summary="Delete a movie and its ratings (admin)",
+    responses={204: {"description": "Deleted"}, **errors(404, 422)},
+)
+@authenticated("movies:write")
+@match_info_schema(MovieIdPath)
+async def delete_movie(request: web.Request) -> web.Response:
+    """Delete a movie; its ratings go in the background."""
+    await movie_service.delete_movie(
+        movie_id=request["match_info"]["movie_id"], queue=request.app[QUEUE]
+    )
+    return web.Response(status=204)

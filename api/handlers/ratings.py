@@ -1,0 +1,118 @@
+"""Rating routes: the caller's rating of a movie, a movie's ratings, profiles."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_apigami import docs, json_schema, match_info_schema, querystring_schema, response_schema
+
+from api.handlers import caller_id
+from api.http import authenticated, errors, json_response, next_url
+from api.keys import QUEUE
+from api.schemas import (
+    MovieIdPath,
+    PageQuery,
+    ProfileItemSchema,
+    ProfilePageSchema,
+    ProfileQuery,
+    RatingPageSchema,
+    RatingPublicSchema,
+    RatingPutSchema,
+    UserIdPath,
+)
+from api.services import ratings as rating_service
+
+_rating = RatingPublicSchema()
+_ratings = RatingPublicSchema(many=True)
+_profile_items = ProfileItemSchema(many=True)
+
+
+@docs(
+    tags=["ratings"],
+    summary="Rate a movie (0.5–5.0 in half stars)",
+    description="201 when the rating is new, 200 when it replaced an earlier score.",
+    responses={200: {"description": "Changed"}, **errors(404, 415, 422)},
+)
+@authenticated("ratings:write")
+@match_info_schema(MovieIdPath)
+@json_schema(RatingPutSchema)
+@response_schema(RatingPublicSchema, 201)
+async def put_rating(request: web.Request) -> web.Response:
+    """Set the caller's score for a movie."""
+    rating, created = await rating_service.put_rating(
+        user_id=caller_id(request),
+        movie_id=request["match_info"]["movie_id"],
+        score=request["json"]["score"],
+        queue=request.app[QUEUE],
+    )
+    return json_response(_rating.dump(rating), status=201 if created else 200)
+
+
+@docs(tags=["ratings"], summary="Your rating of a movie", responses=errors(404, 422))
+@authenticated()
+@match_info_schema(MovieIdPath)
+@response_schema(RatingPublicSchema, 200)
+async def get_rating(request: web.Request) -> web.Response:
+    """The caller's rating of one movie."""
+    rating = await rating_service.get_rating(
+        user_id=caller_id(request), movie_id=request["match_info"]["movie_id"]
+    )
+    return json_response(_rating.dump(rating))
+
+
+@docs(
+    tags=["ratings"],
+    summary="Remove your rating of a movie",
+    responses={204: {"description": "Removed"}, **errors(404, 422)},
+)
+@authenticated("ratings:write")
+@match_info_schema(MovieIdPath)
+async def delete_rating(request: web.Request) -> web.Response:
+    """Delete the caller's rating of one movie."""
+    await rating_service.delete_rating(
+        user_id=caller_id(request),
+        movie_id=request["match_info"]["movie_id"],
+        queue=request.app[QUEUE],
+    )
+    return web.Response(status=204)
+
+
+@docs(tags=["ratings"], summary="A movie's ratings, newest first", responses=errors(404, 422))
+@match_info_schema(MovieIdPath)
+@querystring_schema(PageQuery)
+@response_schema(RatingPageSchema, 200)
+async def list_movie_ratings(request: web.Request) -> web.Response:
+    """A page of one movie's ratings."""
+    query = request["querystring"]
+    page = await rating_service.list_movie_ratings(
+        movie_id=request["match_info"]["movie_id"], offset=query["offset"], limit=query["limit"]
+    )
+    return json_response({"items": _ratings.dump(page.items), "next": next_url(request, page.next_offset)})
+
+
+async def _profile(request: web.Request, user_id) -> web.Response:
+    query = request["querystring"]
+    page = await rating_service.list_user_ratings(
+        user_id=user_id, sort=query["sort"], offset=query["offset"], limit=query["limit"]
+    )
+    items = _profile_items.dump(
+        [{**item.rating.model_dump(), "movie": item.movie} for item in page.items]
+    )
+    return json_response({"items": items, "next": next_url(request, page.next_offset)})
+
+
+@docs(tags=["ratings"], summary="What a user rated", responses=errors(404, 422))
+@match_info_schema(UserIdPath)
+@querystring_schema(ProfileQuery)
+@response_schema(ProfilePageSchema, 200)
+async def user_ratings(request: web.Request) -> web.Response:
+    """A page of a user's rated movies."""
+    return await _profile(request, request["match_info"]["user_id"])
+
+
+@docs(tags=["ratings"], summary="What you rated", responses=errors(422))
+@authenticated()
+@querystring_schema(ProfileQuery)
+@response_schema(ProfilePageSchema, 200)
+async def my_ratings(request: web.Request) -> web.Response:
+    """A page of the caller's rated movies."""
+    return await _profile(request, caller_id(request))

@@ -1,0 +1,63 @@
+"""Account routes: register, public profile, one's own account."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_apigami import docs, json_schema, match_info_schema, response_schema
+
+from api.handlers import caller_id
+from api.http import authenticated, errors, json_response
+from api.schemas import UserCreateSchema, UserIdPath, UserPrivateSchema, UserPublicSchema, UserUpdateSchema
+from api.services import users as user_service
+
+_public = UserPublicSchema()
+_private = UserPrivateSchema()
+
+
+@docs(tags=["users"], summary="Register a local account", responses=errors(409, 415, 422))
+@json_schema(UserCreateSchema)
+@response_schema(UserPrivateSchema, 201)
+async def register(request: web.Request) -> web.Response:
+    """Create a local account."""
+    body = request["json"]
+    user = await user_service.create_user(
+        username=body["username"],
+        email=body["email"],
+        display_name=body["display_name"],
+        password=body["password"],
+    )
+    location = str(request.app.router["user"].url_for(user_id=str(user.id)))
+    return json_response(_private.dump(user), status=201, headers={"Location": location})
+
+
+@docs(tags=["users"], summary="A user's public profile and rating stats", responses=errors(404, 422))
+@match_info_schema(UserIdPath)
+@response_schema(UserPublicSchema, 200)
+async def get_user(request: web.Request) -> web.Response:
+    """Public view of one user."""
+    user = await user_service.get_user(user_id=request["match_info"]["user_id"])
+    return json_response(_public.dump(user))
+
+
+@docs(tags=["users"], summary="Your own account, with email")
+@authenticated()
+@response_schema(UserPrivateSchema, 200)
+async def get_me(request: web.Request) -> web.Response:
+    """The caller's own account."""
+    user = await user_service.get_user(user_id=caller_id(request))
+    return json_response(_private.dump(user))
+
+
+@docs(
+    tags=["users"],
+    summary="Change your display name, email or password",
+    responses=errors(409, 415, 422),
+)
+@authenticated()
+@json_schema(UserUpdateSchema)
+@response_schema(UserPrivateSchema, 200)
+async def update_me(request: web.Request) -> web.Response:
+    """Apply the caller's changes to their own account."""
+    user = await user_service.get_user(user_id=caller_id(request))
+    user = await user_service.update_user(user=user, **request["json"])
+    return json_response(_private.dump(user))

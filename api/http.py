@@ -1,0 +1,101 @@
+"""Response helpers, problem+json rendering, and the handler annotations for auth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from aiohttp_apigami import docs
+from marshmallow import Schema
+
+from api.logs import request_id_var
+from api.schemas import ProblemSchema
+
+PROBLEM_TYPE = "https://movie-ratings.dev/problems/{}"
+PROBLEM_JSON = "application/problem+json"
+AUTH_ATTR = "__auth__"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def dump(schema: Schema, obj: Any) -> Any:
+    return schema.dump(obj)
+
+
+def problem(
+    request: web.Request,
+    *,
+    status: int,
+    title: str,
+    detail: str,
+    slug: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    """An RFC 9457 problem+json response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE.format(slug) if slug else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path,
+    }
+    request_id = request_id_var.get()
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extra)
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def next_url(request: web.Request, next_offset: int | None) -> str | None:
+    """Root-relative URL of the next page: same query, the new offset."""
+    if next_offset is None:
+        return None
+    query = dict(request.query)
+    query["offset"] = str(next_offset)
+    return str(request.rel_url.with_query(query))
+
+
+_PROBLEM = {"content": {PROBLEM_JSON: {"schema": ProblemSchema}}}
+
+
+def errors(*statuses: int) -> dict[int, dict[str, Any]]:
+    """OpenAPI response entries for the problem answers a route may give."""
+    descriptions = {
+        400: "Malformed request",
+        401: "Missing or invalid bearer token",
+        403: "Not allowed",
+        404: "Not found",
+        409: "Conflict",
+        413: "Body over 1 MiB",
+        415: "Body is not JSON",
+        422: "Validation failed",
+        503: "A dependency is unavailable",
+    }
+    return {s: {"description": descriptions[s], **_PROBLEM} for s in statuses}
+
+
+def authenticated(scope: str | None = None) -> Callable[[F], F]:
+    """Mark a handler as needing a bearer token (with `scope`); the auth middleware enforces."""
+
+    def decorate(handler: F) -> F:
+        setattr(handler, AUTH_ATTR, {"scope": scope})
+        responses = errors(401, 403) if scope else errors(401)
+        security = [{"OAuth2": [scope] if scope else []}, {"bearerAuth": []}]
+        return docs(security=security, responses=responses)(
+            handler
+        )
+
+    return decorate

@@ -1,0 +1,186 @@
+"""Request ids, bearer authentication, body checks, and problem+json for every error."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp_apigami.constants import SCHEMAS_ATTR
+from marshmallow import ValidationError
+
+from api.errors import DomainError, Forbidden, InvalidInput, Unauthorized
+from api.http import AUTH_ATTR, problem
+from api.keys import TOKENS
+from api.logs import request_id_var
+
+log = logging.getLogger("api.requests")
+
+PRINCIPAL = "principal"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class RequestValidationError(Exception):
+    """Raised by the webargs error callback; rendered as a 422 listing each field."""
+
+    def __init__(self, messages: dict[str, Any]) -> None:
+        super().__init__("validation failed")
+        self.messages = messages
+
+
+def webargs_error_callback(
+    error: ValidationError, req: Any, schema: Any, *, error_status_code: Any, error_headers: Any
+) -> None:
+    raise RequestValidationError(error.normalized_messages())
+
+
+def flatten_errors(messages: Any, location: str = "", prefix: str = "") -> list[dict[str, str]]:
+    """{"json": {"score": ["bad"]}} -> [{"location": "json", "field": "score", ...}]."""
+    out: list[dict[str, str]] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            key = str(key)
+            if not location:
+                out += flatten_errors(value, key, "")
+            else:
+                field = key if key != "_schema" else ""
+                out += flatten_errors(value, location, f"{prefix}.{field}" if prefix else field)
+    elif isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict | list):
+                out += flatten_errors(message, location, prefix)
+            else:
+                out.append({"location": location, "field": prefix, "message": str(message)})
+    else:
+        out.append({"location": location, "field": prefix, "message": str(messages)})
+    return out
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Accept a sane X-Request-ID or make one; echo it and keep it for logs and tasks."""
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    token = request_id_var.set(request_id)
+    try:
+        response = await handler(request)
+        response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        request_id_var.reset(token)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into problem+json; log unexpected ones once with the request id."""
+    try:
+        return await handler(request)
+    except RequestValidationError as exc:
+        return problem(
+            request,
+            status=422,
+            title="Unprocessable Content",
+            detail="The request has invalid fields.",
+            slug="validation-error",
+            errors=flatten_errors(exc.messages),
+        )
+    except InvalidInput as exc:
+        field_errors = flatten_errors({"json": exc.errors}) if exc.errors else []
+        return problem(
+            request,
+            status=422,
+            title=exc.title,
+            detail=exc.detail,
+            slug=exc.slug,
+            errors=field_errors,
+        )
+    except Unauthorized as exc:
+        challenge = 'Bearer realm="movie-ratings"'
+        if exc.error:
+            challenge += f', error="{exc.error}"'
+        return problem(
+            request,
+            status=401,
+            title=exc.title,
+            detail=exc.detail,
+            slug=exc.slug,
+            headers={"WWW-Authenticate": challenge},
+        )
+    except DomainError as exc:
+        return problem(
+            request, status=exc.status, title=exc.title, detail=exc.detail, slug=exc.slug,
+            **exc.extra,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return problem(
+            request,
+            status=exc.status,
+            title=exc.reason,
+            detail=_http_detail(exc),
+            headers=headers,
+        )
+    except Exception:
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return problem(
+            request,
+            status=500,
+            title="Internal Server Error",
+            detail="Something went wrong on our side; the request id identifies it in our logs.",
+        )
+
+
+def _http_detail(exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return "No resource at this URL."
+    if exc.status == 405:
+        return "This URL does not accept that method."
+    if exc.status == 413:
+        return "The request body is larger than 1 MiB."
+    return exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+
+
+def _handler_attr(request: web.Request, name: str) -> Any:
+    return getattr(request.match_info.handler, name, None)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Verify the bearer token and scope that the matched handler declares."""
+    required = _handler_attr(request, AUTH_ATTR)
+    if required is None:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("A bearer token is required.", error=None)
+    principal = request.app[TOKENS].verify(token.strip())
+    scope = required["scope"]
+    if scope and scope not in principal.scopes:
+        raise Forbidden(f"This needs the '{scope}' scope.", required_scope=scope)
+    request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+@web.middleware
+async def json_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse non-JSON (415) and malformed JSON (400) before schema validation sees it."""
+    schemas = _handler_attr(request, SCHEMAS_ATTR) or []
+    if request.method in _BODY_METHODS and any(s.location == "json" for s in schemas):
+        if request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType(text="The body must be application/json.")
+        raw = await request.read()  # raises 413 past client_max_size
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise web.HTTPBadRequest(text="The body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise RequestValidationError({"json": {"_schema": ["Expected a JSON object."]}})
+    return await handler(request)

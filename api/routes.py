@@ -1,0 +1,35 @@
+"""URL table: every route of the service, named."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.handlers import auth, health, movies, ratings, users
+
+API = "/api/v1"
+
+
+def setup_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/health", health.health, name="health")
+    r.add_get("/ready", health.ready, name="ready")
+
+    r.add_post(f"{API}/auth/token", auth.token, name="token")
+
+    r.add_post(f"{API}/users", users.register, name="users")
+    # /users/me* before /users/{user_id}: the router tries routes in order.
+    r.add_get(f"{API}/users/me", users.get_me, name="me")
+    r.add_patch(f"{API}/users/me", users.update_me)
+    r.add_get(f"{API}/users/me/ratings", ratings.my_ratings, name="my_ratings")
+    r.add_get(f"{API}/users/{{user_id}}", users.get_user, name="user")
+    r.add_get(f"{API}/users/{{user_id}}/ratings", ratings.user_ratings, name="user_ratings")
+
+    r.add_get(f"{API}/movies", movies.list_movies, name="movies")
+    r.add_post(f"{API}/movies", movies.create_movie)
+    r.add_get(f"{API}/movies/{{movie_id}}", movies.get_movie, name="movie")
+    r.add_patch(f"{API}/movies/{{movie_id}}", movies.update_movie)
+    r.add_delete(f"{API}/movies/{{movie_id}}", movies.delete_movie)
+    r.add_get(f"{API}/movies/{{movie_id}}/ratings", ratings.list_movie_ratings, name="movie_ratings")
+    r.add_put(f"{API}/movies/{{movie_id}}/rating", ratings.put_rating, name="my_rating")
+    r.add_get(f"{API}/movies/{{movie_id}}/rating", ratings.get_rating)
+    r.add_delete(f"{API}/movies/{{movie_id}}/rating", ratings.delete_rating)

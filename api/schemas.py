@@ -1,0 +1,291 @@
+"""Request and response schemas (marshmallow, for validation and the OpenAPI spec).
+
+Documents in models/ are never bound to a request body: each body has its own schema, so a
+client cannot set ids, roles, hashes or aggregates.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bson import ObjectId
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from models import SCORES
+
+USERNAME = validate.Regexp(r"^[a-z0-9_.-]{3,32}$", error="3–32 of a-z, 0-9, '_', '.', '-'.")
+PASSWORD = validate.Length(min=10, max=256)
+PAGE_LIMIT = fields.Integer(
+    load_default=20, validate=validate.Range(1, 100), metadata={"description": "Page size."}
+)
+PAGE_OFFSET = fields.Integer(
+    load_default=0, validate=validate.Range(0, 100_000), metadata={"description": "Items to skip."}
+)
+
+
+class ObjectIdField(fields.Field):
+    """A 24-hex-digit id: a string in JSON, an ObjectId inside."""
+
+    default_error_messages = {"invalid": "Not a valid id."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("metadata", {}).update(
+            {"type": "string", "pattern": "^[0-9a-f]{24}$", "example": "65f1c0ffee0123456789abcd"}
+        )
+        super().__init__(**kwargs)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else str(value)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> ObjectId:
+        if not isinstance(value, str) or not ObjectId.is_valid(value) or len(value) != 24:
+            raise self.make_error("invalid")
+        return ObjectId(value)
+
+
+class StrictNumber(fields.Float):
+    """A JSON number: strings, booleans, NaN and infinities are refused."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        if not math.isfinite(value):
+            raise self.make_error("special")
+        return float(value)
+
+
+class HistogramField(fields.Field):
+    """Ten buckets stored as a list, shown as {"0.5": n, …, "5.0": n}."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("metadata", {}).update(
+            {
+                "type": "object",
+                "properties": {f"{s:.1f}": {"type": "integer"} for s in SCORES},
+            }
+        )
+        super().__init__(**kwargs)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> dict:
+        return {f"{s:.1f}": n for s, n in zip(SCORES, value, strict=True)}
+
+
+# ---- problems ---------------------------------------------------------------------------
+
+
+class FieldErrorSchema(Schema):
+    location = fields.String(metadata={"example": "json"})
+    field = fields.String(metadata={"example": "score"})
+    message = fields.String()
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details."""
+
+    type = fields.String()
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    instance = fields.String()
+    request_id = fields.String()
+    errors = fields.List(fields.Nested(FieldErrorSchema))
+
+
+# ---- users ------------------------------------------------------------------------------
+
+
+class StatsSchema(Schema):
+    count = fields.Integer()
+    mean = fields.Float(allow_none=True)
+    histogram = HistogramField()
+
+
+class UserCreateSchema(Schema):
+    username = fields.String(required=True, validate=USERNAME)
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    display_name = fields.String(required=True, validate=validate.Length(1, 64))
+    password = fields.String(required=True, validate=PASSWORD, load_only=True)
+
+
+class UserUpdateSchema(Schema):
+    display_name = fields.String(validate=validate.Length(1, 64))
+    email = fields.Email(validate=validate.Length(max=254))
+    password = fields.String(validate=PASSWORD)
+    current_password = fields.String(validate=validate.Length(max=256))
+
+    @validates_schema
+    def _not_empty(self, data: dict, **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give at least one field to change.")
+
+
+class UserPublicSchema(Schema):
+    id = ObjectIdField()
+    username = fields.String()
+    display_name = fields.String()
+    created_at = fields.DateTime()
+    stats = fields.Nested(StatsSchema)
+
+
+class UserPrivateSchema(UserPublicSchema):
+    email = fields.String(allow_none=True)
+    role = fields.String()
+
+
+class UserIdPath(Schema):
+    user_id = ObjectIdField(required=True)
+
+
+# ---- tokens -----------------------------------------------------------------------------
+
+
+class TokenSchema(Schema):
+    access_token = fields.String()
+    token_type = fields.String(metadata={"example": "Bearer"})
+    expires_in = fields.Integer()
+    refresh_token = fields.String()
+    scope = fields.String()
+
+
+class OAuthErrorSchema(Schema):
+    error = fields.String(metadata={"example": "invalid_grant"})
+    error_description = fields.String()
+
+
+# ---- movies -----------------------------------------------------------------------------
+
+
+class ExternalIdsSchema(Schema):
+    movielens = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=1))
+    imdb = fields.String(allow_none=True, validate=validate.Regexp(r"^(tt)?\d{1,10}$"))
+    tmdb = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=1))
+
+
+class RatingSummarySchema(Schema):
+    count = fields.Integer()
+    mean = fields.Float(allow_none=True)
+    histogram = HistogramField()
+    weighted = fields.Float(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+
+
+GENRES = fields.List(
+    fields.String(validate=validate.Length(1, 40)), validate=validate.Length(max=20)
+)
+YEAR = fields.Integer(allow_none=True, strict=True, validate=validate.Range(1870, 2100))
+
+
+class MovieCreateSchema(Schema):
+    title = fields.String(required=True, validate=validate.Length(1, 300))
+    year = YEAR
+    genres = GENRES
+    external_ids = fields.Nested(ExternalIdsSchema)
+
+
+class MovieUpdateSchema(MovieCreateSchema):
+    title = fields.String(validate=validate.Length(1, 300))
+
+    @validates_schema
+    def _not_empty(self, data: dict, **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give at least one field to change.")
+
+
+class MoviePublicSchema(Schema):
+    id = ObjectIdField()
+    title = fields.String()
+    year = fields.Integer(allow_none=True)
+    genres = fields.List(fields.String())
+    external_ids = fields.Nested(ExternalIdsSchema)
+    rating = fields.Nested(RatingSummarySchema)
+
+
+class MovieListQuery(Schema):
+    q = fields.String(validate=validate.Length(1, 200), metadata={"description": "Title search"})
+    genre = fields.String(validate=validate.Length(1, 40))
+    year_min = fields.Integer(validate=validate.Range(1870, 2100))
+    year_max = fields.Integer(validate=validate.Range(1870, 2100))
+    min_votes = fields.Integer(validate=validate.Range(0, 10_000_000))
+    sort = fields.String(
+        load_default="title",
+        validate=validate.OneOf(
+            ["title", "-title", "year", "-year", "mean", "-mean", "votes", "-votes"]
+            + ["weighted", "-weighted"]
+        ),
+        metadata={"description": "A leading '-' sorts descending."},
+    )
+    limit = PAGE_LIMIT
+    offset = PAGE_OFFSET
+
+
+class MovieIdPath(Schema):
+    movie_id = ObjectIdField(required=True)
+
+
+class MoviePageSchema(Schema):
+    items = fields.List(fields.Nested(MoviePublicSchema))
+    next = fields.String(allow_none=True)
+
+
+# ---- ratings ----------------------------------------------------------------------------
+
+
+def _half_star(value: float) -> None:
+    if not 0.5 <= value <= 5.0 or value * 2 != int(value * 2):
+        raise ValidationError("Must be between 0.5 and 5.0 in steps of 0.5.")
+
+
+class RatingPutSchema(Schema):
+    score = StrictNumber(required=True, validate=_half_star, metadata={"example": 4.5})
+
+
+class RatingPublicSchema(Schema):
+    movie_id = ObjectIdField()
+    user_id = ObjectIdField()
+    score = fields.Float()
+    rated_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class MovieCardRatingSchema(Schema):
+    count = fields.Integer()
+    mean = fields.Float(allow_none=True)
+
+
+class MovieCardSchema(Schema):
+    id = ObjectIdField(attribute="_id")
+    title = fields.String()
+    year = fields.Integer(allow_none=True)
+    rating = fields.Nested(MovieCardRatingSchema)
+
+
+class ProfileItemSchema(RatingPublicSchema):
+    movie = fields.Nested(MovieCardSchema)
+
+
+class RatingPageSchema(Schema):
+    items = fields.List(fields.Nested(RatingPublicSchema))
+    next = fields.String(allow_none=True)
+
+
+class ProfilePageSchema(Schema):
+    items = fields.List(fields.Nested(ProfileItemSchema))
+    next = fields.String(allow_none=True)
+
+
+class PageQuery(Schema):
+    limit = PAGE_LIMIT
+    offset = PAGE_OFFSET
+
+
+class ProfileQuery(PageQuery):
+    sort = fields.String(load_default="recent", validate=validate.OneOf(["recent", "score"]))
+
+
+# ---- health -----------------------------------------------------------------------------
+
+
+class HealthSchema(Schema):
+    status = fields.String()
+    checks = fields.Dict(keys=fields.String(), values=fields.String())

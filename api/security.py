@@ -1,0 +1,124 @@
+"""Password hashing (argon2id) and this API's own signed access tokens (joserfc, ES256)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from api.errors import Unauthorized
+from api.settings import Settings
+
+ALGORITHM = "ES256"
+USER_SCOPES = ("ratings:write",)
+ADMIN_SCOPES = ("ratings:write", "movies:write", "imports:write", "users:admin")
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# Verifying against this keeps an unknown username as slow as a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def scopes_for_role(role: str) -> tuple[str, ...]:
+    return ADMIN_SCOPES if role == "admin" else USER_SCOPES
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified access token speaks for."""
+
+    subject: str
+    scopes: frozenset[str]
+    token_id: str
+
+
+def load_keyset(settings: Settings) -> KeySet:
+    """Signing keys from TOKEN_SIGNING_KEYS, or a development key kept in DATA_DIR."""
+    if settings.token_signing_keys is not None:
+        return KeySet.import_key_set(json.loads(settings.token_signing_keys.get_secret_value()))
+    if settings.environment == "production":
+        raise RuntimeError("TOKEN_SIGNING_KEYS is required in production")
+    return ensure_dev_keyset(settings.signing_keys_file)
+
+
+def ensure_dev_keyset(path: Path) -> KeySet:
+    """Read the development JWKS, generating it on first run."""
+    if path.exists():
+        return KeySet.import_key_set(json.loads(path.read_text()))
+    keyset = generate_keyset()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(keyset.as_dict(private=True)))
+    path.chmod(0o600)
+    return keyset
+
+
+def generate_keyset() -> KeySet:
+    return KeySet.generate_key_set("EC", "P-256", count=1)
+
+
+class TokenService:
+    """Issues and verifies access tokens; the first key signs, all keys verify."""
+
+    def __init__(self, settings: Settings, keyset: KeySet) -> None:
+        if not keyset.keys:
+            raise ValueError("the signing key set is empty")
+        self._keyset = keyset
+        self._signing_key = keyset.keys[0]
+        self.issuer = settings.token_issuer
+        self.audience = settings.token_audience
+        self.ttl = settings.access_token_ttl
+        self._claims = jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": self.issuer},
+            aud={"essential": True, "value": self.audience},
+            exp={"essential": True},
+            sub={"essential": True},
+            leeway=5,
+        )
+
+    def public_jwks(self) -> dict:
+        return self._keyset.as_dict(private=False)
+
+    def issue(self, *, subject: str, scopes: tuple[str, ...] | list[str]) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": subject,
+            "iat": now,
+            "exp": now + self.ttl,
+            "jti": secrets.token_urlsafe(12),
+            "scope": " ".join(scopes),
+        }
+        header = {"alg": ALGORITHM, "kid": self._signing_key.kid, "typ": "at+jwt"}
+        return jwt.encode(header, claims, self._signing_key)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            decoded = jwt.decode(token, self._keyset, algorithms=[ALGORITHM])
+            self._claims.validate(decoded.claims)
+        except (JoseError, ValueError, TypeError) as exc:
+            raise Unauthorized("The access token is invalid or has expired.") from exc
+        claims = decoded.claims
+        return Principal(
+            subject=str(claims["sub"]),
+            scopes=frozenset(str(claims.get("scope", "")).split()),
+            token_id=str(claims.get("jti", "")),
+        )

@@ -1,0 +1,129 @@
+"""The catalogue: create, read, list with filters and sorts, change, delete."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from beanie import PydanticObjectId
+from pymongo.errors import DuplicateKeyError
+
+from api.errors import Conflict, NotFound
+from api.queue import PURGE_MOVIE_RATINGS, TaskQueue
+from api.services import Page, page_of
+from models import ExternalIds, Movie, title_key, utcnow
+
+# Sort name -> Mongo sort; every one ends in _id (total order) and has an index (models.movie).
+SORTS: dict[str, list[tuple[str, int]]] = {
+    "title": [("title_key", 1), ("_id", 1)],
+    "-title": [("title_key", -1), ("_id", -1)],
+    "year": [("year", 1), ("_id", 1)],
+    "-year": [("year", -1), ("_id", -1)],
+    "mean": [("rating.mean", 1), ("_id", -1)],
+    "-mean": [("rating.mean", -1), ("_id", 1)],
+    "votes": [("rating.count", 1), ("_id", -1)],
+    "-votes": [("rating.count", -1), ("_id", 1)],
+    "weighted": [("rating.weighted", 1), ("_id", -1)],
+    "-weighted": [("rating.weighted", -1), ("_id", 1)],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MovieQuery:
+    """What a client may ask of the movie list."""
+
+    q: str | None = None
+    genre: str | None = None
+    year_min: int | None = None
+    year_max: int | None = None
+    min_votes: int | None = None
+    sort: str = "title"
+
+
+def movie_filter(query: MovieQuery) -> dict[str, Any]:
+    """One merged filter document (never $and: SecantusDB would not use an index for it)."""
+    flt: dict[str, Any] = {}
+    if query.q:
+        flt["title_key"] = {"$regex": re.escape(title_key(query.q))}
+    if query.genre:
+        flt["genres"] = query.genre
+    if query.year_min is not None or query.year_max is not None:
+        years: dict[str, int] = {}
+        if query.year_min is not None:
+            years["$gte"] = query.year_min
+        if query.year_max is not None:
+            years["$lte"] = query.year_max
+        flt["year"] = years
+    if query.min_votes:
+        flt["rating.count"] = {"$gte": query.min_votes}
+    return flt
+
+
+async def create_movie(
+    *, title: str, year: int | None, genres: list[str], external_ids: dict[str, Any]
+) -> Movie:
+    """Add a movie; 409 when its MovieLens id is already in the catalogue."""
+    movie = Movie(
+        title=title,
+        title_key=title_key(title),
+        year=year,
+        genres=genres,
+        external_ids=ExternalIds(**external_ids),
+    )
+    try:
+        await movie.insert()
+    except DuplicateKeyError:
+        raise Conflict("A movie with that MovieLens id exists.", field="external_ids") from None
+    return movie
+
+
+async def get_movie(*, movie_id: PydanticObjectId) -> Movie:
+    """Fetch one movie with its rating summary or raise NotFound."""
+    movie = await Movie.get(movie_id)
+    if movie is None:
+        raise NotFound("No movie with that id.")
+    return movie
+
+
+async def list_movies(*, query: MovieQuery, offset: int, limit: int) -> Page[Movie]:
+    """A page of movies matching `query`, in the requested stable order."""
+    rows = (
+        await Movie.find(movie_filter(query))
+        .sort(SORTS[query.sort])
+        .skip(offset)
+        .limit(limit + 1)
+        .to_list()
+    )
+    return page_of(rows, offset=offset, limit=limit)
+
+
+async def update_movie(*, movie_id: PydanticObjectId, changes: dict[str, Any]) -> Movie:
+    """Apply a partial update (title, year, genres, external ids) to one movie."""
+    update: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key == "external_ids":
+            for source, ext in value.items():
+                update[f"external_ids.{source}"] = ext
+        else:
+            update[key] = value
+    if "title" in changes:
+        update["title_key"] = title_key(changes["title"])
+    update["updated_at"] = utcnow()
+    try:
+        result = await Movie.get_motor_collection().update_one(
+            {"_id": movie_id}, {"$set": update}
+        )
+    except DuplicateKeyError:
+        raise Conflict("A movie with that MovieLens id exists.", field="external_ids") from None
+    if result.matched_count == 0:
+        raise NotFound("No movie with that id.")
+    return await get_movie(movie_id=movie_id)
+
+
+async def delete_movie(*, movie_id: PydanticObjectId, queue: TaskQueue) -> None:
+    """Remove a movie now; a worker removes its ratings and fixes the raters' stats."""
+    result = await Movie.get_motor_collection().delete_one({"_id": movie_id})
+    if result.deleted_count == 0:
+        raise NotFound("No movie with that id.")
+    await queue.send(PURGE_MOVIE_RATINGS, str(movie_id))

@@ -1,0 +1,124 @@
+"""Ratings: one per user and movie; every change schedules exact re-aggregation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from beanie import PydanticObjectId
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from api.errors import NotFound
+from api.queue import TaskQueue
+from api.services import Page, page_of
+from models import Movie, Rating, User, utcnow
+
+PROFILE_SORTS: dict[str, list[tuple[str, int]]] = {
+    "recent": [("rated_at", -1), ("_id", -1)],
+    "score": [("score", -1), ("_id", -1)],
+}
+MOVIE_CARD = {"title": 1, "year": 1, "rating.count": 1, "rating.mean": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileItem:
+    rating: Rating
+    movie: dict[str, Any]
+
+
+async def _require(model: type[Movie] | type[User], object_id: PydanticObjectId) -> None:
+    if await model.get_motor_collection().find_one({"_id": object_id}, {"_id": 1}) is None:
+        raise NotFound(f"No {model.Settings.name[:-1]} with that id.")
+
+
+async def put_rating(
+    *, user_id: PydanticObjectId, movie_id: PydanticObjectId, score: float, queue: TaskQueue
+) -> tuple[Rating, bool]:
+    """Set the caller's score for a movie; True when the rating is new."""
+    await _require(Movie, movie_id)
+    now = utcnow()
+    collection = Rating.get_motor_collection()
+    for attempt in range(2):
+        try:
+            before = await collection.find_one_and_update(
+                {"user_id": user_id, "movie_id": movie_id},
+                {"$set": {"score": score, "updated_at": now}, "$setOnInsert": {"rated_at": now}},
+                upsert=True,
+                return_document=ReturnDocument.BEFORE,
+            )
+            break
+        except DuplicateKeyError:
+            # Two upserts of the same pair raced; the loser retries as a plain update.
+            if attempt:
+                raise
+    created = before is None
+    rating = Rating(
+        id=None if created else before["_id"],
+        movie_id=movie_id,
+        user_id=user_id,
+        score=score,
+        rated_at=now if created else before["rated_at"],
+        updated_at=now,
+    )
+    if created or before["score"] != score:
+        await queue.schedule_aggregation(movie_ids=[str(movie_id)], user_ids=[str(user_id)])
+    return rating, created
+
+
+async def get_rating(*, user_id: PydanticObjectId, movie_id: PydanticObjectId) -> Rating:
+    """The caller's rating of a movie, or NotFound."""
+    rating = await Rating.find_one({"user_id": user_id, "movie_id": movie_id})
+    if rating is None:
+        raise NotFound("You have not rated this movie.")
+    return rating
+
+
+async def delete_rating(
+    *, user_id: PydanticObjectId, movie_id: PydanticObjectId, queue: TaskQueue
+) -> None:
+    """Remove the caller's rating of a movie, or NotFound."""
+    deleted = await Rating.get_motor_collection().find_one_and_delete(
+        {"user_id": user_id, "movie_id": movie_id}, projection={"_id": 1}
+    )
+    if deleted is None:
+        raise NotFound("You have not rated this movie.")
+    await queue.schedule_aggregation(movie_ids=[str(movie_id)], user_ids=[str(user_id)])
+
+
+async def list_user_ratings(
+    *, user_id: PydanticObjectId, sort: str, offset: int, limit: int
+) -> Page[ProfileItem]:
+    """A profile page: the user's ratings with each movie's card, in two queries."""
+    rows = (
+        await Rating.find({"user_id": user_id})
+        .sort(PROFILE_SORTS[sort])
+        .skip(offset)
+        .limit(limit + 1)
+        .to_list()
+    )
+    if not rows:
+        await _require(User, user_id)
+    page = page_of(rows, offset=offset, limit=limit)
+    ids = [r.movie_id for r in page.items]
+    cursor = Movie.get_motor_collection().find({"_id": {"$in": ids}}, MOVIE_CARD)
+    movies = {doc["_id"]: doc async for doc in cursor}
+    # A rating whose movie was just deleted is skipped until the purge task removes it.
+    items = [ProfileItem(r, movies[r.movie_id]) for r in page.items if r.movie_id in movies]
+    return Page(items=items, next_offset=page.next_offset)
+
+
+async def list_movie_ratings(
+    *, movie_id: PydanticObjectId, offset: int, limit: int
+) -> Page[Rating]:
+    """A movie's ratings, newest first."""
+    rows = (
+        await Rating.find({"movie_id": movie_id})
+        .sort(PROFILE_SORTS["recent"])
+        .skip(offset)
+        .limit(limit + 1)
+        .to_list()
+    )
+    if not rows:
+        await _require(Movie, movie_id)
+    return page_of(rows, offset=offset, limit=limit)

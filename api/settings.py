@@ -1,0 +1,65 @@
+"""One typed settings object, built from the environment by entry points only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDERS = {"changethis", "changeme", "secret", "password", ""}
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str | None = None
+
+    mongodb_url: str | None = None
+    mongodb_db: str = "movie_ratings"
+    redis_url: str | None = None
+    data_dir: Path = Path("data")
+
+    # Token signing: a JWKS document (private keys, each with a kid). The first key signs,
+    # every key verifies, which is how keys rotate without logging anyone out.
+    token_signing_keys: SecretStr | None = None
+    token_issuer: str = "movie-ratings"
+    token_audience: str = "movie-ratings-api"
+    access_token_ttl: int = Field(900, ge=30, le=900)
+    refresh_token_ttl: int = Field(30 * 24 * 3600, ge=60)
+
+    rating_prior_votes: float = Field(10.0, ge=0)
+    aggregation_delay: float = Field(0.25, ge=0, le=10)
+    weighted_refresh_interval: float = Field(60.0, ge=1)
+
+    celery_queue: str = "movie-ratings"
+    log_level: str = "INFO"
+    client_max_size: int = 1024 * 1024
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.environment == "development":
+            return self
+        if self.mongodb_url is None or self.redis_url is None:
+            raise ValueError("MONGODB_URL and REDIS_URL are required outside development")
+        if self.environment == "production":
+            keys = self.token_signing_keys.get_secret_value() if self.token_signing_keys else ""
+            if keys.strip().lower() in PLACEHOLDERS:
+                raise ValueError("TOKEN_SIGNING_KEYS must be set to a JWKS in production")
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        if self.redis_url is None:
+            raise ValueError("REDIS_URL is not set")
+        return self.redis_url
+
+    @property
+    def signing_keys_file(self) -> Path:
+        return self.data_dir / "jwks.json"

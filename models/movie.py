@@ -1,0 +1,74 @@
+"""Movies with their embedded rating summary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from beanie import Document
+from pydantic import BaseModel, Field
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from models.common import RatingStats, utcnow
+
+
+class ExternalIds(BaseModel):
+    movielens: int | None = None
+    imdb: str | None = None
+    tmdb: int | None = None
+
+
+class RatingSummary(RatingStats):
+    """RatingStats plus the Bayesian weighted score WR = v/(v+m)·R + m/(v+m)·C."""
+
+    weighted: float | None = None
+
+
+def title_key(title: str) -> str:
+    """Case-folded title used for case-insensitive search and sorting."""
+    return title.casefold()
+
+
+class Movie(Document):
+    title: str
+    title_key: str
+    year: int | None = None
+    genres: list[str] = Field(default_factory=list)
+    external_ids: ExternalIds = Field(default_factory=ExternalIds)
+    rating: RatingSummary = Field(default_factory=RatingSummary)
+    agg_ticket: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "movies"
+        # One index per sort, each ending in _id so the order is total and pages are stable.
+        indexes = [
+            IndexModel([("title_key", ASCENDING), ("_id", ASCENDING)], name="sort_title"),
+            IndexModel([("year", ASCENDING), ("_id", ASCENDING)], name="sort_year"),
+            IndexModel([("rating.mean", DESCENDING), ("_id", ASCENDING)], name="sort_mean"),
+            IndexModel([("rating.count", DESCENDING), ("_id", ASCENDING)], name="sort_votes"),
+            IndexModel(
+                [("rating.weighted", DESCENDING), ("_id", ASCENDING)], name="sort_weighted"
+            ),
+            IndexModel(
+                [("genres", ASCENDING), ("rating.weighted", DESCENDING)], name="genre_weighted"
+            ),
+            IndexModel(
+                [("external_ids.movielens", ASCENDING)],
+                name="movielens_id",
+                unique=True,
+                partialFilterExpression={"external_ids.movielens": {"$type": "number"}},
+            ),
+        ]
+
+
+class GlobalRatingStats(Document):
+    """The catalogue-wide mean C used by every weighted score."""
+
+    id: str = "ratings"  # type: ignore[assignment]
+    mean: float | None = None
+    votes: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "global_stats"

@@ -1,0 +1,45 @@
+"""One user's score for one movie."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from beanie import Document, PydanticObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from models.common import utcnow
+
+
+class Rating(Document):
+    movie_id: PydanticObjectId
+    user_id: PydanticObjectId
+    score: float
+    rated_at: datetime
+    updated_at: datetime
+
+    class Settings:
+        name = "ratings"
+        indexes = [
+            IndexModel(
+                [("user_id", ASCENDING), ("movie_id", ASCENDING)],
+                unique=True,
+                name="one_rating_per_user_and_movie",
+            ),
+            IndexModel(
+                [("user_id", ASCENDING), ("rated_at", DESCENDING), ("_id", DESCENDING)],
+                name="profile_recent",
+            ),
+            IndexModel(
+                [("user_id", ASCENDING), ("score", DESCENDING), ("_id", DESCENDING)],
+                name="profile_score",
+            ),
+            IndexModel(
+                [("movie_id", ASCENDING), ("rated_at", DESCENDING), ("_id", DESCENDING)],
+                name="movie_recent",
+            ),
+        ]
+
+    @classmethod
+    def new(cls, *, movie_id: PydanticObjectId, user_id: PydanticObjectId, score: float):
+        now = utcnow()
+        return cls(movie_id=movie_id, user_id=user_id, score=score, rated_at=now, updated_at=now)

@@ -1,0 +1,27 @@
+"""Refresh tokens: stored hashed, rotated on use, grouped in families for reuse detection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from beanie import Document, PydanticObjectId
+from pymongo import ASCENDING, IndexModel
+
+
+class RefreshToken(Document):
+    token_hash: str
+    family_id: str
+    user_id: PydanticObjectId
+    scope: str
+    expires_at: datetime
+    created_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    class Settings:
+        name = "refresh_tokens"
+        indexes = [
+            IndexModel([("token_hash", ASCENDING)], unique=True, name="token_hash_unique"),
+            IndexModel([("family_id", ASCENDING)], name="family"),
+            IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=0),
+        ]

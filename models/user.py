@@ -1,0 +1,39 @@
+"""User accounts, local or imported, with their embedded rating stats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from beanie import Document
+from pydantic import Field
+from pymongo import ASCENDING, IndexModel
+
+from models.common import RatingStats, utcnow
+
+Role = Literal["user", "admin"]
+
+
+class User(Document):
+    username: str
+    email: str | None = None
+    display_name: str
+    password_hash: str | None = None  # None: cannot log in locally (imported, OIDC-only)
+    role: Role = "user"
+    external_ids: dict[str, str | int] = Field(default_factory=dict)
+    stats: RatingStats = Field(default_factory=RatingStats)
+    agg_ticket: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "users"
+        indexes = [
+            IndexModel([("username", ASCENDING)], unique=True, name="username_unique"),
+            IndexModel(
+                [("email", ASCENDING)],
+                unique=True,
+                name="email_unique",
+                partialFilterExpression={"email": {"$type": "string"}},
+            ),
+        ]

@@ -1,0 +1,1 @@
+"""Data loading: the shipped sample catalogue (and, later, MovieLens imports)."""

@@ -1,0 +1,34 @@
+"""The small sample catalogue shipped with the project, loaded into an empty database."""
+
+from __future__ import annotations
+
+import csv
+from importlib import resources
+
+from models import Movie, title_key
+
+SAMPLE_FILE = "sample_movies.csv"
+
+
+def read_sample() -> list[dict]:
+    """Rows of the shipped sample: title, year and genres."""
+    text = resources.files("seed").joinpath(SAMPLE_FILE).read_text(encoding="utf-8")
+    rows = []
+    for row in csv.DictReader(text.splitlines()):
+        rows.append(
+            {
+                "title": row["title"],
+                "year": int(row["year"]) if row["year"] else None,
+                "genres": [g for g in row["genres"].split("|") if g],
+            }
+        )
+    return rows
+
+
+async def seed_sample() -> int:
+    """Insert the sample catalogue when there are no movies yet; returns how many were added."""
+    if await Movie.get_motor_collection().find_one({}, {"_id": 1}) is not None:
+        return 0
+    movies = [Movie(title_key=title_key(r["title"]), **r) for r in read_sample()]
+    await Movie.insert_many(movies)
+    return len(movies)

@@ -1,0 +1,30 @@
+"""The Celery application, configured from Settings when Celery first needs its config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from api.logs import configure_logging
+from api.queue import REFRESH_WEIGHTED, celery_config
+from api.settings import Settings
+
+app = Celery("movie-ratings", include=["workers.tasks"])
+
+
+@app.on_configure.connect
+def _configure(sender: Celery, **kwargs: Any) -> None:
+    settings = Settings()
+    sender.conf.update(celery_config(settings))
+    sender.conf.beat_schedule = {
+        "refresh-weighted-scores": {
+            "task": REFRESH_WEIGHTED,
+            "schedule": settings.weighted_refresh_interval,
+        }
+    }
+
+
+@signals.setup_logging.connect
+def _logging(**kwargs: Any) -> None:
+    configure_logging(Settings().log_level)

@@ -1,0 +1,100 @@
+"""Thin tasks: take ids, stay idempotent under acks_late, retry explicitly, call services."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from beanie import PydanticObjectId
+from bson.errors import InvalidId
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from api.queue import AGGREGATE_MOVIE, AGGREGATE_USER, PURGE_MOVIE_RATINGS, REFRESH_WEIGHTED
+from api.services import aggregation
+from workers.app import app
+from workers.runtime import run, start_runtime
+
+log = logging.getLogger(__name__)
+TRANSIENT = (PyMongoError, RedisError, OSError)
+RETRY = {"acks_late": True, "bind": True, "max_retries": 8}
+
+
+def _object_id(value: str) -> PydanticObjectId | None:
+    try:
+        return PydanticObjectId(value)
+    except (InvalidId, TypeError):
+        log.error("task got a malformed id; dropped", extra={"id": value})
+        return None
+
+
+def _retry(task: Any, exc: Exception) -> Exception:
+    countdown = min(2 ** task.request.retries * 0.5, 30)
+    log.warning("transient failure; retrying", extra={"task": task.name, "in": countdown})
+    return task.retry(exc=exc, countdown=countdown)
+
+
+@app.task(name=AGGREGATE_MOVIE, **RETRY)
+def aggregate_movie(self: Any, movie_id: str) -> None:
+    """Recompute one movie's summary from its ratings."""
+    oid = _object_id(movie_id)
+    if oid is None:
+        return
+    rt = start_runtime()
+
+    async def work() -> None:
+        await rt.queue.claim("movie", movie_id)
+        await aggregation.recompute_movie_summary(
+            movie_id=oid, prior_votes=rt.settings.rating_prior_votes
+        )
+
+    try:
+        run(work())
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+
+
+@app.task(name=AGGREGATE_USER, **RETRY)
+def aggregate_user(self: Any, user_id: str) -> None:
+    """Recompute one user's rating stats from their ratings."""
+    oid = _object_id(user_id)
+    if oid is None:
+        return
+    rt = start_runtime()
+
+    async def work() -> None:
+        await rt.queue.claim("user", user_id)
+        await aggregation.recompute_user_stats(user_id=oid)
+
+    try:
+        run(work())
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+
+
+@app.task(name=PURGE_MOVIE_RATINGS, **RETRY)
+def purge_movie_ratings(self: Any, movie_id: str) -> None:
+    """Delete a deleted movie's ratings, then refresh the stats of everyone who rated it."""
+    oid = _object_id(movie_id)
+    if oid is None:
+        return
+    rt = start_runtime()
+
+    async def work() -> None:
+        user_ids = await aggregation.purge_movie_ratings(movie_id=oid)
+        await rt.queue.schedule_aggregation(user_ids=user_ids)
+
+    try:
+        run(work())
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+
+
+@app.task(name=REFRESH_WEIGHTED, **RETRY)
+def refresh_weighted(self: Any) -> None:
+    """Refresh the global mean C and every weighted score (beat runs this periodically)."""
+    rt = start_runtime()
+    try:
+        run(aggregation.refresh_weighted_scores(prior_votes=rt.settings.rating_prior_votes))
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
