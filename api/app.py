@@ -20,6 +20,7 @@ from api.middlewares import (
 )
 from api.queue import TaskQueue, make_producer
 from api.routes import setup_routes
+from api.schemas import OAuthErrorSchema, ProblemSchema, TokenSchema
 from api.security import ADMIN_SCOPES, TokenService, load_keyset
 from api.settings import Settings
 
@@ -75,6 +76,9 @@ def setup_docs(app: web.Application) -> None:
         info={"description": "Rate movies on the MovieLens half-star scale."},
     )
     components = spec.spec.components
+    # Schemas only referenced from hand-written response entries must be registered by hand.
+    for schema in (ProblemSchema, TokenSchema, OAuthErrorSchema):
+        components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
     components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     components.security_scheme(
         "OAuth2",

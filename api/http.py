@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
-from aiohttp_apigami import docs
+from aiohttp_apigami import docs as apigami_docs
+from aiohttp_apigami.constants import API_SPEC_ATTR
 from marshmallow import Schema
 
 from api.logs import request_id_var
@@ -85,6 +86,17 @@ def errors(*statuses: int) -> dict[int, dict[str, Any]]:
         503: "A dependency is unavailable",
     }
     return {s: {"description": descriptions[s], **_PROBLEM} for s in statuses}
+
+
+def docs(**kwargs: Any) -> Callable[[F], F]:
+    """aiohttp-apigami's @docs without its Swagger 2 `produces` key, invalid in OpenAPI 3."""
+
+    def decorate(handler: F) -> F:
+        handler = apigami_docs(**kwargs)(handler)
+        getattr(handler, API_SPEC_ATTR).pop("produces", None)
+        return handler
+
+    return decorate
 
 
 def authenticated(scope: str | None = None) -> Callable[[F], F]:

@@ -37,11 +37,11 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str | int = "INFO") -> None:
     """Route the root logger to stderr as JSON lines (entry points call this, never imports)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level.upper() if isinstance(level, str) else level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -26,5 +26,5 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
 
 
 @signals.setup_logging.connect
-def _logging(**kwargs: Any) -> None:
-    configure_logging(Settings().log_level)
+def _logging(loglevel: Any = None, **kwargs: Any) -> None:
+    configure_logging(loglevel or Settings().log_level)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp_apigami import docs
 
 from api.errors import OAuthError
-from api.http import json_response
+from api.http import docs, json_response
 from api.keys import SETTINGS, TOKENS
 from api.schemas import OAuthErrorSchema, TokenSchema
 from api.services import tokens as token_service

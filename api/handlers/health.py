@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from aiohttp_apigami import docs, response_schema
+from aiohttp_apigami import response_schema
 
-from api.http import errors, json_response, problem
+from api.http import docs, errors, json_response, problem
 from api.keys import MONGO, REDIS
 from api.schemas import HealthSchema
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp_apigami import docs, json_schema, match_info_schema, querystring_schema, response_schema
+from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 
 from api.handlers import caller_id
-from api.http import authenticated, errors, json_response, next_url
+from api.http import docs, authenticated, errors, json_response, next_url
 from api.keys import QUEUE
 from api.schemas import (
     MovieIdPath,

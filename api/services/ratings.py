@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from beanie import PydanticObjectId
+from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from api.errors import NotFound
+from api.errors import NotFound, ServiceUnavailable
 from api.queue import TaskQueue
 from api.services import Page, page_of
 from models import Movie, Rating, User, utcnow
@@ -39,31 +40,28 @@ async def put_rating(
     await _require(Movie, movie_id)
     now = utcnow()
     collection = Rating.get_motor_collection()
-    for attempt in range(2):
+    after = None
+    for _ in range(3):
+        # Our own _id on insert tells "created" from "changed" without a read-before-write.
+        new_id = ObjectId()
         try:
-            before = await collection.find_one_and_update(
+            after = await collection.find_one_and_update(
                 {"user_id": user_id, "movie_id": movie_id},
-                {"$set": {"score": score, "updated_at": now}, "$setOnInsert": {"rated_at": now}},
+                {
+                    "$set": {"score": score, "updated_at": now},
+                    "$setOnInsert": {"_id": new_id, "rated_at": now},
+                },
                 upsert=True,
-                return_document=ReturnDocument.BEFORE,
+                return_document=ReturnDocument.AFTER,
             )
-            break
         except DuplicateKeyError:
-            # Two upserts of the same pair raced; the loser retries as a plain update.
-            if attempt:
-                raise
-    created = before is None
-    rating = Rating(
-        id=None if created else before["_id"],
-        movie_id=movie_id,
-        user_id=user_id,
-        score=score,
-        rated_at=now if created else before["rated_at"],
-        updated_at=now,
-    )
-    if created or before["score"] != score:
-        await queue.schedule_aggregation(movie_ids=[str(movie_id)], user_ids=[str(user_id)])
-    return rating, created
+            pass  # two first ratings raced: the loser retries as a plain update
+        if after is not None:  # SecantusDB may answer null to the loser of a race: retry too
+            break
+    if after is None:
+        raise ServiceUnavailable("The rating could not be stored; please retry.")
+    await queue.schedule_aggregation(movie_ids=[str(movie_id)], user_ids=[str(user_id)])
+    return Rating.model_validate(after), after["_id"] == new_id
 
 
 async def get_rating(*, user_id: PydanticObjectId, movie_id: PydanticObjectId) -> Rating:

@@ -1,0 +1,76 @@
+"""Every error is problem+json; request ids are accepted, generated and echoed."""
+
+from __future__ import annotations
+
+from tests.conftest import API
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
+
+
+async def _problem(resp, status):
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    body = await resp.json()
+    assert PROBLEM_KEYS <= set(body) and body["status"] == status
+    return body
+
+
+async def test_unknown_route_and_wrong_method(client, db):
+    await _problem(await client.get(f"{API}/nothing-here"), 404)
+    resp = await client.delete(f"{API}/movies")
+    await _problem(resp, 405)
+    assert "GET" in resp.headers["Allow"]
+
+
+async def test_body_errors_change_nothing(client, db):
+    url = f"{API}/users"
+    await _problem(await client.post(url, data="x", headers={"Content-Type": "text/plain"}), 415)
+    await _problem(await client.post(url, data="{bad", headers={"Content-Type": "application/json"}), 400)
+    await _problem(await client.post(url, data="[1]", headers={"Content-Type": "application/json"}), 422)
+    await _problem(await client.post(url, data=b"\xff\xfe", headers={"Content-Type": "application/json"}), 400)
+    big = b'{"username": "' + b"a" * (1024 * 1024 + 10) + b'"}'
+    await _problem(await client.post(url, data=big, headers={"Content-Type": "application/json"}), 413)
+    body = await _problem(await client.post(url, json={"username": 7, "nope": True}), 422)
+    fields = {(e["location"], e["field"]) for e in body["errors"]}
+    assert ("json", "username") in fields and ("json", "nope") in fields
+    assert await db.users.count_documents({}) == 0
+
+
+async def test_request_id_is_echoed_or_generated(client, db):
+    resp = await client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert resp.headers["X-Request-ID"] == "abc-123"
+    resp = await client.get(f"{API}/nothing", headers={"X-Request-ID": "bad id\u00e9"})
+    generated = resp.headers["X-Request-ID"]
+    assert generated != "bad id" and len(generated) == 32
+    assert (await resp.json())["request_id"] == generated
+
+
+async def test_unexpected_error_is_logged_once_and_hidden(client, db, monkeypatch, caplog):
+    from api.services import movies
+
+    async def boom(**kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(movies, "list_movies", boom)
+    resp = await client.get(f"{API}/movies", headers={"X-Request-ID": "req-500"})
+    body = await _problem(resp, 500)
+    assert "secret internals" not in body["detail"]
+    records = [r for r in caplog.records if r.name == "api.requests"]
+    assert len(records) == 1 and records[0].exc_info
+
+
+async def test_json_log_lines_carry_the_request_id():
+    import json
+    import logging
+
+    from api.logs import JsonFormatter, request_id_var
+
+    token = request_id_var.set("rid-1")
+    try:
+        record = logging.makeLogRecord({"name": "x", "levelname": "INFO", "msg": "hi %s",
+                                        "args": ("there",), "extra_field": 3})
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id_var.reset(token)
+    assert line["message"] == "hi there" and line["request_id"] == "rid-1"
+    assert line["extra_field"] == 3

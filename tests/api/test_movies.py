@@ -1,0 +1,171 @@
+"""The catalogue: admin writes, reads, search, filters, sorts, pagination."""
+
+from __future__ import annotations
+
+from tests.conftest import API, eventually
+
+
+async def test_only_movie_writers_create_movies(api, client, db):
+    user = await api.user()
+    body = {"title": "Alien", "year": 1979, "genres": ["Horror"]}
+    assert (await client.post(f"{API}/movies", json=body)).status == 401
+    resp = await client.post(f"{API}/movies", json=body, headers=user["auth"])
+    assert resp.status == 403
+    assert (await resp.json())["required_scope"] == "movies:write"
+    assert await db.movies.count_documents({}) == 0
+
+
+async def test_create_and_get_movie_with_empty_summary(api, client):
+    admin = await api.user("root", admin=True)
+    resp = await client.post(
+        f"{API}/movies",
+        json={"title": "Alien", "year": 1979, "genres": ["Horror", "Sci-Fi"],
+              "external_ids": {"movielens": 1214, "imdb": "tt0078748", "tmdb": 348}},
+        headers=admin["auth"],
+    )
+    assert resp.status == 201
+    created = await resp.json()
+    resp = await client.get(resp.headers["Location"])
+    movie = await resp.json()
+    assert movie == created
+    assert movie["external_ids"] == {"movielens": 1214, "imdb": "tt0078748", "tmdb": 348}
+    assert movie["rating"]["count"] == 0
+    assert movie["rating"]["mean"] is None and movie["rating"]["weighted"] is None
+    assert list(movie["rating"]["histogram"]) == [f"{i / 2:.1f}" for i in range(1, 11)]
+
+
+async def test_movie_validation_and_conflicts(api, client, db):
+    admin = await api.user("root", admin=True)
+    bad = [
+        {"year": 1999},
+        {"title": "", "year": 1999},
+        {"title": "X", "year": "1999"},
+        {"title": "X", "year": 1200},
+        {"title": "X", "genres": "Drama"},
+        {"title": "X", "external_ids": {"movielens": "12"}},
+        {"title": "X", "id": "65f1c0ffee0123456789abcd"},
+        {"title": "X", "rating": {"count": 99}},
+    ]
+    for body in bad:
+        resp = await client.post(f"{API}/movies", json=body, headers=admin["auth"])
+        assert resp.status == 422, body
+    assert await db.movies.count_documents({}) == 0
+    await api.movie(admin, external_ids={"movielens": 7})
+    resp = await client.post(
+        f"{API}/movies", json={"title": "Dup", "external_ids": {"movielens": 7}},
+        headers=admin["auth"],
+    )
+    assert resp.status == 409
+
+
+async def test_unknown_movie_is_404_and_bad_id_422(client, db):
+    assert (await client.get(f"{API}/movies/65f1c0ffee0123456789abcd")).status == 404
+    assert (await client.get(f"{API}/movies/xyz")).status == 422
+
+
+async def test_list_paginates_with_stable_order_and_next_links(api, client):
+    admin = await api.user("root", admin=True)
+    for i in range(7):
+        await api.movie(admin, title=f"Film {i}", year=2000)
+    seen, url = [], f"{API}/movies?sort=year&limit=3"
+    while url:
+        resp = await client.get(url)
+        page = await resp.json()
+        assert len(page["items"]) <= 3
+        seen += [m["id"] for m in page["items"]]
+        url = page["next"]
+    assert len(seen) == len(set(seen)) == 7
+
+
+async def test_search_filters_and_sorts(api, client):
+    admin = await api.user("root", admin=True)
+    await api.movie(admin, title="Toy Story", year=1995, genres=["Animation", "Comedy"])
+    await api.movie(admin, title="Toy Soldiers", year=1991, genres=["Action"])
+    await api.movie(admin, title="Alien", year=1979, genres=["Horror"])
+    await api.movie(admin, title="A.I. (Artificial Intelligence)", year=2001, genres=["Drama"])
+
+    async def titles(query):
+        resp = await client.get(f"{API}/movies?{query}")
+        assert resp.status == 200, await resp.text()
+        return [m["title"] for m in (await resp.json())["items"]]
+
+    assert await titles("q=TOY&sort=title") == ["Toy Soldiers", "Toy Story"]
+    assert await titles("q=a.i.") == ["A.I. (Artificial Intelligence)"]  # no regex injection
+    assert await titles("genre=Horror") == ["Alien"]
+    assert await titles("year_min=1990&year_max=1999&sort=-year") == ["Toy Story", "Toy Soldiers"]
+    assert await titles("sort=-title&limit=1") == ["Toy Story"]
+    assert await titles("min_votes=1") == []
+    for bad in ["sort=rating", "limit=0", "limit=101", "year_min=abc", "offset=-1", "color=red"]:
+        assert (await client.get(f"{API}/movies?{bad}")).status == 422, bad
+
+
+async def test_sort_by_votes_mean_and_weighted(api, client):
+    admin = await api.user("root", admin=True)
+    popular = await api.movie(admin, title="Popular")
+    niche = await api.movie(admin, title="Niche")
+    await api.movie(admin, title="Unrated")
+    raters = [await api.user() for _ in range(3)]
+    for r in raters:
+        await api.rate(r, popular["id"], 4.0)
+    await api.rate(raters[0], niche["id"], 5.0)
+
+    async def converged():
+        resp = await client.get(f"{API}/movies?sort=-votes")
+        items = (await resp.json())["items"]
+        return items if [m["rating"]["count"] for m in items] == [3, 1, 0] else None
+
+    items = await eventually(converged)
+    assert [m["title"] for m in items] == ["Popular", "Niche", "Unrated"]
+    resp = await client.get(f"{API}/movies?sort=-mean")
+    assert [m["title"] for m in (await resp.json())["items"]] == ["Niche", "Popular", "Unrated"]
+    resp = await client.get(f"{API}/movies?sort=-weighted&min_votes=1")
+    assert [m["title"] for m in (await resp.json())["items"]][0] in {"Niche", "Popular"}
+
+
+async def test_patch_movie(api, client, db):
+    admin = await api.user("root", admin=True)
+    movie = await api.movie(admin, title="Alein", year=1978)
+    resp = await client.patch(
+        f"{API}/movies/{movie['id']}", json={"title": "Alien", "year": 1979},
+        headers=admin["auth"],
+    )
+    assert resp.status == 200
+    body = await resp.json()
+    assert (body["title"], body["year"]) == ("Alien", 1979)
+    resp = await client.get(f"{API}/movies?q=alien")
+    assert len((await resp.json())["items"]) == 1
+    resp = await client.patch(f"{API}/movies/{movie['id']}", json={}, headers=admin["auth"])
+    assert resp.status == 422
+    resp = await client.patch(
+        f"{API}/movies/65f1c0ffee0123456789abcd", json={"title": "X"}, headers=admin["auth"]
+    )
+    assert resp.status == 404
+    user = await api.user()
+    resp = await client.patch(
+        f"{API}/movies/{movie['id']}", json={"title": "Hacked"}, headers=user["auth"]
+    )
+    assert resp.status == 403
+    assert (await db.movies.find_one({"title": "Alien"})) is not None
+
+
+async def test_delete_movie_removes_ratings_and_updates_user_stats(api, client, db):
+    admin = await api.user("root", admin=True)
+    doomed = await api.movie(admin, title="Doomed")
+    kept = await api.movie(admin, title="Kept")
+    alice = await api.user("alice")
+    await api.rate(alice, doomed["id"], 1.0)
+    await api.rate(alice, kept["id"], 5.0)
+
+    async def stats(count):
+        me = await (await client.get(f"{API}/users/me", headers=alice["auth"])).json()
+        return me["stats"] if me["stats"]["count"] == count else None
+
+    await eventually(lambda: stats(2))
+    resp = await client.delete(f"{API}/movies/{doomed['id']}", headers=admin["auth"])
+    assert resp.status == 204
+    assert (await client.get(f"{API}/movies/{doomed['id']}")).status == 404
+    final = await eventually(lambda: stats(1))
+    assert final["mean"] == 5.0
+    assert await db.ratings.count_documents({}) == 1
+    resp = await client.delete(f"{API}/movies/{doomed['id']}", headers=admin["auth"])
+    assert resp.status == 404

@@ -1,0 +1,168 @@
+"""Ratings: set, change, read, remove; summaries converge; profiles; concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import API, eventually
+
+
+async def _summary(client, movie_id, count):
+    movie = await (await client.get(f"{API}/movies/{movie_id}")).json()
+    return movie["rating"] if movie["rating"]["count"] == count else None
+
+
+async def test_put_get_change_delete_rating(api, client, db):
+    admin = await api.user("root", admin=True)
+    movie = await api.movie(admin)
+    alice = await api.user("alice")
+    url = f"{API}/movies/{movie['id']}/rating"
+
+    assert (await client.get(url, headers=alice["auth"])).status == 404
+    resp = await client.put(url, json={"score": 4.5}, headers=alice["auth"])
+    assert resp.status == 201
+    first = await resp.json()
+    assert first["score"] == 4.5 and first["movie_id"] == movie["id"]
+    assert first["user_id"] == alice["id"]
+
+    resp = await client.put(url, json={"score": 3}, headers=alice["auth"])
+    assert resp.status == 200
+    changed = await resp.json()
+    assert changed["score"] == 3.0 and changed["rated_at"] == first["rated_at"]
+    got = await (await client.get(url, headers=alice["auth"])).json()
+    assert got["score"] == 3.0 and got["updated_at"] == changed["updated_at"]
+    assert await db.ratings.count_documents({}) == 1
+
+    summary = await eventually(lambda: _summary(client, movie["id"], 1))
+    assert summary["mean"] == 3.0 and summary["histogram"]["3.0"] == 1
+
+    assert (await client.delete(url, headers=alice["auth"])).status == 204
+    assert (await client.delete(url, headers=alice["auth"])).status == 404
+    summary = await eventually(lambda: _summary(client, movie["id"], 0))
+    assert summary["mean"] is None and summary["weighted"] is None
+
+
+async def test_invalid_scores_are_422_and_change_nothing(api, client, db):
+    admin = await api.user("root", admin=True)
+    movie = await api.movie(admin)
+    alice = await api.user("alice")
+    url = f"{API}/movies/{movie['id']}/rating"
+    await api.rate(alice, movie["id"], 2.5)
+    for score in [0, 0.0, 5.5, 4.3, -1, 4.500001, "4.5", True, None, [4.5], {"v": 4}]:
+        resp = await client.put(url, json={"score": score}, headers=alice["auth"])
+        assert resp.status == 422, score
+        problem = await resp.json()
+        assert problem["errors"][0]["field"] == "score"
+    for body in [{}, {"score": 4.5, "extra": 1}]:
+        assert (await client.put(url, json=body, headers=alice["auth"])).status == 422
+    # Infinity and NaN are not JSON at all: a malformed body, not a bad value.
+    resp = await client.put(url, data='{"score": Infinity}', headers={
+        **alice["auth"], "Content-Type": "application/json"})
+    assert resp.status == 400
+    resp = await client.put(url, data="score=4", headers={
+        **alice["auth"], "Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status == 415
+    assert (await db.ratings.find_one({}))["score"] == 2.5
+
+
+async def test_rating_unknown_movie_or_without_token(api, client, db):
+    alice = await api.user("alice")
+    url = f"{API}/movies/65f1c0ffee0123456789abcd/rating"
+    assert (await client.put(url, json={"score": 4}, headers=alice["auth"])).status == 404
+    assert (await client.put(url, json={"score": 4})).status == 401
+    assert (await client.put(f"{API}/movies/bad/rating", json={"score": 4},
+                             headers=alice["auth"])).status == 422
+    assert await db.ratings.count_documents({}) == 0
+
+
+async def test_summary_weighted_and_user_stats_converge(api, client):
+    admin = await api.user("root", admin=True)
+    movie = await api.movie(admin)
+    users = [await api.user() for _ in range(4)]
+    for user, score in zip(users, [5.0, 4.0, 4.0, 0.5], strict=True):
+        await api.rate(user, movie["id"], score)
+    summary = await eventually(lambda: _summary(client, movie["id"], 4))
+    assert summary["mean"] == 3.375
+    assert summary["histogram"]["4.0"] == 2 and summary["histogram"]["0.5"] == 1
+    assert summary["weighted"] is not None and summary["updated_at"]
+    user = await (await client.get(f"{API}/users/{users[0]['id']}")).json()
+    stats = await eventually(lambda: _user_stats(client, users[0]["id"], 1))
+    assert stats["mean"] == 5.0 and user["username"] == users[0]["username"]
+
+
+async def _user_stats(client, user_id, count):
+    user = await (await client.get(f"{API}/users/{user_id}")).json()
+    return user["stats"] if user["stats"]["count"] == count else None
+
+
+async def test_profile_lists_rated_movies_newest_first_or_by_score(api, client):
+    admin = await api.user("root", admin=True)
+    movies = [await api.movie(admin, title=f"M{i}", year=1990 + i) for i in range(3)]
+    alice = await api.user("alice")
+    for movie, score in zip(movies, [3.0, 5.0, 1.0], strict=True):
+        await api.rate(alice, movie["id"], score)
+    resp = await client.get(f"{API}/users/me/ratings", headers=alice["auth"])
+    page = await resp.json()
+    assert [i["movie"]["title"] for i in page["items"]] == ["M2", "M1", "M0"]
+    item = page["items"][0]
+    assert set(item) == {"movie_id", "user_id", "score", "rated_at", "updated_at", "movie"}
+    assert set(item["movie"]) == {"id", "title", "year", "rating"}
+    assert set(item["movie"]["rating"]) == {"count", "mean"}
+    resp = await client.get(f"{API}/users/{alice['id']}/ratings?sort=score&limit=2")
+    page = await resp.json()
+    assert [i["score"] for i in page["items"]] == [5.0, 3.0]
+    assert page["next"] is not None
+    page = await (await client.get(page["next"])).json()
+    assert [i["score"] for i in page["items"]] == [1.0] and page["next"] is None
+    assert (await client.get(f"{API}/users/me/ratings")).status == 401
+    assert (await client.get(f"{API}/users/65f1c0ffee0123456789abcd/ratings")).status == 404
+
+
+async def test_movie_ratings_list(api, client):
+    admin = await api.user("root", admin=True)
+    movie = await api.movie(admin)
+    users = [await api.user() for _ in range(3)]
+    for user in users:
+        await api.rate(user, movie["id"], 3.5)
+    resp = await client.get(f"{API}/movies/{movie['id']}/ratings?limit=2")
+    page = await resp.json()
+    assert [r["user_id"] for r in page["items"]] == [users[2]["id"], users[1]["id"]]
+    assert page["next"]
+    assert (await client.get(f"{API}/movies/65f1c0ffee0123456789abcd/ratings")).status == 404
+
+
+async def test_concurrent_ratings_many_users_one_movie_end_exact(api, client, db):
+    admin = await api.user("root", admin=True)
+    movie = await api.movie(admin)
+    users = [await api.user() for _ in range(12)]
+    scores = [(i % 10 + 1) / 2 for i in range(len(users))]
+    await asyncio.gather(*(api.rate(u, movie["id"], s) for u, s in zip(users, scores, strict=True)))
+    summary = await eventually(lambda: _summary(client, movie["id"], len(users)))
+    assert summary["mean"] == sum(scores) / len(scores)
+    expected = {f"{(i + 1) / 2:.1f}": 0 for i in range(10)}
+    for s in scores:
+        expected[f"{s:.1f}"] += 1
+    assert summary["histogram"] == expected
+
+
+async def test_one_user_racing_itself_keeps_one_rating(api, client, db):
+    admin = await api.user("root", admin=True)
+    movie = await api.movie(admin)
+    alice = await api.user("alice")
+    url = f"{API}/movies/{movie['id']}/rating"
+    scores = [1.0, 2.0, 3.0, 4.0, 5.0, 4.5, 3.5, 2.5]
+    responses = await asyncio.gather(
+        *(client.put(url, json={"score": s}, headers=alice["auth"]) for s in scores)
+    )
+    statuses = sorted(r.status for r in responses)
+    assert statuses.count(201) == 1 and statuses.count(200) == len(scores) - 1
+    assert await db.ratings.count_documents({}) == 1
+    final = (await db.ratings.find_one({}))["score"]
+    summary = await eventually(lambda: _summary(client, movie["id"], 1))
+    await eventually(lambda: _mean_is(client, movie["id"], final))
+    assert summary["count"] == 1
+
+
+async def _mean_is(client, movie_id, mean):
+    movie = await (await client.get(f"{API}/movies/{movie_id}")).json()
+    return movie["rating"]["mean"] == mean

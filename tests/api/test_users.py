@@ -1,0 +1,116 @@
+"""Accounts: registration, public and private views, self-service changes."""
+
+from __future__ import annotations
+
+from tests.conftest import API, PASSWORD
+
+
+async def test_register_returns_private_view_without_secrets(client, db):
+    resp = await client.post(
+        f"{API}/users",
+        json={"username": "alice", "email": "Alice@Example.com", "display_name": "Alice",
+              "password": PASSWORD},
+    )
+    assert resp.status == 201
+    body = await resp.json()
+    assert resp.headers["Location"] == f"{API}/users/{body['id']}"
+    assert body["username"] == "alice"
+    assert body["email"] == "alice@example.com"
+    assert body["stats"] == {"count": 0, "mean": None,
+                             "histogram": {f"{s / 2:.1f}": 0 for s in range(1, 11)}}
+    assert "password" not in body and "password_hash" not in body
+    stored = await db.users.find_one({"username": "alice"})
+    assert stored["password_hash"].startswith("$argon2id$")
+
+
+async def test_duplicate_username_and_email_conflict(api, client, db):
+    await api.user("bob")
+    for body, field in [
+        ({"username": "bob", "email": "other@example.com"}, "username"),
+        ({"username": "bobby", "email": "BOB@example.com"}, "email"),
+    ]:
+        resp = await client.post(
+            f"{API}/users", json={**body, "display_name": "B", "password": PASSWORD}
+        )
+        assert resp.status == 409
+        problem = await resp.json()
+        assert resp.content_type == "application/problem+json"
+        assert problem["field"] == field
+    assert await db.users.count_documents({}) == 1
+
+
+async def test_register_validation_lists_each_field(client, db):
+    resp = await client.post(
+        f"{API}/users",
+        json={"username": "No Caps!", "email": "nope", "display_name": "", "password": "short",
+              "role": "admin"},
+    )
+    assert resp.status == 422
+    problem = await resp.json()
+    fields = {e["field"] for e in problem["errors"]}
+    assert fields == {"username", "email", "display_name", "password", "role"}
+    assert await db.users.count_documents({}) == 0
+
+
+async def test_public_view_hides_email_and_private_view_shows_it(api, client):
+    alice = await api.user("alice")
+    resp = await client.get(f"{API}/users/{alice['id']}")
+    assert resp.status == 200
+    public = await resp.json()
+    assert "email" not in public and public["username"] == "alice"
+    resp = await client.get(f"{API}/users/me", headers=alice["auth"])
+    assert (await resp.json())["email"] == "alice@example.com"
+
+
+async def test_unknown_and_malformed_user_ids(client, db):
+    resp = await client.get(f"{API}/users/65f1c0ffee0123456789abcd")
+    assert resp.status == 404
+    resp = await client.get(f"{API}/users/not-an-id")
+    assert resp.status == 422
+
+
+async def test_me_requires_a_token(client, db):
+    resp = await client.get(f"{API}/users/me")
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    resp = await client.get(f"{API}/users/me", headers={"Authorization": "Bearer garbage"})
+    assert resp.status == 401
+    assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+
+
+async def test_patch_me_changes_display_name_and_email(api, client):
+    alice = await api.user("alice")
+    resp = await client.patch(
+        f"{API}/users/me", json={"display_name": "Alice L.", "email": "new@example.com"},
+        headers=alice["auth"],
+    )
+    assert resp.status == 200
+    body = await resp.json()
+    assert (body["display_name"], body["email"]) == ("Alice L.", "new@example.com")
+
+
+async def test_patch_me_email_conflict_and_empty_body(api, client, db):
+    alice = await api.user("alice")
+    await api.user("bob")
+    resp = await client.patch(
+        f"{API}/users/me", json={"email": "bob@example.com"}, headers=alice["auth"]
+    )
+    assert resp.status == 409
+    assert (await db.users.find_one({"username": "alice"}))["email"] == "alice@example.com"
+    resp = await client.patch(f"{API}/users/me", json={}, headers=alice["auth"])
+    assert resp.status == 422
+
+
+async def test_password_change_needs_current_password(api, client):
+    alice = await api.user("alice")
+    resp = await client.patch(
+        f"{API}/users/me", json={"password": "another long one"}, headers=alice["auth"]
+    )
+    assert resp.status == 422
+    resp = await client.patch(
+        f"{API}/users/me",
+        json={"password": "another long one", "current_password": PASSWORD},
+        headers=alice["auth"],
+    )
+    assert resp.status == 200
+    assert (await api.login("alice", "another long one"))["token_type"] == "Bearer"

@@ -1,0 +1,133 @@
+"""Session services, the app under test, per-test clean collections, and factories."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from api.app import create_app
+from api.settings import Settings
+from models import DOCUMENT_MODELS
+from tests.services import TestServices, start_services, start_worker, stop_services
+
+API = "/api/v1"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]:
+    tmp = tmp_path_factory.mktemp("services")
+    started = start_services(tmp)
+    try:
+        start_worker(started, tmp)
+        yield started
+    finally:
+        stop_services(started)
+
+
+@pytest.fixture
+def settings(services: TestServices) -> Settings:
+    return services.settings
+
+
+@pytest.fixture
+async def mongo(settings: Settings) -> AsyncIterator[AsyncIOMotorClient]:
+    client: AsyncIOMotorClient = AsyncIOMotorClient(settings.mongodb_url, tz_aware=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def db(settings: Settings, mongo: AsyncIOMotorClient) -> AsyncIterator[Any]:
+    """The test database, emptied before each test (documents only: indexes stay)."""
+    database = mongo[settings.mongodb_db]
+    for model in DOCUMENT_MODELS:
+        await database[model.Settings.name].delete_many({})  # type: ignore[attr-defined]
+    yield database
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings, db: Any) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+# ---- factories ----------------------------------------------------------------------------
+
+_counter = iter(range(1_000_000))
+
+
+class Api:
+    """Small helpers that go through the real routes, as a client would."""
+
+    def __init__(self, client: TestClient, db: Any) -> None:
+        self.client = client
+        self.db = db
+
+    async def user(self, name: str | None = None, *, admin: bool = False) -> dict[str, Any]:
+        """Register a user through the API and log in; returns its body plus `auth` headers."""
+        name = name or f"user{next(_counter)}"
+        resp = await self.client.post(
+            f"{API}/users",
+            json={
+                "username": name,
+                "email": f"{name}@example.com",
+                "display_name": name.title(),
+                "password": PASSWORD,
+            },
+        )
+        assert resp.status == 201, await resp.text()
+        body = await resp.json()
+        if admin:
+            await self.db.users.update_one({"username": name}, {"$set": {"role": "admin"}})
+        tokens = await self.login(name)
+        return {**body, "tokens": tokens, "auth": {"Authorization": f"Bearer {tokens['access_token']}"}}
+
+    async def login(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
+        resp = await self.client.post(
+            f"{API}/auth/token",
+            data={"grant_type": "password", "username": username, "password": password},
+        )
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+    async def movie(self, admin: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        body = {"title": f"Movie {next(_counter)}", "year": 2000, "genres": ["Drama"], **fields}
+        resp = await self.client.post(f"{API}/movies", json=body, headers=admin["auth"])
+        assert resp.status == 201, await resp.text()
+        return await resp.json()
+
+    async def rate(self, user: dict[str, Any], movie_id: str, score: float) -> int:
+        resp = await self.client.put(
+            f"{API}/movies/{movie_id}/rating", json={"score": score}, headers=user["auth"]
+        )
+        assert resp.status in (200, 201), await resp.text()
+        return resp.status
+
+
+@pytest.fixture
+def api(client: TestClient, db: Any) -> Api:
+    return Api(client, db)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.1
+) -> Any:
+    """Poll `check` until it returns a truthy value (the worker runs asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s; last value {last!r}")
+
+
+def worker_log(services: TestServices) -> str:
+    return Path(services.worker_log).read_text() if services.worker_log else ""

@@ -1,0 +1,111 @@
+"""Real services for the test session: SecantusDB, Redis and a Celery worker.
+
+Each is started here unless the environment points at one (TEST_MONGODB_URL, REDIS_URL).
+A service that cannot start fails the session: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from api import embedded
+from api.security import generate_keyset
+from api.settings import Settings
+
+
+@dataclass
+class TestServices:
+    settings: Settings
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    worker: subprocess.Popen | None = None
+    worker_log: Path | None = None
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def start_services(tmp: Path) -> TestServices:
+    procs: list[subprocess.Popen] = []
+    mongodb_url = os.environ.get("TEST_MONGODB_URL")
+    if not mongodb_url:
+        port = embedded.free_port()
+        procs.append(
+            embedded.start_secantus(storage=":memory:", port=port, log_file=tmp / "secantus.log")
+        )
+        mongodb_url = f"mongodb://127.0.0.1:{port}"
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not redis_url or not _redis_answers(redis_url):
+        port = embedded.free_port()
+        procs.append(
+            embedded.start_redis(port=port, workdir=tmp / "redis", log_file=tmp / "redis.log")
+        )
+        redis_url = f"redis://127.0.0.1:{port}/0"
+    run_id = uuid.uuid4().hex[:8]
+    settings = Settings(
+        environment="test",
+        mongodb_url=mongodb_url,
+        mongodb_db=f"test_{run_id}",
+        redis_url=redis_url,
+        data_dir=tmp,
+        token_signing_keys=json.dumps(generate_keyset().as_dict(private=True)),
+        aggregation_delay=0.05,
+        celery_queue=f"test-{run_id}",
+        log_level="WARNING",
+    )
+    return TestServices(settings=settings, procs=procs)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            env.pop(name.upper(), None)
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[name.upper()] = str(value)
+    return env
+
+
+def start_worker(services: TestServices, tmp: Path) -> None:
+    """A real `celery -A workers worker` consuming this session's queue."""
+    settings = services.settings
+    log_file = tmp / "worker.log"
+    proc = embedded.spawn(
+        [
+            sys.executable, "-m", "celery", "-A", "workers", "worker",
+            "--loglevel", "INFO", "--concurrency", "2", "-Q", settings.celery_queue,
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ],
+        env=settings_env(settings),
+        log_file=log_file,
+    )
+    services.worker, services.worker_log = proc, log_file
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited: {log_file.read_text()[-2000:]}")
+        if "ready." in log_file.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"worker did not become ready: {log_file.read_text()[-2000:]}")
+
+
+def stop_services(services: TestServices) -> None:
+    procs = list(services.procs)
+    if services.worker is not None:
+        procs.append(services.worker)
+    embedded.stop(procs, timeout=20)
