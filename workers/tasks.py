@@ -44,9 +44,10 @@ def aggregate_movie(self: Any, movie_id: str) -> None:
 
     async def work() -> None:
         await rt.queue.claim("movie", movie_id)
-        await aggregation.recompute_movie_summary(
+        found = await aggregation.recompute_movie_summary(
             movie_id=oid, prior_votes=rt.settings.rating_prior_votes
         )
+        log.info("movie summary recomputed", extra={"movie_id": movie_id, "found": found})
 
     try:
         run(work())
@@ -64,7 +65,8 @@ def aggregate_user(self: Any, user_id: str) -> None:
 
     async def work() -> None:
         await rt.queue.claim("user", user_id)
-        await aggregation.recompute_user_stats(user_id=oid)
+        found = await aggregation.recompute_user_stats(user_id=oid)
+        log.info("user stats recomputed", extra={"user_id": user_id, "found": found})
 
     try:
         run(work())
@@ -83,6 +85,7 @@ def purge_movie_ratings(self: Any, movie_id: str) -> None:
     async def work() -> None:
         user_ids = await aggregation.purge_movie_ratings(movie_id=oid)
         await rt.queue.schedule_aggregation(user_ids=user_ids)
+        log.info("movie ratings purged", extra={"movie_id": movie_id, "users": len(user_ids)})
 
     try:
         run(work())

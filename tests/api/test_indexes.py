@@ -1,0 +1,96 @@
+"""The hot queries are answered from indexes: every command the services send is explained.
+
+A CommandListener records what the services really send (no hand-copied filters), then each
+recorded find / findAndModify / aggregate is run through `explain` on the same server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from beanie import init_beanie
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import monitoring
+
+from api.services import aggregation, movies, ratings
+from models import DOCUMENT_MODELS, Movie, Rating, User, title_key
+
+
+class Recorder(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in {"find", "findAndModify", "aggregate"}:
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+class NoQueue:
+    async def schedule_aggregation(self, **kwargs: Any) -> None:
+        pass
+
+
+def _stages(plan: dict[str, Any]) -> list[str]:
+    out = []
+    while plan:
+        out.append(plan["stage"])
+        plan = plan.get("inputStage") or (plan.get("inputStages") or [None])[0]
+    return out
+
+
+def _winning_plan(explained: dict[str, Any]) -> dict[str, Any]:
+    if "queryPlanner" in explained:
+        return explained["queryPlanner"]["winningPlan"]
+    return explained["stages"][0]["$cursor"]["queryPlanner"]["winningPlan"]
+
+
+async def test_hot_queries_use_indexes(settings, db):
+    recorder = Recorder()
+    client: AsyncIOMotorClient = AsyncIOMotorClient(
+        settings.mongodb_url, tz_aware=True, event_listeners=[recorder]
+    )
+    try:
+        await init_beanie(database=client[settings.mongodb_db], document_models=DOCUMENT_MODELS)
+        users = [User(username=f"u{i}", display_name="U") for i in range(20)]
+        await User.insert_many(users)
+        stored_users = await User.find_all().to_list()
+        films = [Movie(title=f"Film {i}", title_key=title_key(f"Film {i}"), year=1990 + i % 20)
+                 for i in range(200)]
+        await Movie.insert_many(films)
+        stored_movies = await Movie.find_all().to_list()
+        docs = [Rating.new(movie_id=m.id, user_id=u.id, score=(i % 10 + 1) / 2)
+                for i, (m, u) in enumerate((m, u) for m in stored_movies[:50] for u in stored_users)]
+        await Rating.insert_many(docs)
+        user, movie = stored_users[0], stored_movies[0]
+        await aggregation.refresh_global_mean()  # periodic full scan by design: not a hot query
+        recorder.commands.clear()
+
+        await ratings.put_rating(user_id=user.id, movie_id=movie.id, score=3.5, queue=NoQueue())
+        await ratings.get_rating(user_id=user.id, movie_id=movie.id)
+        for sort in ratings.PROFILE_SORTS:
+            await ratings.list_user_ratings(user_id=user.id, sort=sort, offset=0, limit=20)
+        await ratings.list_movie_ratings(movie_id=movie.id, offset=0, limit=20)
+        for sort in movies.SORTS:
+            await movies.list_movies(query=movies.MovieQuery(sort=sort), offset=0, limit=20)
+        await movies.list_movies(query=movies.MovieQuery(genre="Drama", sort="-weighted"),
+                                 offset=0, limit=20)
+        await aggregation.recompute_movie_summary(movie_id=movie.id, prior_votes=10)
+        await aggregation.recompute_user_stats(user_id=user.id)
+
+        assert len(recorder.commands) >= 20
+        database = client[settings.mongodb_db]
+        for command in recorder.commands:
+            bare = {k: v for k, v in command.items() if not k.startswith("$") and k != "lsid"}
+            explained = await database.command({"explain": bare, "verbosity": "queryPlanner"})
+            stages = _stages(_winning_plan(explained))
+            assert "COLLSCAN" not in stages, (bare, stages)
+            assert "IXSCAN" in stages or "IDHACK" in stages or "EXPRESS_IXSCAN" in stages, (
+                bare, stages)
+    finally:
+        client.close()

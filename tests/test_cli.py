@@ -1,0 +1,51 @@
+"""`python -m api create-admin` and `python -m seed sample` as an operator runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import PASSWORD
+from tests.services import settings_env
+
+
+def _run(settings, *args, stdin=""):
+    return subprocess.run(
+        [sys.executable, "-m", *args], input=stdin, capture_output=True, text=True,
+        env=settings_env(settings), timeout=120, check=False,
+    )
+
+
+async def test_create_admin_creates_then_promotes(settings, db, api):
+    done = _run(settings, "api", "create-admin", "--username", "boss", "--email", "b@example.com",
+                stdin=PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    assert "created admin boss" in done.stdout
+    user = await db.users.find_one({"username": "boss"})
+    assert user["role"] == "admin" and user["password_hash"].startswith("$argon2id$")
+    assert "movies:write" in (await api.login("boss"))["scope"]
+
+    await api.user("carol")
+    done = _run(settings, "api", "create-admin", "--username", "carol",
+                "--email", "carol@example.com", stdin="another long password\n")
+    assert done.returncode == 0 and "promoted" in done.stdout
+    assert (await db.users.find_one({"username": "carol"}))["role"] == "admin"
+
+
+async def test_create_admin_refuses_a_weak_password(settings, db):
+    done = _run(settings, "api", "create-admin", "--username", "boss", "--email", "b@example.com",
+                stdin="short\n")
+    assert done.returncode == 2 and "password" in done.stderr
+    assert await db.users.count_documents({}) == 0
+
+
+async def test_seed_sample_only_fills_an_empty_catalogue(settings, db):
+    done = _run(settings, "seed", "sample")
+    assert done.returncode == 0, done.stderr
+    count = await db.movies.count_documents({})
+    assert count >= 30
+    toy = await db.movies.find_one({"title": "Toy Story"})
+    assert toy["year"] == 1995 and "Animation" in toy["genres"] and toy["title_key"] == "toy story"
+    done = _run(settings, "seed", "sample")
+    assert "no seed" in done.stdout
+    assert await db.movies.count_documents({}) == count

@@ -1,0 +1,55 @@
+"""Settings refuse unsafe configurations outside development."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from api.security import TokenService, generate_keyset, load_keyset
+from api.settings import Settings
+
+URLS = {"mongodb_url": "mongodb://db", "redis_url": "redis://cache"}
+
+
+def test_development_defaults_need_nothing():
+    settings = Settings(_env_file=None)
+    assert settings.environment == "development" and settings.port == 8080
+
+
+@pytest.mark.parametrize("keys", [None, "changethis", "  "])
+def test_production_refuses_missing_or_placeholder_signing_keys(keys):
+    with pytest.raises(ValidationError):
+        Settings(environment="production", token_signing_keys=keys, **URLS)
+
+
+def test_production_requires_service_urls():
+    keys = json.dumps(generate_keyset().as_dict(private=True))
+    with pytest.raises(ValidationError):
+        Settings(environment="production", token_signing_keys=keys)
+    assert Settings(environment="production", token_signing_keys=keys, **URLS).redis_url
+
+
+def test_access_tokens_are_short_lived():
+    with pytest.raises(ValidationError):
+        Settings(access_token_ttl=3600)
+
+
+def test_development_key_is_generated_once_and_reused(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    first = load_keyset(settings)
+    again = load_keyset(settings)
+    assert first.keys[0].kid == again.keys[0].kid
+    assert (tmp_path / "jwks.json").stat().st_mode & 0o077 == 0
+
+
+def test_any_listed_key_verifies_so_keys_rotate(tmp_path):
+    old, new = generate_keyset(), generate_keyset()
+    settings = Settings(data_dir=tmp_path)
+    token = TokenService(settings, old).issue(subject="u1", scopes=["ratings:write"])
+    both = json.dumps({"keys": new.as_dict(private=True)["keys"] + old.as_dict(private=True)["keys"]})
+    rotated = TokenService(Settings(token_signing_keys=both), load_keyset(Settings(token_signing_keys=both)))
+    assert rotated.verify(token).subject == "u1"
+    assert rotated.public_jwks()["keys"][0]["kid"] == new.keys[0].kid
+    assert "d" not in rotated.public_jwks()["keys"][0]
