@@ -79,7 +79,9 @@ def setup_docs(app: web.Application) -> None:
     # Schemas only referenced from hand-written response entries must be registered by hand.
     for schema in (ProblemSchema, TokenSchema, OAuthErrorSchema):
         components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
-    components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
     components.security_scheme(
         "OAuth2",
         {

@@ -63,7 +63,7 @@ def _port_open(port: int) -> bool:
 
 
 def spawn(cmd: list[str], *, env: dict[str, str] | None = None, log_file: Path | None = None):
-    out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - owned by the child
+    out = open(log_file, "ab") if log_file else None
     return subprocess.Popen(
         cmd,
         env=env,
@@ -83,8 +83,17 @@ def secantus_binary() -> str:
 def start_secantus(*, storage: str, port: int, log_file: Path | None = None):
     """Start SecantusDB on loopback; `storage` is a folder or ':memory:'."""
     proc = spawn(
-        [secantus_binary(), "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage,
-         "--log-level", "WARNING"],
+        [
+            secantus_binary(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            storage,
+            "--log-level",
+            "WARNING",
+        ],
         log_file=log_file,
     )
     wait_until(lambda: _port_open(port), timeout=60, what="SecantusDB", proc=proc)
@@ -110,8 +119,19 @@ def start_redis(*, port: int, workdir: Path, log_file: Path | None = None):
     """Start a private redis-server on loopback that keeps nothing on disk."""
     workdir.mkdir(parents=True, exist_ok=True)
     proc = spawn(
-        [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
+        [
+            redis_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         log_file=log_file,
     )
     wait_until(lambda: _port_open(port), timeout=30, what="redis-server", proc=proc)
@@ -190,8 +210,18 @@ def run_embedded(settings: Settings) -> int:
         celery = [python, "-m", "celery", "-A", "workers"]
         stack.procs.append(
             spawn(
-                [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2",
-                 "-Q", settings.celery_queue, "--without-gossip", "--without-mingle"],
+                [
+                    *celery,
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    "2",
+                    "-Q",
+                    settings.celery_queue,
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
                 env=env,
                 log_file=logs / "worker.log",
             )
@@ -199,7 +229,14 @@ def run_embedded(settings: Settings) -> int:
         stack.where["worker"] = f"celery worker, log {logs / 'worker.log'}"
         stack.procs.append(
             spawn(
-                [*celery, "beat", "--loglevel", "INFO", "-s", str(data_dir / "celerybeat-schedule")],
+                [
+                    *celery,
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "-s",
+                    str(data_dir / "celerybeat-schedule"),
+                ],
                 env=env,
                 log_file=logs / "beat.log",
             )

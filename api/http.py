@@ -106,8 +106,6 @@ def authenticated(scope: str | None = None) -> Callable[[F], F]:
         setattr(handler, AUTH_ATTR, {"scope": scope})
         responses = errors(401, 403) if scope else errors(401)
         security = [{"OAuth2": [scope] if scope else []}, {"bearerAuth": []}]
-        return docs(security=security, responses=responses)(
-            handler
-        )
+        return docs(security=security, responses=responses)(handler)
 
     return decorate

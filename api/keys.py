@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
-if TYPE_CHECKING:
-    from api.queue import TaskQueue
-    from api.security import TokenService
-    from api.settings import Settings
+from api.queue import TaskQueue
+from api.security import TokenService
+from api.settings import Settings
 
-SETTINGS = web.AppKey("settings", "Settings")
+SETTINGS = web.AppKey("settings", Settings)
 MONGO = web.AppKey("mongo", AsyncIOMotorClient)
 REDIS = web.AppKey("redis", Redis)
-QUEUE = web.AppKey("queue", "TaskQueue")
-TOKENS = web.AppKey("tokens", "TokenService")
+QUEUE = web.AppKey("queue", TaskQueue)
+TOKENS = web.AppKey("tokens", TokenService)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)

@@ -113,7 +113,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
     except DomainError as exc:
         return problem(
-            request, status=exc.status, title=exc.title, detail=exc.detail, slug=exc.slug,
+            request,
+            status=exc.status,
+            title=exc.title,
+            detail=exc.detail,
+            slug=exc.slug,
             **exc.extra,
         )
     except web.HTTPException as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from functools import partial
 from typing import Any
@@ -92,7 +93,10 @@ class TaskQueue:
             await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def schedule_aggregation(
-        self, *, movie_ids: list[str] = (), user_ids: list[str] = ()  # type: ignore[assignment]
+        self,
+        *,
+        movie_ids: Sequence[str] = (),
+        user_ids: Sequence[str] = (),
     ) -> None:
         """Ask for exact recomputations, at most one queued per movie or user at a time."""
         wanted = [("movie", m, AGGREGATE_MOVIE) for m in movie_ids] + [

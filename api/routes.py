@@ -29,7 +29,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(f"{API}/movies/{{movie_id}}", movies.get_movie, name="movie")
     r.add_patch(f"{API}/movies/{{movie_id}}", movies.update_movie)
     r.add_delete(f"{API}/movies/{{movie_id}}", movies.delete_movie)
-    r.add_get(f"{API}/movies/{{movie_id}}/ratings", ratings.list_movie_ratings, name="movie_ratings")
+    r.add_get(
+        f"{API}/movies/{{movie_id}}/ratings", ratings.list_movie_ratings, name="movie_ratings"
+    )
     r.add_put(f"{API}/movies/{{movie_id}}/rating", ratings.put_rating, name="my_rating")
     r.add_get(f"{API}/movies/{{movie_id}}/rating", ratings.get_rating)
     r.add_delete(f"{API}/movies/{{movie_id}}/rating", ratings.delete_rating)

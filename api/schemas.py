@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from models import SCORES
 
-USERNAME = validate.Regexp(r"^[a-z0-9_.-]{3,32}$", error="3–32 of a-z, 0-9, '_', '.', '-'.")
+USERNAME = validate.Regexp(r"^[a-z0-9_.-]{3,32}$", error="3-32 of a-z, 0-9, '_', '.', '-'.")
 PASSWORD = validate.Length(min=10, max=256)
 PAGE_LIMIT = fields.Integer(
     load_default=20, validate=validate.Range(1, 100), metadata={"description": "Page size."}
@@ -210,8 +210,7 @@ class MovieListQuery(Schema):
     sort = fields.String(
         load_default="title",
         validate=validate.OneOf(
-            ["title", "-title", "year", "-year", "mean", "-mean", "votes", "-votes"]
-            + ["weighted", "-weighted"]
+            [f"{d}{k}" for k in ("title", "year", "mean", "votes", "weighted") for d in ("", "-")]
         ),
         metadata={"description": "A leading '-' sorts descending."},
     )

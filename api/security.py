@@ -7,6 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -93,8 +94,8 @@ class TokenService:
             leeway=5,
         )
 
-    def public_jwks(self) -> dict:
-        return self._keyset.as_dict(private=False)
+    def public_jwks(self) -> dict[str, Any]:
+        return dict(self._keyset.as_dict(private=False))
 
     def issue(self, *, subject: str, scopes: tuple[str, ...] | list[str]) -> str:
         now = int(time.time())

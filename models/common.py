@@ -18,7 +18,7 @@ def utcnow() -> datetime:
 
 def bucket(score: float) -> int:
     """Histogram bucket index of a half-star score."""
-    return int(round(score * 2)) - 1
+    return round(score * 2) - 1
 
 
 class RatingStats(BaseModel):

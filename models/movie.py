@@ -47,9 +47,7 @@ class Movie(Document):
             IndexModel([("year", ASCENDING), ("_id", ASCENDING)], name="sort_year"),
             IndexModel([("rating.mean", DESCENDING), ("_id", ASCENDING)], name="sort_mean"),
             IndexModel([("rating.count", DESCENDING), ("_id", ASCENDING)], name="sort_votes"),
-            IndexModel(
-                [("rating.weighted", DESCENDING), ("_id", ASCENDING)], name="sort_weighted"
-            ),
+            IndexModel([("rating.weighted", DESCENDING), ("_id", ASCENDING)], name="sort_weighted"),
             IndexModel(
                 [("genres", ASCENDING), ("rating.weighted", DESCENDING)], name="genre_weighted"
             ),

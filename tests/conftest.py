@@ -86,7 +86,11 @@ class Api:
         if admin:
             await self.db.users.update_one({"username": name}, {"$set": {"role": "admin"}})
         tokens = await self.login(name)
-        return {**body, "tokens": tokens, "auth": {"Authorization": f"Bearer {tokens['access_token']}"}}
+        return {
+            **body,
+            "tokens": tokens,
+            "auth": {"Authorization": f"Bearer {tokens['access_token']}"},
+        }
 
     async def login(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
         resp = await self.client.post(

@@ -11,14 +11,27 @@ from tests.services import settings_env
 
 def _run(settings, *args, stdin=""):
     return subprocess.run(
-        [sys.executable, "-m", *args], input=stdin, capture_output=True, text=True,
-        env=settings_env(settings), timeout=120, check=False,
+        [sys.executable, "-m", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=settings_env(settings),
+        timeout=120,
+        check=False,
     )
 
 
 async def test_create_admin_creates_then_promotes(settings, db, api):
-    done = _run(settings, "api", "create-admin", "--username", "boss", "--email", "b@example.com",
-                stdin=PASSWORD + "\n")
+    done = _run(
+        settings,
+        "api",
+        "create-admin",
+        "--username",
+        "boss",
+        "--email",
+        "b@example.com",
+        stdin=PASSWORD + "\n",
+    )
     assert done.returncode == 0, done.stderr
     assert "created admin boss" in done.stdout
     user = await db.users.find_one({"username": "boss"})
@@ -26,15 +39,31 @@ async def test_create_admin_creates_then_promotes(settings, db, api):
     assert "movies:write" in (await api.login("boss"))["scope"]
 
     await api.user("carol")
-    done = _run(settings, "api", "create-admin", "--username", "carol",
-                "--email", "carol@example.com", stdin="another long password\n")
+    done = _run(
+        settings,
+        "api",
+        "create-admin",
+        "--username",
+        "carol",
+        "--email",
+        "carol@example.com",
+        stdin="another long password\n",
+    )
     assert done.returncode == 0 and "promoted" in done.stdout
     assert (await db.users.find_one({"username": "carol"}))["role"] == "admin"
 
 
 async def test_create_admin_refuses_a_weak_password(settings, db):
-    done = _run(settings, "api", "create-admin", "--username", "boss", "--email", "b@example.com",
-                stdin="short\n")
+    done = _run(
+        settings,
+        "api",
+        "create-admin",
+        "--username",
+        "boss",
+        "--email",
+        "b@example.com",
+        stdin="short\n",
+    )
     assert done.returncode == 2 and "password" in done.stderr
     assert await db.users.count_documents({}) == 0
 

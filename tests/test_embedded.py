@@ -31,12 +31,20 @@ async def _wait_ready(session, base, proc, timeout=90.0):
 
 async def test_embedded_stack_serves_rates_converges_and_stops(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"MONGODB_URL", "REDIS_URL", "TOKEN_SIGNING_KEYS"}}
-    env.update(PORT=str(port), DATA_DIR=str(tmp_path), ENVIRONMENT="development",
-               AGGREGATION_DELAY="0.05")
-    proc = subprocess.Popen([sys.executable, "-m", "api", "embedded"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"MONGODB_URL", "REDIS_URL", "TOKEN_SIGNING_KEYS"}
+    }
+    env.update(
+        PORT=str(port), DATA_DIR=str(tmp_path), ENVIRONMENT="development", AGGREGATION_DELAY="0.05"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api", "embedded"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
@@ -44,15 +52,20 @@ async def test_embedded_stack_serves_rates_converges_and_stops(tmp_path):
             api = f"{base}/api/v1"
             async with http.get(f"{api}/movies?q=toy story") as resp:
                 movie = (await resp.json())["items"][0]  # the shipped sample was seeded
-            user = {"username": "eve", "email": "eve@example.com", "display_name": "Eve",
-                    "password": PASSWORD}
+            user = {
+                "username": "eve",
+                "email": "eve@example.com",
+                "display_name": "Eve",
+                "password": PASSWORD,
+            }
             async with http.post(f"{api}/users", json=user) as resp:
                 assert resp.status == 201
             form = {"grant_type": "password", "username": "eve", "password": PASSWORD}
             async with http.post(f"{api}/auth/token", data=form) as resp:
                 auth = {"Authorization": f"Bearer {(await resp.json())['access_token']}"}
-            async with http.put(f"{api}/movies/{movie['id']}/rating", json={"score": 4.5},
-                                headers=auth) as resp:
+            async with http.put(
+                f"{api}/movies/{movie['id']}/rating", json={"score": 4.5}, headers=auth
+            ) as resp:
                 assert resp.status == 201
             for _ in range(200):
                 async with http.get(f"{api}/movies/{movie['id']}") as resp:

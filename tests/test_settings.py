@@ -48,8 +48,12 @@ def test_any_listed_key_verifies_so_keys_rotate(tmp_path):
     old, new = generate_keyset(), generate_keyset()
     settings = Settings(data_dir=tmp_path)
     token = TokenService(settings, old).issue(subject="u1", scopes=["ratings:write"])
-    both = json.dumps({"keys": new.as_dict(private=True)["keys"] + old.as_dict(private=True)["keys"]})
-    rotated = TokenService(Settings(token_signing_keys=both), load_keyset(Settings(token_signing_keys=both)))
+    both = json.dumps(
+        {"keys": new.as_dict(private=True)["keys"] + old.as_dict(private=True)["keys"]}
+    )
+    rotated = TokenService(
+        Settings(token_signing_keys=both), load_keyset(Settings(token_signing_keys=both))
+    )
     assert rotated.verify(token).subject == "u1"
     assert rotated.public_jwks()["keys"][0]["kid"] == new.keys[0].kid
     assert "d" not in rotated.public_jwks()["keys"][0]

@@ -29,7 +29,7 @@ def _object_id(value: str) -> PydanticObjectId | None:
 
 
 def _retry(task: Any, exc: Exception) -> Exception:
-    countdown = min(2 ** task.request.retries * 0.5, 30)
+    countdown = min(2**task.request.retries * 0.5, 30)
     log.warning("transient failure; retrying", extra={"task": task.name, "in": countdown})
     return task.retry(exc=exc, countdown=countdown)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from beanie import PydanticObjectId
 from aiohttp import web
+from beanie import PydanticObjectId
 
 from api.middlewares import PRINCIPAL
 from api.security import Principal

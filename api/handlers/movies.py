@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 
-from api.http import docs, authenticated, errors, json_response, next_url
+from api.http import authenticated, docs, errors, json_response, next_url
 from api.keys import QUEUE
 from api.schemas import (
     MovieCreateSchema,
@@ -31,7 +31,9 @@ async def list_movies(request: web.Request) -> web.Response:
     page = await movie_service.list_movies(
         query=movie_service.MovieQuery(**params), offset=offset, limit=limit
     )
-    return json_response({"items": _movies.dump(page.items), "next": next_url(request, page.next_offset)})
+    return json_response(
+        {"items": _movies.dump(page.items), "next": next_url(request, page.next_offset)}
+    )
 
 
 @docs(tags=["movies"], summary="Add a movie (admin)", responses=errors(409, 415, 422))

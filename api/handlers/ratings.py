@@ -6,7 +6,7 @@ from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 
 from api.handlers import caller_id
-from api.http import docs, authenticated, errors, json_response, next_url
+from api.http import authenticated, docs, errors, json_response, next_url
 from api.keys import QUEUE
 from api.schemas import (
     MovieIdPath,
@@ -28,7 +28,7 @@ _profile_items = ProfileItemSchema(many=True)
 
 @docs(
     tags=["ratings"],
-    summary="Rate a movie (0.5–5.0 in half stars)",
+    summary="Rate a movie (0.5-5.0 in half stars)",
     description="201 when the rating is new, 200 when it replaced an earlier score.",
     responses={200: {"description": "Changed"}, **errors(404, 415, 422)},
 )
@@ -86,7 +86,9 @@ async def list_movie_ratings(request: web.Request) -> web.Response:
     page = await rating_service.list_movie_ratings(
         movie_id=request["match_info"]["movie_id"], offset=query["offset"], limit=query["limit"]
     )
-    return json_response({"items": _ratings.dump(page.items), "next": next_url(request, page.next_offset)})
+    return json_response(
+        {"items": _ratings.dump(page.items), "next": next_url(request, page.next_offset)}
+    )
 
 
 async def _profile(request: web.Request, user_id) -> web.Response:

@@ -6,8 +6,14 @@ from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, response_schema
 
 from api.handlers import caller_id
-from api.http import docs, authenticated, errors, json_response
-from api.schemas import UserCreateSchema, UserIdPath, UserPrivateSchema, UserPublicSchema, UserUpdateSchema
+from api.http import authenticated, docs, errors, json_response
+from api.schemas import (
+    UserCreateSchema,
+    UserIdPath,
+    UserPrivateSchema,
+    UserPublicSchema,
+    UserUpdateSchema,
+)
 from api.services import users as user_service
 
 _public = UserPublicSchema()
@@ -30,7 +36,9 @@ async def register(request: web.Request) -> web.Response:
     return json_response(_private.dump(user), status=201, headers={"Location": location})
 
 
-@docs(tags=["users"], summary="A user's public profile and rating stats", responses=errors(404, 422))
+@docs(
+    tags=["users"], summary="A user's public profile and rating stats", responses=errors(404, 422)
+)
 @match_info_schema(UserIdPath)
 @response_schema(UserPublicSchema, 200)
 async def get_user(request: web.Request) -> web.Response:

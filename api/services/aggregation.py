@@ -25,7 +25,10 @@ def weighted_score(*, count: int, mean: float | None, prior_votes: float, prior_
 async def _histogram(field: str, object_id: PydanticObjectId) -> list[int]:
     """One pipeline: how many ratings of each half star the movie or user has."""
     histogram = [0] * len(SCORES)
-    pipeline = [{"$match": {field: object_id}}, {"$group": {"_id": "$score", "n": {"$sum": 1}}}]
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {field: object_id}},
+        {"$group": {"_id": "$score", "n": {"$sum": 1}}},
+    ]
     async for row in Rating.get_motor_collection().aggregate(pipeline):
         histogram[bucket(row["_id"])] = row["n"]
     return histogram

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from beanie import PydanticObjectId
+from beanie import PydanticObjectId, SortDirection
 from pymongo.errors import DuplicateKeyError
 
 from api.errors import Conflict, NotFound
@@ -15,17 +15,18 @@ from api.services import Page, page_of
 from models import ExternalIds, Movie, title_key, utcnow
 
 # Sort name -> Mongo sort; every one ends in _id (total order) and has an index (models.movie).
-SORTS: dict[str, list[tuple[str, int]]] = {
-    "title": [("title_key", 1), ("_id", 1)],
-    "-title": [("title_key", -1), ("_id", -1)],
-    "year": [("year", 1), ("_id", 1)],
-    "-year": [("year", -1), ("_id", -1)],
-    "mean": [("rating.mean", 1), ("_id", -1)],
-    "-mean": [("rating.mean", -1), ("_id", 1)],
-    "votes": [("rating.count", 1), ("_id", -1)],
-    "-votes": [("rating.count", -1), ("_id", 1)],
-    "weighted": [("rating.weighted", 1), ("_id", -1)],
-    "-weighted": [("rating.weighted", -1), ("_id", 1)],
+ASC, DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
+SORTS: dict[str, list[tuple[str, SortDirection]]] = {
+    "title": [("title_key", ASC), ("_id", ASC)],
+    "-title": [("title_key", DESC), ("_id", DESC)],
+    "year": [("year", ASC), ("_id", ASC)],
+    "-year": [("year", DESC), ("_id", DESC)],
+    "mean": [("rating.mean", ASC), ("_id", DESC)],
+    "-mean": [("rating.mean", DESC), ("_id", ASC)],
+    "votes": [("rating.count", ASC), ("_id", DESC)],
+    "-votes": [("rating.count", DESC), ("_id", ASC)],
+    "weighted": [("rating.weighted", ASC), ("_id", DESC)],
+    "-weighted": [("rating.weighted", DESC), ("_id", ASC)],
 }
 
 
@@ -111,9 +112,7 @@ async def update_movie(*, movie_id: PydanticObjectId, changes: dict[str, Any]) -
         update["title_key"] = title_key(changes["title"])
     update["updated_at"] = utcnow()
     try:
-        result = await Movie.get_motor_collection().update_one(
-            {"_id": movie_id}, {"$set": update}
-        )
+        result = await Movie.get_motor_collection().update_one({"_id": movie_id}, {"$set": update})
     except DuplicateKeyError:
         raise Conflict("A movie with that MovieLens id exists.", field="external_ids") from None
     if result.matched_count == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from beanie import PydanticObjectId
+from beanie import PydanticObjectId, SortDirection
 from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -15,9 +15,10 @@ from api.queue import TaskQueue
 from api.services import Page, page_of
 from models import Movie, Rating, User, utcnow
 
-PROFILE_SORTS: dict[str, list[tuple[str, int]]] = {
-    "recent": [("rated_at", -1), ("_id", -1)],
-    "score": [("score", -1), ("_id", -1)],
+DESC = SortDirection.DESCENDING
+PROFILE_SORTS: dict[str, list[tuple[str, SortDirection]]] = {
+    "recent": [("rated_at", DESC), ("_id", DESC)],
+    "score": [("score", DESC), ("_id", DESC)],
 }
 MOVIE_CARD = {"title": 1, "year": 1, "rating.count": 1, "rating.mean": 1}
 

@@ -27,8 +27,9 @@ async def test_password_grant_issues_rfc6749_tokens(api, client):
     assert body["scope"] == "ratings:write"
     header = json.loads(base64.urlsafe_b64decode(body["access_token"].split(".")[0] + "=="))
     assert header["alg"] == "ES256" and header["kid"]
-    me = await client.get(f"{API}/users/me",
-                          headers={"Authorization": f"Bearer {body['access_token']}"})
+    me = await client.get(
+        f"{API}/users/me", headers={"Authorization": f"Bearer {body['access_token']}"}
+    )
     assert me.status == 200
 
 
@@ -59,14 +60,20 @@ async def test_token_request_errors(client, db):
 async def test_admin_scopes_and_scope_narrowing(api, client):
     await api.user("root", admin=True)
     full = await api.login("root")
-    assert set(full["scope"].split()) == {"ratings:write", "movies:write", "imports:write",
-                                          "users:admin"}
-    resp = await _token(client, grant_type="password", username="root", password=PASSWORD,
-                        scope="ratings:write")
+    assert set(full["scope"].split()) == {
+        "ratings:write",
+        "movies:write",
+        "imports:write",
+        "users:admin",
+    }
+    resp = await _token(
+        client, grant_type="password", username="root", password=PASSWORD, scope="ratings:write"
+    )
     assert (await resp.json())["scope"] == "ratings:write"
     await api.user("plain")
-    resp = await _token(client, grant_type="password", username="plain", password=PASSWORD,
-                        scope="movies:write")
+    resp = await _token(
+        client, grant_type="password", username="plain", password=PASSWORD, scope="movies:write"
+    )
     assert resp.status == 400 and (await resp.json())["error"] == "invalid_scope"
 
 
@@ -88,8 +95,14 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(api, client):
 
 def _forge(settings, claims, *, key=None, alg="ES256", kid=None):
     now = int(time.time())
-    base = {"iss": settings.token_issuer, "aud": settings.token_audience, "sub": "x",
-            "iat": now, "exp": now + 60, "scope": "ratings:write"}
+    base = {
+        "iss": settings.token_issuer,
+        "aud": settings.token_audience,
+        "sub": "x",
+        "iat": now,
+        "exp": now + 60,
+        "scope": "ratings:write",
+    }
     base.update(claims)
     key = key or ECKey.generate_key("P-256")
     return jwt.encode({"alg": alg, "kid": kid or key.kid}, base, key)
@@ -105,8 +118,11 @@ async def test_bearer_checks_signature_expiry_issuer_audience(api, client, setti
     alice = await api.user("alice")
     key = _real_key(settings)
     sub = {"sub": alice["id"]}
-    assert (await client.get(f"{API}/users/me", headers={
-        "Authorization": f"Bearer {_forge(settings, sub, key=key)}"})).status == 200
+    assert (
+        await client.get(
+            f"{API}/users/me", headers={"Authorization": f"Bearer {_forge(settings, sub, key=key)}"}
+        )
+    ).status == 200
     bad = {
         "expired": _forge(settings, {**sub, "exp": int(time.time()) - 60}, key=key),
         "other audience": _forge(settings, {**sub, "aud": "someone-else"}, key=key),
@@ -126,8 +142,14 @@ def _alg_none(settings, claims):
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
     now = int(time.time())
-    payload = {"iss": settings.token_issuer, "aud": settings.token_audience, "iat": now,
-               "exp": now + 60, "scope": "ratings:write", **claims}
+    payload = {
+        "iss": settings.token_issuer,
+        "aud": settings.token_audience,
+        "iat": now,
+        "exp": now + 60,
+        "scope": "ratings:write",
+        **claims,
+    }
     return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(payload)}."
 
 

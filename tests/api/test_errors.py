@@ -25,11 +25,19 @@ async def test_unknown_route_and_wrong_method(client, db):
 async def test_body_errors_change_nothing(client, db):
     url = f"{API}/users"
     await _problem(await client.post(url, data="x", headers={"Content-Type": "text/plain"}), 415)
-    await _problem(await client.post(url, data="{bad", headers={"Content-Type": "application/json"}), 400)
-    await _problem(await client.post(url, data="[1]", headers={"Content-Type": "application/json"}), 422)
-    await _problem(await client.post(url, data=b"\xff\xfe", headers={"Content-Type": "application/json"}), 400)
+    await _problem(
+        await client.post(url, data="{bad", headers={"Content-Type": "application/json"}), 400
+    )
+    await _problem(
+        await client.post(url, data="[1]", headers={"Content-Type": "application/json"}), 422
+    )
+    await _problem(
+        await client.post(url, data=b"\xff\xfe", headers={"Content-Type": "application/json"}), 400
+    )
     big = b'{"username": "' + b"a" * (1024 * 1024 + 10) + b'"}'
-    await _problem(await client.post(url, data=big, headers={"Content-Type": "application/json"}), 413)
+    await _problem(
+        await client.post(url, data=big, headers={"Content-Type": "application/json"}), 413
+    )
     body = await _problem(await client.post(url, json={"username": 7, "nope": True}), 422)
     fields = {(e["location"], e["field"]) for e in body["errors"]}
     assert ("json", "username") in fields and ("json", "nope") in fields
@@ -67,8 +75,9 @@ async def test_json_log_lines_carry_the_request_id():
 
     token = request_id_var.set("rid-1")
     try:
-        record = logging.makeLogRecord({"name": "x", "levelname": "INFO", "msg": "hi %s",
-                                        "args": ("there",), "extra_field": 3})
+        record = logging.makeLogRecord(
+            {"name": "x", "levelname": "INFO", "msg": "hi %s", "args": ("there",), "extra_field": 3}
+        )
         line = json.loads(JsonFormatter().format(record))
     finally:
         request_id_var.reset(token)

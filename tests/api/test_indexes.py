@@ -60,12 +60,16 @@ async def test_hot_queries_use_indexes(settings, db):
         users = [User(username=f"u{i}", display_name="U") for i in range(20)]
         await User.insert_many(users)
         stored_users = await User.find_all().to_list()
-        films = [Movie(title=f"Film {i}", title_key=title_key(f"Film {i}"), year=1990 + i % 20)
-                 for i in range(200)]
+        films = [
+            Movie(title=f"Film {i}", title_key=title_key(f"Film {i}"), year=1990 + i % 20)
+            for i in range(200)
+        ]
         await Movie.insert_many(films)
         stored_movies = await Movie.find_all().to_list()
-        docs = [Rating.new(movie_id=m.id, user_id=u.id, score=(i % 10 + 1) / 2)
-                for i, (m, u) in enumerate((m, u) for m in stored_movies[:50] for u in stored_users)]
+        docs = [
+            Rating.new(movie_id=m.id, user_id=u.id, score=(i % 10 + 1) / 2)
+            for i, (m, u) in enumerate((m, u) for m in stored_movies[:50] for u in stored_users)
+        ]
         await Rating.insert_many(docs)
         user, movie = stored_users[0], stored_movies[0]
         await aggregation.refresh_global_mean()  # periodic full scan by design: not a hot query
@@ -78,8 +82,9 @@ async def test_hot_queries_use_indexes(settings, db):
         await ratings.list_movie_ratings(movie_id=movie.id, offset=0, limit=20)
         for sort in movies.SORTS:
             await movies.list_movies(query=movies.MovieQuery(sort=sort), offset=0, limit=20)
-        await movies.list_movies(query=movies.MovieQuery(genre="Drama", sort="-weighted"),
-                                 offset=0, limit=20)
+        await movies.list_movies(
+            query=movies.MovieQuery(genre="Drama", sort="-weighted"), offset=0, limit=20
+        )
         await aggregation.recompute_movie_summary(movie_id=movie.id, prior_votes=10)
         await aggregation.recompute_user_stats(user_id=user.id)
 
@@ -91,6 +96,8 @@ async def test_hot_queries_use_indexes(settings, db):
             stages = _stages(_winning_plan(explained))
             assert "COLLSCAN" not in stages, (bare, stages)
             assert "IXSCAN" in stages or "IDHACK" in stages or "EXPRESS_IXSCAN" in stages, (
-                bare, stages)
+                bare,
+                stages,
+            )
     finally:
         client.close()

@@ -56,11 +56,17 @@ async def test_invalid_scores_are_422_and_change_nothing(api, client, db):
     for body in [{}, {"score": 4.5, "extra": 1}]:
         assert (await client.put(url, json=body, headers=alice["auth"])).status == 422
     # Infinity and NaN are not JSON at all: a malformed body, not a bad value.
-    resp = await client.put(url, data='{"score": Infinity}', headers={
-        **alice["auth"], "Content-Type": "application/json"})
+    resp = await client.put(
+        url,
+        data='{"score": Infinity}',
+        headers={**alice["auth"], "Content-Type": "application/json"},
+    )
     assert resp.status == 400
-    resp = await client.put(url, data="score=4", headers={
-        **alice["auth"], "Content-Type": "application/x-www-form-urlencoded"})
+    resp = await client.put(
+        url,
+        data="score=4",
+        headers={**alice["auth"], "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert resp.status == 415
     assert (await db.ratings.find_one({}))["score"] == 2.5
 
@@ -70,8 +76,9 @@ async def test_rating_unknown_movie_or_without_token(api, client, db):
     url = f"{API}/movies/65f1c0ffee0123456789abcd/rating"
     assert (await client.put(url, json={"score": 4}, headers=alice["auth"])).status == 404
     assert (await client.put(url, json={"score": 4})).status == 401
-    assert (await client.put(f"{API}/movies/bad/rating", json={"score": 4},
-                             headers=alice["auth"])).status == 422
+    assert (
+        await client.put(f"{API}/movies/bad/rating", json={"score": 4}, headers=alice["auth"])
+    ).status == 422
     assert await db.ratings.count_documents({}) == 0
 
 

@@ -8,16 +8,23 @@ from tests.conftest import API, PASSWORD
 async def test_register_returns_private_view_without_secrets(client, db):
     resp = await client.post(
         f"{API}/users",
-        json={"username": "alice", "email": "Alice@Example.com", "display_name": "Alice",
-              "password": PASSWORD},
+        json={
+            "username": "alice",
+            "email": "Alice@Example.com",
+            "display_name": "Alice",
+            "password": PASSWORD,
+        },
     )
     assert resp.status == 201
     body = await resp.json()
     assert resp.headers["Location"] == f"{API}/users/{body['id']}"
     assert body["username"] == "alice"
     assert body["email"] == "alice@example.com"
-    assert body["stats"] == {"count": 0, "mean": None,
-                             "histogram": {f"{s / 2:.1f}": 0 for s in range(1, 11)}}
+    assert body["stats"] == {
+        "count": 0,
+        "mean": None,
+        "histogram": {f"{s / 2:.1f}": 0 for s in range(1, 11)},
+    }
     assert "password" not in body and "password_hash" not in body
     stored = await db.users.find_one({"username": "alice"})
     assert stored["password_hash"].startswith("$argon2id$")
@@ -42,8 +49,13 @@ async def test_duplicate_username_and_email_conflict(api, client, db):
 async def test_register_validation_lists_each_field(client, db):
     resp = await client.post(
         f"{API}/users",
-        json={"username": "No Caps!", "email": "nope", "display_name": "", "password": "short",
-              "role": "admin"},
+        json={
+            "username": "No Caps!",
+            "email": "nope",
+            "display_name": "",
+            "password": "short",
+            "role": "admin",
+        },
     )
     assert resp.status == 422
     problem = await resp.json()
@@ -81,7 +93,8 @@ async def test_me_requires_a_token(client, db):
 async def test_patch_me_changes_display_name_and_email(api, client):
     alice = await api.user("alice")
     resp = await client.patch(
-        f"{API}/users/me", json={"display_name": "Alice L.", "email": "new@example.com"},
+        f"{API}/users/me",
+        json={"display_name": "Alice L.", "email": "new@example.com"},
         headers=alice["auth"],
     )
     assert resp.status == 200

@@ -64,8 +64,15 @@ async def test_an_older_computation_never_overwrites_a_newer_one(client, db):
     admin_movie = Movie(title="Race", title_key="race")
     await admin_movie.insert()
     collection = Movie.get_motor_collection()
-    newer = {"count": 2, "sum": 9.0, "mean": 4.5, "histogram": [0] * 8 + [2, 0], "ticket": 7,
-             "updated_at": None, "weighted": 4.5}
+    newer = {
+        "count": 2,
+        "sum": 9.0,
+        "mean": 4.5,
+        "histogram": [0] * 8 + [2, 0],
+        "ticket": 7,
+        "updated_at": None,
+        "weighted": 4.5,
+    }
     older = {**newer, "count": 1, "sum": 4.5, "ticket": 6}
     await aggregation._store_if_newer(collection, admin_movie.id, "rating", newer)
     await aggregation._store_if_newer(collection, admin_movie.id, "rating", older)
@@ -115,7 +122,8 @@ async def test_request_id_reaches_the_worker_logs(api, client, services):
     movie = await api.movie(admin)
     alice = await api.user("alice")
     resp = await client.put(
-        f"{API}/movies/{movie['id']}/rating", json={"score": 4.0},
+        f"{API}/movies/{movie['id']}/rating",
+        json={"score": 4.0},
         headers={**alice["auth"], "X-Request-ID": "trace-me-0042"},
     )
     assert resp.status == 201

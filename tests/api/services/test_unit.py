@@ -28,8 +28,9 @@ def test_weighted_score_pulls_small_samples_towards_the_global_mean():
 
 
 def test_movie_filter_is_one_merged_document():
-    query = movies.MovieQuery(q="Toy (1995)", genre="Comedy", year_min=1990, year_max=2000,
-                              min_votes=5)
+    query = movies.MovieQuery(
+        q="Toy (1995)", genre="Comedy", year_min=1990, year_max=2000, min_votes=5
+    )
     assert movies.movie_filter(query) == {
         "title_key": {"$regex": r"toy\ \(1995\)"},
         "genres": "Comedy",
@@ -45,17 +46,18 @@ def test_every_sort_ends_in_id_for_a_total_order():
 
 def test_flatten_errors_lists_each_field():
     flat = flatten_errors({"json": {"a": ["bad"], "b": {"c": ["worse"]}, "_schema": ["x"]}})
-    assert {(e["field"], e["message"]) for e in flat} == {("a", "bad"), ("b.c", "worse"),
-                                                          ("", "x")}
+    assert {(e["field"], e["message"]) for e in flat} == {("a", "bad"), ("b.c", "worse"), ("", "x")}
 
 
 async def test_create_get_list_and_update_movies(mock_db):
-    alien = await movies.create_movie(title="Alien", year=1979, genres=["Horror"],
-                                      external_ids={"movielens": 1214})
+    alien = await movies.create_movie(
+        title="Alien", year=1979, genres=["Horror"], external_ids={"movielens": 1214}
+    )
     await movies.create_movie(title="Aliens", year=1986, genres=["Action"], external_ids={})
     assert (await movies.get_movie(movie_id=alien.id)).title == "Alien"
-    page = await movies.list_movies(query=movies.MovieQuery(q="ALIEN", sort="-year"), offset=0,
-                                    limit=1)
+    page = await movies.list_movies(
+        query=movies.MovieQuery(q="ALIEN", sort="-year"), offset=0, limit=1
+    )
     assert [m.title for m in page.items] == ["Aliens"] and page.next_offset == 1
     updated = await movies.update_movie(movie_id=alien.id, changes={"title": "Alien (Director)"})
     assert updated.title_key == "alien (director)"
