@@ -19,7 +19,6 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    public_url: str | None = None
 
     mongodb_url: str | None = None
     mongodb_db: str = "movie_ratings"

@@ -1,0 +1,15 @@
+# One image for the API, the worker and beat (docker-compose.yml picks the command).
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+RUN useradd --create-home --uid 10001 app
+COPY pyproject.toml README.md ./
+COPY api ./api
+COPY workers ./workers
+COPY models ./models
+COPY seed ./seed
+RUN pip install .
+USER app
+ENV HOST=0.0.0.0 PORT=8080 DATA_DIR=/tmp
+EXPOSE 8080
+CMD ["python", "-m", "api", "serve"]
