@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -19,6 +20,7 @@ from api.keys import TOKENS
 from api.logs import request_id_var
 
 log = logging.getLogger("api.requests")
+access_log = logging.getLogger("api.access")
 
 PRINCIPAL = "principal"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -67,11 +69,23 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     incoming = request.headers.get("X-Request-ID", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     token = request_id_var.set(request_id)
+    started = time.perf_counter()
+    status = 500
     try:
         response = await handler(request)
+        status = response.status
         response.headers["X-Request-ID"] = request_id
         return response
     finally:
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
         request_id_var.reset(token)
 
 

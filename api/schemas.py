@@ -236,7 +236,11 @@ def _half_star(value: float) -> None:
 
 
 class RatingPutSchema(Schema):
-    score = StrictNumber(required=True, validate=_half_star, metadata={"example": 4.5})
+    score = StrictNumber(
+        required=True,
+        validate=_half_star,
+        metadata={"example": 4.5, "minimum": 0.5, "maximum": 5.0, "multipleOf": 0.5},
+    )
 
 
 class RatingPublicSchema(Schema):
