@@ -93,6 +93,9 @@ def start_secantus(*, storage: str, port: int, log_file: Path | None = None):
             storage,
             "--log-level",
             "WARNING",
+            # No replica-set advertisement: nothing here needs change streams or transactions,
+            # and skipping the oplog makes writes cheaper.
+            "--standalone",
         ],
         log_file=log_file,
     )

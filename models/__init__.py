@@ -1,16 +1,18 @@
 """Stored documents (Beanie). Every collection the system owns is listed in DOCUMENT_MODELS."""
 
 from models.common import SCORES, RatingStats, bucket, utcnow
+from models.counter import Counter
 from models.movie import ExternalIds, GlobalRatingStats, Movie, RatingSummary, title_key
 from models.rating import Rating
 from models.token import RefreshToken
 from models.user import User
 
-DOCUMENT_MODELS: list[type] = [User, Movie, Rating, RefreshToken, GlobalRatingStats]
+DOCUMENT_MODELS: list[type] = [User, Movie, Rating, RefreshToken, GlobalRatingStats, Counter]
 
 __all__ = [
     "DOCUMENT_MODELS",
     "SCORES",
+    "Counter",
     "ExternalIds",
     "GlobalRatingStats",
     "Movie",

@@ -35,7 +35,6 @@ class Movie(Document):
     genres: list[str] = Field(default_factory=list)
     external_ids: ExternalIds = Field(default_factory=ExternalIds)
     rating: RatingSummary = Field(default_factory=RatingSummary)
-    agg_ticket: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -51,11 +50,19 @@ class Movie(Document):
             IndexModel(
                 [("genres", ASCENDING), ("rating.weighted", DESCENDING)], name="genre_weighted"
             ),
+            # Lets "store this summary unless a newer one is there" find the movie by index.
+            IndexModel([("_id", ASCENDING), ("rating.ticket", ASCENDING)], name="rating_guard"),
             IndexModel(
                 [("external_ids.movielens", ASCENDING)],
                 name="movielens_id",
                 unique=True,
                 partialFilterExpression={"external_ids.movielens": {"$type": "number"}},
+            ),
+            # Lookups by MovieLens id (imports): a plain compound index, which every server
+            # uses for $in; not every server proves an $in of numbers matches the partial one.
+            IndexModel(
+                [("external_ids.movielens", ASCENDING), ("_id", ASCENDING)],
+                name="movielens_lookup",
             ),
         ]
 

@@ -22,7 +22,6 @@ class User(Document):
     role: Role = "user"
     external_ids: dict[str, str | int] = Field(default_factory=dict)
     stats: RatingStats = Field(default_factory=RatingStats)
-    agg_ticket: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -30,10 +29,23 @@ class User(Document):
         name = "users"
         indexes = [
             IndexModel([("username", ASCENDING)], unique=True, name="username_unique"),
+            IndexModel([("_id", ASCENDING), ("stats.ticket", ASCENDING)], name="stats_guard"),
             IndexModel(
                 [("email", ASCENDING)],
                 unique=True,
                 name="email_unique",
                 partialFilterExpression={"email": {"$type": "string"}},
+            ),
+            IndexModel(
+                [("external_ids.movielens", ASCENDING)],
+                unique=True,
+                name="movielens_id",
+                partialFilterExpression={"external_ids.movielens": {"$type": "number"}},
+            ),
+            # Lookups by MovieLens id (imports): a plain compound index, which every server
+            # uses for $in; not every server proves an $in of numbers matches the partial one.
+            IndexModel(
+                [("external_ids.movielens", ASCENDING), ("_id", ASCENDING)],
+                name="movielens_lookup",
             ),
         ]

@@ -47,7 +47,7 @@ def aggregate_movie(self: Any, movie_id: str) -> None:
         found = await aggregation.recompute_movie_summary(
             movie_id=oid, prior_votes=rt.settings.rating_prior_votes
         )
-        log.info("movie summary recomputed", extra={"movie_id": movie_id, "found": found})
+        log.info("movie summary recomputed", extra={"movie_id": movie_id, "stored": found})
 
     try:
         run(work())
@@ -66,7 +66,7 @@ def aggregate_user(self: Any, user_id: str) -> None:
     async def work() -> None:
         await rt.queue.claim("user", user_id)
         found = await aggregation.recompute_user_stats(user_id=oid)
-        log.info("user stats recomputed", extra={"user_id": user_id, "found": found})
+        log.info("user stats recomputed", extra={"user_id": user_id, "stored": found})
 
     try:
         run(work())

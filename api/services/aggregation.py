@@ -1,19 +1,42 @@
-"""Exact rating aggregates, recomputed from the ratings themselves by the workers."""
+"""Exact rating aggregates, recomputed from the ratings themselves by the workers.
+
+Ordering: every recomputation takes a ticket from one global sequence *before* it reads the
+ratings, and stores its result only over an older ticket. A computation that started later
+saw at least as much, so a slow, older one finishing last can never overwrite it.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from beanie import PydanticObjectId
-from pymongo import ReturnDocument
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
 
-from models import SCORES, GlobalRatingStats, Movie, Rating, RatingStats, User, bucket, utcnow
+from api.services import chunked
+from models import (
+    SCORES,
+    Counter,
+    GlobalRatingStats,
+    Movie,
+    Rating,
+    RatingStats,
+    User,
+    bucket,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
+TICKETS = "aggregation"
+WRITE_CHUNK = 1000
 
 
-def weighted_score(*, count: int, mean: float | None, prior_votes: float, prior_mean: float | None):
+def weighted_score(
+    *, count: int, mean: float | None, prior_votes: float, prior_mean: float | None
+) -> float | None:
     """Bayesian weighted score WR = v/(v+m)·R + m/(v+m)·C; None when nothing is rated."""
     if not count or mean is None:
         return None
@@ -22,8 +45,54 @@ def weighted_score(*, count: int, mean: float | None, prior_votes: float, prior_
     return count / (count + prior_votes) * mean + prior_votes / (count + prior_votes) * prior_mean
 
 
+async def take_tickets(n: int = 1) -> int:
+    """Reserve n consecutive tickets; returns the first."""
+    collection = Counter.get_motor_collection()
+    for _ in range(3):
+        try:
+            doc = await collection.find_one_and_update(
+                {"_id": TICKETS},
+                {"$inc": {"seq": n}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # two first-ever tickets raced on the upsert
+            continue
+        if doc is not None:
+            return int(doc["seq"]) - n + 1
+    raise RuntimeError("could not take an aggregation ticket")
+
+
+def if_newer(field: str, object_id: Any, stats: dict[str, Any]) -> tuple[dict, dict]:
+    """(filter, update) storing `stats` unless a newer ticket is already there."""
+    # Both fields are in one compound index ("<field>_guard"), so every server finds the
+    # document through an index; a plain $set is also several times cheaper than a pipeline.
+    return (
+        {"_id": object_id, f"{field}.ticket": {"$lt": stats["ticket"]}},
+        {"$set": {field: stats}},
+    )
+
+
+async def _histograms(field: str, ids: list[ObjectId], *, everything: bool) -> dict[Any, list[int]]:
+    """Histograms of ratings per movie or user: one $group over the whole collection when
+    most documents are wanted (one pass), else over chunked $in matches (index walks)."""
+    histograms: dict[Any, list[int]] = {i: [0] * len(SCORES) for i in ids}
+    group = {"$group": {"_id": {"k": f"${field}", "s": "$score"}, "n": {"$sum": 1}}}
+    if everything:
+        pipelines: list[list[dict[str, Any]]] = [[group]]
+    else:
+        pipelines = [[{"$match": {field: {"$in": part}}}, group] for part in chunked(ids)]
+    ratings = Rating.get_motor_collection()
+    for pipeline in pipelines:
+        async for row in ratings.aggregate(pipeline):
+            key = row["_id"]["k"]
+            if key in histograms:
+                histograms[key][bucket(row["_id"]["s"])] = row["n"]
+    return histograms
+
+
 async def _histogram(field: str, object_id: PydanticObjectId) -> list[int]:
-    """One pipeline: how many ratings of each half star the movie or user has."""
+    """One pipeline: how many ratings of each half star one movie or user has."""
     histogram = [0] * len(SCORES)
     pipeline: list[dict[str, Any]] = [
         {"$match": {field: object_id}},
@@ -34,39 +103,6 @@ async def _histogram(field: str, object_id: PydanticObjectId) -> list[int]:
     return histogram
 
 
-async def _take_ticket(collection: Any, object_id: PydanticObjectId) -> int | None:
-    """A number that orders recomputations of one document; None if it is gone."""
-    doc = await collection.find_one_and_update(
-        {"_id": object_id},
-        {"$inc": {"agg_ticket": 1}},
-        projection={"agg_ticket": 1},
-        return_document=ReturnDocument.AFTER,
-    )
-    return None if doc is None else doc["agg_ticket"]
-
-
-async def _store_if_newer(collection: Any, object_id: PydanticObjectId, field: str, stats: dict):
-    # The ticket was taken before reading the ratings, so a higher ticket saw at least as much:
-    # an older computation finishing late must not overwrite a newer one. The guard is a
-    # pipeline update on _id alone, which every server answers from the _id index.
-    await collection.update_one(
-        {"_id": object_id},
-        [
-            {
-                "$set": {
-                    field: {
-                        "$cond": [
-                            {"$lt": [{"$ifNull": [f"${field}.ticket", 0]}, stats["ticket"]]},
-                            {"$literal": stats},
-                            f"${field}",
-                        ]
-                    }
-                }
-            }
-        ],
-    )
-
-
 async def global_mean() -> float | None:
     """The catalogue-wide mean C, computing it once if it was never stored."""
     stored = await GlobalRatingStats.get("ratings")
@@ -75,13 +111,7 @@ async def global_mean() -> float | None:
     return (await refresh_global_mean()).mean
 
 
-async def refresh_global_mean() -> GlobalRatingStats:
-    """Recompute C from the movies' exact summaries and store it."""
-    pipeline = [
-        {"$group": {"_id": None, "sum": {"$sum": "$rating.sum"}, "n": {"$sum": "$rating.count"}}}
-    ]
-    rows = await Movie.get_motor_collection().aggregate(pipeline).to_list(1)
-    total, count = (rows[0]["sum"], rows[0]["n"]) if rows else (0.0, 0)
+async def _store_global(total: float, count: int) -> GlobalRatingStats:
     stats = GlobalRatingStats(mean=total / count if count else None, votes=count)
     await GlobalRatingStats.get_motor_collection().replace_one(
         {"_id": "ratings"}, stats.model_dump(by_alias=True), upsert=True
@@ -89,56 +119,118 @@ async def refresh_global_mean() -> GlobalRatingStats:
     return stats
 
 
+async def refresh_global_mean() -> GlobalRatingStats:
+    """Recompute C from the movies' exact summaries (smaller than the ratings) and store it."""
+    pipeline = [
+        {"$group": {"_id": None, "sum": {"$sum": "$rating.sum"}, "n": {"$sum": "$rating.count"}}}
+    ]
+    rows = await Movie.get_motor_collection().aggregate(pipeline).to_list(1)
+    return await _store_global(*((rows[0]["sum"], rows[0]["n"]) if rows else (0.0, 0)))
+
+
 async def recompute_movie_summary(*, movie_id: PydanticObjectId, prior_votes: float) -> bool:
-    """Rebuild one movie's summary exactly from its ratings; False if the movie is gone."""
-    collection = Movie.get_motor_collection()
-    ticket = await _take_ticket(collection, movie_id)
-    if ticket is None:
-        return False
+    """Rebuild one movie's summary exactly from its ratings; False if nothing was stored."""
+    ticket = await take_tickets()
     histogram = await _histogram("movie_id", movie_id)
     stats = RatingStats.from_histogram(histogram, ticket=ticket, updated_at=utcnow())
     summary = stats.model_dump()
     summary["weighted"] = weighted_score(
         count=stats.count, mean=stats.mean, prior_votes=prior_votes, prior_mean=await global_mean()
     )
-    await _store_if_newer(collection, movie_id, "rating", summary)
-    return True
+    result = await Movie.get_motor_collection().update_one(*if_newer("rating", movie_id, summary))
+    return bool(result.matched_count)
 
 
 async def recompute_user_stats(*, user_id: PydanticObjectId) -> bool:
-    """Rebuild one user's stats exactly from their ratings; False if the user is gone."""
-    collection = User.get_motor_collection()
-    ticket = await _take_ticket(collection, user_id)
-    if ticket is None:
-        return False
+    """Rebuild one user's stats exactly from their ratings; False if nothing was stored."""
+    ticket = await take_tickets()
     histogram = await _histogram("user_id", user_id)
     stats = RatingStats.from_histogram(histogram, ticket=ticket, updated_at=utcnow())
-    await _store_if_newer(collection, user_id, "stats", stats.model_dump())
-    return True
+    result = await User.get_motor_collection().update_one(
+        *if_newer("stats", user_id, stats.model_dump())
+    )
+    return bool(result.matched_count)
 
 
-async def refresh_weighted_scores(*, prior_votes: float) -> GlobalRatingStats:
-    """Refresh C, then every movie's weighted score in one server-side update."""
+async def refresh_weighted_scores(*, prior_votes: float, force: bool = False) -> GlobalRatingStats:
+    """Refresh C, then every weighted score in one server-side update (skipped when C and
+    so every weighted score is unchanged)."""
+    before = await GlobalRatingStats.get("ratings")
     stats = await refresh_global_mean()
+    if not force and before is not None and before.mean == stats.mean:
+        return stats
     count, mean, m = "$rating.count", "$rating.mean", prior_votes
     if stats.mean is None or m == 0:
-        weighted: Any = {"$cond": [{"$gt": [count, 0]}, mean, None]}
+        weighted: Any = mean
     else:
         weighted = {
-            "$cond": [
-                {"$gt": [count, 0]},
-                {
-                    "$add": [
-                        {"$multiply": [{"$divide": [count, {"$add": [count, m]}]}, mean]},
-                        {"$multiply": [{"$divide": [m, {"$add": [count, m]}]}, stats.mean]},
-                    ]
-                },
-                None,
+            "$add": [
+                {"$multiply": [{"$divide": [count, {"$add": [count, m]}]}, mean]},
+                {"$multiply": [{"$divide": [m, {"$add": [count, m]}]}, stats.mean]},
             ]
         }
-    await Movie.get_motor_collection().update_many({}, [{"$set": {"rating.weighted": weighted}}])
+    # Unrated movies keep weighted = null; the filter is served by the votes index.
+    await Movie.get_motor_collection().update_many(
+        {"rating.count": {"$gt": 0}}, [{"$set": {"rating.weighted": weighted}}]
+    )
     log.info("weighted scores refreshed", extra={"global_mean": stats.mean, "votes": stats.votes})
     return stats
+
+
+async def _bulk_store(
+    collection: Any,
+    field: str,
+    histograms: dict[Any, list[int]],
+    extra: Callable[[dict[str, Any]], dict[str, Any]],
+    first_ticket: int,
+) -> None:
+    now = utcnow()
+    writes = []
+    for ticket, (object_id, histogram) in enumerate(histograms.items(), start=first_ticket):
+        stats = RatingStats.from_histogram(histogram, ticket=ticket, updated_at=now)
+        writes.append(UpdateOne(*if_newer(field, object_id, extra(stats.model_dump()))))
+    for part in chunked(writes, WRITE_CHUNK):
+        await collection.bulk_write(part, ordered=False)
+
+
+async def recompute_many(
+    *,
+    movie_ids: Iterable[ObjectId] = (),
+    user_ids: Iterable[ObjectId] = (),
+    prior_votes: float,
+) -> None:
+    """Exact summaries (and C, and weighted scores) for many movies and users at once."""
+    movies, users = sorted(set(movie_ids)), sorted(set(user_ids))
+    first = await take_tickets(len(movies) + len(users))
+    ratings = Rating.get_motor_collection()
+    # C first, from the ratings themselves, so the summaries below carry their final weights.
+    rows = await ratings.aggregate(
+        [{"$group": {"_id": None, "sum": {"$sum": "$score"}, "n": {"$sum": 1}}}]
+    ).to_list(1)
+    before = await GlobalRatingStats.get("ratings")
+    c = await _store_global(*((rows[0]["sum"], rows[0]["n"]) if rows else (0.0, 0)))
+
+    def with_weighted(summary: dict[str, Any]) -> dict[str, Any]:
+        summary["weighted"] = weighted_score(
+            count=summary["count"], mean=summary["mean"], prior_votes=prior_votes, prior_mean=c.mean
+        )
+        return summary
+
+    if movies:
+        collection = Movie.get_motor_collection()
+        everything = len(movies) * 5 >= await collection.estimated_document_count()
+        histograms = await _histograms("movie_id", movies, everything=everything)
+        await _bulk_store(collection, "rating", histograms, with_weighted, first)
+    if users:
+        collection = User.get_motor_collection()
+        everything = len(users) * 5 >= await collection.estimated_document_count()
+        histograms = await _histograms("user_id", users, everything=everything)
+        await _bulk_store(collection, "stats", histograms, lambda s: s, first + len(movies))
+    # Movies not recomputed here still carry weights made with the old C.
+    if before is None or before.mean != c.mean:
+        rated = await Movie.get_motor_collection().count_documents({"rating.count": {"$gt": 0}})
+        if rated > len(movies):
+            await refresh_weighted_scores(prior_votes=prior_votes, force=True)
 
 
 async def purge_movie_ratings(*, movie_id: PydanticObjectId) -> list[str]:
