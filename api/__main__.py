@@ -81,14 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings)
         return 0
     if args.command == "create-admin":
-        if settings.mongodb_url is None:
-            from api.embedded import read_embedded_urls
+        from api.embedded import with_embedded_urls
 
-            urls = read_embedded_urls(settings.data_dir)
-            if not urls:
-                print("MONGODB_URL is not set and no embedded stack runs", file=sys.stderr)
-                return 2
-            settings = settings.model_copy(update=urls)
+        try:
+            settings = with_embedded_urls(settings)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 2
         return create_admin(settings, args)
     from api.embedded import run_embedded
 

@@ -161,6 +161,16 @@ def read_embedded_urls(data_dir: Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def with_embedded_urls(settings: Settings) -> Settings:
+    """Settings for an operator command: MONGODB_URL unset means the running `make run`."""
+    if settings.mongodb_url is not None:
+        return settings
+    urls = read_embedded_urls(settings.data_dir)
+    if not urls:
+        raise RuntimeError("MONGODB_URL is not set and no embedded stack (make run) is running")
+    return settings.model_copy(update=urls)
+
+
 @dataclass
 class Stack:
     procs: list[subprocess.Popen] = field(default_factory=list)

@@ -22,6 +22,8 @@ AGGREGATE_MOVIE = "ratings.aggregate_movie"
 AGGREGATE_USER = "ratings.aggregate_user"
 PURGE_MOVIE_RATINGS = "movies.purge_ratings"
 REFRESH_WEIGHTED = "ratings.refresh_weighted"
+RUN_IMPORT = "imports.run"
+REQUEUE_STALE_IMPORTS = "imports.requeue_stale"
 
 # A pending key exists from the moment a recomputation is enqueued until the task starts.
 # Writes that find it set need no task of their own: the queued one will read them.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.handlers import auth, health, movies, ratings, users
+from api.handlers import auth, health, imports, movies, ratings, users
 
 API = "/api/v1"
 
@@ -35,3 +35,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_put(f"{API}/movies/{{movie_id}}/rating", ratings.put_rating, name="my_rating")
     r.add_get(f"{API}/movies/{{movie_id}}/rating", ratings.get_rating)
     r.add_delete(f"{API}/movies/{{movie_id}}/rating", ratings.delete_rating)
+
+    r.add_post(f"{API}/imports", imports.create_import, name="imports")
+    r.add_get(f"{API}/imports", imports.list_imports)
+    r.add_get(f"{API}/imports/{{import_id}}", imports.get_import, name="import")
+    r.add_delete(f"{API}/imports/{{import_id}}", imports.cancel_import)

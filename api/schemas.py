@@ -292,3 +292,85 @@ class ProfileQuery(PageQuery):
 class HealthSchema(Schema):
     status = fields.String()
     checks = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+# ---- imports ----------------------------------------------------------------------------
+
+
+class ImportCreateSchema(Schema):
+    source = fields.String(required=True, validate=validate.OneOf(["movielens"]))
+    path = fields.String(
+        validate=validate.Length(1, 1024),
+        metadata={"description": "A folder or .zip, relative to the server's import root."},
+    )
+    url = fields.Url(
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=validate.Length(max=2048),
+        metadata={"description": "A MovieLens .zip to download instead of a path."},
+    )
+    dry_run = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def _one_origin(self, data: dict, **kwargs: Any) -> None:
+        if ("path" in data) == ("url" in data):
+            raise ValidationError("Give exactly one of path and url.")
+
+
+class CountsSchema(Schema):
+    inserted = fields.Integer()
+    updated = fields.Integer()
+    unchanged = fields.Integer()
+
+
+class ImportCountsSchema(Schema):
+    movies = fields.Nested(CountsSchema)
+    users = fields.Nested(CountsSchema)
+    ratings = fields.Nested(CountsSchema)
+    tags = fields.Integer()
+
+
+class BadRowSchema(Schema):
+    file = fields.String()
+    line = fields.Integer()
+    reason = fields.String()
+
+
+class BadRowsSchema(Schema):
+    count = fields.Integer()
+    samples = fields.List(fields.Nested(BadRowSchema))
+
+
+class FileProgressSchema(Schema):
+    done = fields.Integer()
+    total = fields.Integer()
+
+
+class ImportJobSchema(Schema):
+    id = ObjectIdField()
+    source = fields.String()
+    path = fields.String(allow_none=True)
+    url = fields.String(allow_none=True)
+    dry_run = fields.Boolean()
+    status = fields.String(
+        metadata={"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}
+    )
+    cancel_requested = fields.Boolean()
+    attempts = fields.Integer()
+    progress = fields.Dict(keys=fields.String(), values=fields.Nested(FileProgressSchema))
+    counts = fields.Nested(ImportCountsSchema)
+    bad_rows = fields.Nested(BadRowsSchema)
+    timings = fields.Dict(keys=fields.String(), values=fields.Float())
+    error = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+
+
+class ImportIdPath(Schema):
+    import_id = ObjectIdField(required=True)
+
+
+class ImportPageSchema(Schema):
+    items = fields.List(fields.Nested(ImportJobSchema))
+    next = fields.String(allow_none=True)

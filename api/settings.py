@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     aggregation_delay: float = Field(0.25, ge=0, le=10)
     weighted_refresh_interval: float = Field(60.0, ge=1)
 
+    # Imports: paths given to the API are confined to import_root (default DATA_DIR/imports);
+    # downloads are cached in DATA_DIR/cache.
+    import_root: Path | None = None
+    movielens_base_url: str = "https://files.grouplens.org/datasets/movielens"
+    import_batch_size: int = Field(5000, ge=10, le=100_000)
+    # A running job whose heartbeat is older than this is taken to have lost its worker.
+    import_stale_after: float = Field(30.0, ge=2)
+
     celery_queue: str = "movie-ratings"
     log_level: str = "INFO"
     client_max_size: int = 1024 * 1024
@@ -58,6 +66,14 @@ class Settings(BaseSettings):
         if self.redis_url is None:
             raise ValueError("REDIS_URL is not set")
         return self.redis_url
+
+    @property
+    def imports_dir(self) -> Path:
+        return self.import_root or self.data_dir / "imports"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
 
     @property
     def signing_keys_file(self) -> Path:

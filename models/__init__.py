@@ -2,19 +2,22 @@
 
 from models.common import SCORES, RatingStats, bucket, utcnow
 from models.counter import Counter
+from models.import_job import FINISHED, ImportJob
 from models.movie import ExternalIds, GlobalRatingStats, Movie, RatingSummary, title_key
 from models.rating import Rating
 from models.token import RefreshToken
 from models.user import User
 
-DOCUMENT_MODELS: list[type] = [User, Movie, Rating, RefreshToken, GlobalRatingStats, Counter]
+DOCUMENT_MODELS: list[type] = [User, Movie, Rating, RefreshToken, GlobalRatingStats, Counter, ImportJob]
 
 __all__ = [
     "DOCUMENT_MODELS",
+    "FINISHED",
     "SCORES",
     "Counter",
     "ExternalIds",
     "GlobalRatingStats",
+    "ImportJob",
     "Movie",
     "Rating",
     "RatingStats",

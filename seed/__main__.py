@@ -1,35 +1,141 @@
-"""`python -m seed sample`: load the shipped sample catalogue into an empty database."""
+"""Data loading from the command line.
+
+python -m seed sample                         the shipped sample, into an empty database
+python -m seed movielens PATH_OR_ZIP          import a MovieLens release
+python -m seed movielens --download NAME      fetch ml-latest-small / ml-25m / ml-32m first
+python -m seed synth --ratings N --users U --movies M --out DIR
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
 
 from api import db
+from api.embedded import with_embedded_urls
 from api.logs import configure_logging
 from api.settings import Settings
+from seed.download import DATASETS, DownloadError, dataset_url, fetch
+from seed.movielens import Hooks, ImportReport, MovieLensImport
 from seed.sample import seed_sample
+from seed.source import Source, SourceError
+from seed.synth import generate
+
+
+class BarHooks(Hooks):
+    """One progress bar per file, on stderr."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    async def file_started(self, name: str, total: int) -> None:
+        self.bar = tqdm(total=total, desc=f"{name:<12}", unit=" rows", unit_scale=True)
+
+    async def advanced(self, name: str, rows: int, report: ImportReport) -> None:
+        if self.bar is not None:
+            self.bar.update(rows)
+
+    async def file_finished(self, name: str, report: ImportReport) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summary(report: ImportReport, seconds: float, *, dry_run: bool) -> str:
+    lines = [f"{'dry run: nothing written' if dry_run else 'import finished'} in {seconds:.1f} s"]
+    for kind in ("movies", "users", "ratings"):
+        c = getattr(report, kind)
+        counts = f"{c.inserted:>9} inserted {c.updated:>9} updated {c.unchanged:>9} unchanged"
+        lines.append(f"  {kind:<8} {counts}")
+    lines.append(f"  tags     {report.tags:>9} read (not stored)")
+    lines.append(f"  bad rows {report.bad_rows:>9}")
+    for bad in report.bad_samples[:20]:
+        lines.append(f"    {bad.file}:{bad.line}: {bad.reason}")
+    return "\n".join(lines)
+
+
+async def _with_db(settings: Settings, work):  # type: ignore[no-untyped-def]
+    client = await db.connect(settings)
+    try:
+        return await work()
+    finally:
+        client.close()
 
 
 async def _sample(settings: Settings) -> int:
-    client = await db.connect(settings)
-    try:
-        added = await seed_sample()
-    finally:
-        client.close()
+    added = await _with_db(settings, seed_sample)
     print(f"sample catalogue: {added} movies added" if added else "catalogue not empty: no seed")
     return 0
 
 
+async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> int:
+    source = Source(path)
+    importer = MovieLensImport(
+        source,
+        hooks=BarHooks(),
+        dry_run=dry_run,
+        batch_size=settings.import_batch_size,
+        prior_votes=settings.rating_prior_votes,
+    )
+    started = time.perf_counter()
+    try:
+        report = await _with_db(settings, importer.run)
+    finally:
+        source.close()
+    print(summary(report, time.perf_counter() - started, dry_run=dry_run))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seed")
+    parser = argparse.ArgumentParser(
+        prog="python -m seed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sample", help="load the shipped sample catalogue if the database is empty")
-    parser.parse_args(argv)
+    ml = sub.add_parser("movielens", help="import a MovieLens release (folder or .zip)")
+    ml.add_argument("path", nargs="?", type=Path)
+    ml.add_argument("--download", choices=DATASETS, help="fetch this release into the cache")
+    ml.add_argument("--dry-run", action="store_true", help="count everything, write nothing")
+    synth = sub.add_parser("synth", help="write a synthetic MovieLens-format release")
+    synth.add_argument("--ratings", type=int, required=True)
+    synth.add_argument("--users", type=int, required=True)
+    synth.add_argument("--movies", type=int, required=True)
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+
     settings = Settings()
     configure_logging(settings.log_level)
-    return asyncio.run(_sample(settings))
+    if args.command == "synth":
+        made = generate(
+            args.out, ratings=args.ratings, users=args.users, movies=args.movies, seed=args.seed
+        )
+        print(
+            f"wrote {made.movies} movies, {made.users} users, {made.ratings} ratings to {args.out}"
+        )
+        return 0
+    try:
+        settings = with_embedded_urls(settings)
+        if args.command == "sample":
+            return asyncio.run(_sample(settings))
+        if (args.path is None) == (args.download is None):
+            parser.error("give a PATH or --download NAME")
+        path = args.path
+        if args.download:
+            path = fetch(
+                dataset_url(args.download, settings.movielens_base_url),
+                cache_dir=settings.cache_dir,
+            )
+        return asyncio.run(_movielens(settings, path, dry_run=args.dry_run))
+    except (SourceError, DownloadError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

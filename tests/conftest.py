@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from api.app import create_app
@@ -50,6 +51,13 @@ async def db(settings: Settings, mongo: AsyncIOMotorClient) -> AsyncIterator[Any
     for model in DOCUMENT_MODELS:
         await database[model.Settings.name].delete_many({})  # type: ignore[attr-defined]
     yield database
+
+
+@pytest.fixture
+async def odm(settings: Settings, mongo: AsyncIOMotorClient, db: Any) -> Any:
+    """Beanie initialised on the (clean) test database, for calling services directly."""
+    await init_beanie(database=db, document_models=DOCUMENT_MODELS)
+    return db
 
 
 @pytest.fixture

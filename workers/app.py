@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery, signals
 
 from api.logs import configure_logging
-from api.queue import REFRESH_WEIGHTED, celery_config
+from api.queue import REFRESH_WEIGHTED, REQUEUE_STALE_IMPORTS, celery_config
 from api.settings import Settings
 
 app = Celery("movie-ratings", include=["workers.tasks"])
@@ -21,7 +21,8 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
         "refresh-weighted-scores": {
             "task": REFRESH_WEIGHTED,
             "schedule": settings.weighted_refresh_interval,
-        }
+        },
+        "requeue-stale-imports": {"task": REQUEUE_STALE_IMPORTS, "schedule": 60.0},
     }
 
 

@@ -10,8 +10,16 @@ from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from api.queue import AGGREGATE_MOVIE, AGGREGATE_USER, PURGE_MOVIE_RATINGS, REFRESH_WEIGHTED
+from api.queue import (
+    AGGREGATE_MOVIE,
+    AGGREGATE_USER,
+    PURGE_MOVIE_RATINGS,
+    REFRESH_WEIGHTED,
+    REQUEUE_STALE_IMPORTS,
+    RUN_IMPORT,
+)
 from api.services import aggregation
+from seed import jobs
 from workers.app import app
 from workers.runtime import run, start_runtime
 
@@ -101,3 +109,40 @@ def refresh_weighted(self: Any) -> None:
         run(aggregation.refresh_weighted_scores(prior_votes=rt.settings.rating_prior_votes))
     except TRANSIENT as exc:
         raise _retry(self, exc) from exc
+
+
+@app.task(name=RUN_IMPORT, **RETRY)
+def run_import(self: Any, job_id: str) -> None:
+    """Run one import job; a redelivered job (lost worker) resumes idempotently."""
+    oid = _object_id(job_id)
+    if oid is None:
+        return
+    rt = start_runtime()
+    try:
+        status = run(jobs.run_job(job_id=oid, settings=rt.settings))
+    except jobs.JobBusy as exc:
+        # A redelivery while the first worker may still be alive: look again once its
+        # heartbeat would have gone stale.
+        raise self.retry(exc=exc, countdown=rt.settings.import_stale_after, max_retries=20) from exc
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+    log.info("import job ended", extra={"job": job_id, "status": status})
+
+
+@app.task(name=REQUEUE_STALE_IMPORTS, **RETRY)
+def requeue_stale_imports(self: Any) -> None:
+    """Queue again the running jobs whose worker stopped reporting (beat runs this)."""
+    rt = start_runtime()
+
+    async def work() -> list[str]:
+        stale = await jobs.stale_jobs(stale_after=rt.settings.import_stale_after * 4)
+        for job_id in stale:
+            await rt.queue.send(RUN_IMPORT, job_id)
+        return stale
+
+    try:
+        stale = run(work())
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+    if stale:
+        log.warning("stale import jobs queued again", extra={"jobs": stale})

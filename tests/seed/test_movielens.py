@@ -1,0 +1,214 @@
+"""The MovieLens importer against SecantusDB: parsing, idempotency, updates, bad rows."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from seed.movielens import Hooks, ImportCancelled, MovieLensImport, parse_genres, parse_title
+from seed.source import Source
+from tests.seed.releases import MOVIES, RATINGS, write_release, zip_release
+
+ROOT = Path(__file__).resolve().parents[2]
+ML_SMALL = Path(os.environ.get("MOVIELENS_SMALL", ROOT.parent / "shared/movielens/ml-latest-small"))
+
+
+async def _import(path, **options):
+    source = Source(path)
+    try:
+        return await MovieLensImport(
+            source, batch_size=options.pop("batch_size", 2), **options
+        ).run()
+    finally:
+        source.close()
+
+
+async def _snapshot(db):
+    """Everything an import writes, keyed by MovieLens ids (ObjectIds differ between runs)."""
+    movies = {m["_id"]: m async for m in db.movies.find({})}
+    users = {u["_id"]: u async for u in db.users.find({})}
+    ratings = sorted(
+        [
+            (
+                users[r["user_id"]]["external_ids"]["movielens"],
+                movies[r["movie_id"]]["external_ids"]["movielens"],
+                r["score"],
+                r["rated_at"],
+            )
+            async for r in db.ratings.find({})
+        ]
+    )
+    summaries = sorted(
+        (
+            m["external_ids"]["movielens"],
+            m["title"],
+            m["year"],
+            tuple(m["genres"]),
+            m["rating"]["count"],
+            m["rating"]["mean"],
+            tuple(m["rating"]["histogram"]),
+        )
+        for m in movies.values()
+    )
+    stats = sorted((u["username"], u["stats"]["count"], u["stats"]["mean"]) for u in users.values())
+    return ratings, summaries, stats
+
+
+def test_titles_years_and_genres():
+    assert parse_title("Toy Story (1995)") == ("Toy Story", 1995)
+    assert parse_title("Babylon 5") == ("Babylon 5", None)
+    assert parse_title("Big Bang Theory, The (2007-)") == ("Big Bang Theory, The (2007-)", None)
+    assert parse_title("1984 (1984) ") == ("1984", 1984)
+    assert parse_genres("(no genres listed)") == []
+    assert parse_genres("Action|Western") == ["Action", "Western"]
+
+
+async def test_import_then_reimport_changes_nothing(odm, tmp_path):
+    folder = write_release(tmp_path / "rel")
+    first = await _import(folder)
+    assert (first.movies.inserted, first.users.inserted, first.ratings.inserted) == (4, 3, 6)
+    assert first.tags == 2 and first.bad_rows == 0
+    assert first.progress["ratings.csv"] == {"done": 6, "total": 6}
+    before = await _snapshot(odm)
+    second = await _import(zip_release(folder, tmp_path / "rel.zip"))
+    assert (second.movies.unchanged, second.users.unchanged, second.ratings.unchanged) == (4, 3, 6)
+    assert second.movies.inserted + second.ratings.inserted + second.ratings.updated == 0
+    assert await _snapshot(odm) == before
+
+    toy = await odm.movies.find_one({"external_ids.movielens": 1})
+    assert (toy["title"], toy["year"]) == ("Toy Story", 1995)
+    assert toy["external_ids"] == {"movielens": 1, "imdb": "tt0114709", "tmdb": 862}
+    assert toy["rating"]["count"] == 3 and toy["rating"]["mean"] == 4.0
+    cosmos = await odm.movies.find_one({"external_ids.movielens": 3})
+    assert cosmos["year"] is None and cosmos["genres"] == []
+    assert cosmos["external_ids"]["imdb"] is None and cosmos["rating"]["mean"] is None
+    user = await odm.users.find_one({"username": "movielens-1"})
+    assert user["password_hash"] is None and user["external_ids"] == {"movielens": 1}
+    assert user["stats"]["count"] == 3 and user["stats"]["mean"] == 12.5 / 3
+    rating = await odm.ratings.find_one({"user_id": user["_id"], "movie_id": toy["_id"]})
+    assert rating["rated_at"] == datetime.fromtimestamp(964982703, UTC)
+    assert (await odm.global_stats.find_one({"_id": "ratings"}))["votes"] == 6
+
+
+async def test_newer_release_updates_changed_rows_and_adds_new_ones(odm, tmp_path):
+    await _import(write_release(tmp_path / "v1"))
+    movies = [*MOVIES[:3], (4, "Heat (1995)", "Action|Crime|Drama|Thriller"), (5, "Up (2009)", "")]
+    ratings = [*RATINGS[:5], (3, 1, "1.0", 1306463999), (3, 5, "4.5", 1306464000)]
+    links = [
+        (1, "0114709", "862"),
+        (2, "0060196", "429"),
+        (3, "", ""),
+        (4, "0113277", "949"),
+        (5, "1049413", "14160"),
+    ]
+    report = await _import(
+        write_release(tmp_path / "v2", movies=movies, ratings=ratings, links=links)
+    )
+    assert (report.movies.inserted, report.movies.updated, report.movies.unchanged) == (1, 1, 3)
+    assert (report.ratings.inserted, report.ratings.updated, report.ratings.unchanged) == (1, 1, 5)
+    toy = await odm.movies.find_one({"external_ids.movielens": 1})
+    assert toy["rating"]["mean"] == (4.0 + 3.0 + 1.0) / 3
+    up = await odm.movies.find_one({"external_ids.movielens": 5})
+    assert up["rating"]["count"] == 1 and up["genres"] == []
+
+
+async def test_bad_rows_are_counted_with_file_and_line_and_never_fatal(odm, tmp_path):
+    folder = write_release(
+        tmp_path / "rel",
+        extra_lines={
+            "ratings.csv": [
+                "1,1,4.3,964982703",
+                "x,1,4.0,1",
+                "1,999,4.0,1",
+                "1,3,5.0",
+                "2,3,6.0,1",
+                "3,3,4.0,notatime",
+            ],
+            "movies.csv": ["oops,Broken,Drama", "1,Toy Story again (1995),Comedy"],
+            "links.csv": ["5,tt12,x"],
+        },
+    )
+    report = await _import(folder)
+    assert report.ratings.inserted == 6 and report.bad_rows == 9
+    reasons = {(b.file, b.line): b.reason for b in report.bad_samples}
+    assert "4.3" in reasons[("ratings.csv", 8)]
+    assert "positive integers" in reasons[("ratings.csv", 9)]
+    assert "unknown movieId 999" in reasons[("ratings.csv", 10)]
+    assert "expected 4 fields" in reasons[("ratings.csv", 11)]
+    assert "6.0" in reasons[("ratings.csv", 12)]
+    assert "timestamp" in reasons[("ratings.csv", 13)]
+    assert "duplicate movieId 1" in reasons[("movies.csv", 7)]
+    assert ("links.csv", 6) in reasons
+
+
+async def test_dry_run_counts_but_writes_nothing(odm, tmp_path):
+    report = await _import(write_release(tmp_path / "rel"), dry_run=True)
+    assert (report.movies.inserted, report.ratings.inserted) == (4, 6)
+    for name in ("movies", "users", "ratings"):
+        assert await odm[name].count_documents({}) == 0
+
+
+class _Crash(Hooks):
+    """Dies after a few batches, as a killed worker would."""
+
+    def __init__(self, after: int) -> None:
+        self.left = after
+
+    async def advanced(self, name, rows, report):
+        self.left -= 1
+        if self.left == 0:
+            raise KeyboardInterrupt("worker killed")
+
+
+class _Cancel(Hooks):
+    async def cancelled(self):
+        return True
+
+
+async def test_interrupted_import_rerun_equals_an_uninterrupted_one(odm, tmp_path):
+    folder = write_release(tmp_path / "rel")
+    await _import(folder, batch_size=1)
+    clean = await _snapshot(odm)
+    for name in ("movies", "users", "ratings", "global_stats"):
+        await odm[name].delete_many({})
+    with pytest.raises(KeyboardInterrupt):
+        await _import(folder, batch_size=1, hooks=_Crash(after=9))  # mid-way through ratings
+    assert 0 < await odm.ratings.count_documents({}) < 6
+    rerun = await _import(folder, batch_size=1)
+    assert rerun.ratings.inserted + rerun.ratings.unchanged == 6
+    assert await _snapshot(odm) == clean
+
+
+async def test_cancelled_import_stops_at_a_batch_boundary(odm, tmp_path):
+    with pytest.raises(ImportCancelled):
+        await _import(write_release(tmp_path / "rel"), hooks=_Cancel())
+    assert await odm.ratings.count_documents({}) == 0
+
+
+async def test_ml_latest_small_exact_counts_and_idempotent(odm):
+    assert ML_SMALL.is_dir(), f"MovieLens ml-latest-small not found at {ML_SMALL}"
+    report = await _import(ML_SMALL, batch_size=5000)
+    assert (report.movies.inserted, report.users.inserted, report.ratings.inserted) == (
+        9742,
+        610,
+        100836,
+    )
+    assert report.bad_rows == 0
+    assert await odm.movies.count_documents({}) == 9742
+    assert await odm.users.count_documents({}) == 610
+    assert await odm.ratings.count_documents({}) == 100836
+    toy = await odm.movies.find_one({"external_ids.movielens": 1})
+    assert toy["rating"]["count"] == 215
+    assert round(toy["rating"]["mean"], 6) == 3.920930
+    assert toy["rating"]["histogram"] == [1, 0, 1, 6, 8, 34, 18, 82, 18, 47]
+    again = await _import(ML_SMALL, batch_size=5000)
+    assert (again.movies.unchanged, again.users.unchanged, again.ratings.unchanged) == (
+        9742,
+        610,
+        100836,
+    )
+    assert again.movies.inserted + again.movies.updated + again.ratings.inserted == 0
+    assert again.ratings.updated == 0
