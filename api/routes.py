@@ -38,5 +38,5 @@ def setup_routes(app: web.Application) -> None:
 
     r.add_post(f"{API}/imports", imports.create_import, name="imports")
     r.add_get(f"{API}/imports", imports.list_imports)
-    r.add_get(f"{API}/imports/{{import_id}}", imports.get_import, name="import")
+    r.add_get(f"{API}/imports/{{import_id}}", imports.get_import, name="import_job")
     r.add_delete(f"{API}/imports/{{import_id}}", imports.cancel_import)

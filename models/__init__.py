@@ -8,7 +8,15 @@ from models.rating import Rating
 from models.token import RefreshToken
 from models.user import User
 
-DOCUMENT_MODELS: list[type] = [User, Movie, Rating, RefreshToken, GlobalRatingStats, Counter, ImportJob]
+DOCUMENT_MODELS: list[type] = [
+    User,
+    Movie,
+    Rating,
+    RefreshToken,
+    GlobalRatingStats,
+    Counter,
+    ImportJob,
+]
 
 __all__ = [
     "DOCUMENT_MODELS",

@@ -54,6 +54,7 @@ def start_services(tmp: Path) -> TestServices:
         )
         redis_url = f"redis://127.0.0.1:{port}/0"
     run_id = uuid.uuid4().hex[:8]
+    (tmp / "imports").mkdir()
     settings = Settings(
         environment="test",
         mongodb_url=mongodb_url,
@@ -63,6 +64,9 @@ def start_services(tmp: Path) -> TestServices:
         token_signing_keys=json.dumps(generate_keyset().as_dict(private=True)),
         aggregation_delay=0.05,
         celery_queue=f"test-{run_id}",
+        import_root=tmp / "imports",
+        import_stale_after=3.0,
+        import_batch_size=1000,
         log_level="WARNING",
     )
     return TestServices(settings=settings, procs=procs)

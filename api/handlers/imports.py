@@ -61,7 +61,7 @@ def job_view(job: ImportJob) -> dict[str, Any]:
 
 
 def _location(request: web.Request, job: ImportJob) -> str:
-    return str(request.app.router["import"].url_for(import_id=str(job.id)))
+    return str(request.app.router["import_job"].url_for(import_id=str(job.id)))
 
 
 @docs(

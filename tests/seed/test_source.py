@@ -26,7 +26,7 @@ def test_folder_and_zip_read_the_same_rows(tmp_path):
 def test_missing_required_file_and_wrong_kind(tmp_path):
     folder = write_release(tmp_path / "rel")
     (folder / "links.csv").unlink()
-    with pytest.raises(SourceError, match="links.csv"):
+    with pytest.raises(SourceError, match=r"links\.csv"):
         Source(folder)
     with pytest.raises(SourceError, match="does not exist"):
         Source(tmp_path / "nope")
