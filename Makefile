@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 85
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test lint typecheck check clean bench-import
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,3 +31,6 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+
+bench-import: $(STAMP)
+	$(BIN)/python -m seed.bench $(BENCH_ARGS)

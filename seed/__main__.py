@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ def summary(report: ImportReport, seconds: float, *, dry_run: bool) -> str:
         lines.append(f"  {kind:<8} {counts}")
     lines.append(f"  tags     {report.tags:>9} read (not stored)")
     lines.append(f"  bad rows {report.bad_rows:>9}")
+    lines.append("  seconds  " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items()))
     for bad in report.bad_samples[:20]:
         lines.append(f"    {bad.file}:{bad.line}: {bad.reason}")
     return "\n".join(lines)
@@ -72,7 +74,7 @@ async def _sample(settings: Settings) -> int:
     return 0
 
 
-async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> int:
+async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> dict:
     source = Source(path)
     importer = MovieLensImport(
         source,
@@ -86,8 +88,9 @@ async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> int:
         report = await _with_db(settings, importer.run)
     finally:
         source.close()
-    print(summary(report, time.perf_counter() - started, dry_run=dry_run))
-    return 0
+    seconds = time.perf_counter() - started
+    print(summary(report, seconds, dry_run=dry_run))
+    return {**report.as_dict(), "seconds": seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ml.add_argument("path", nargs="?", type=Path)
     ml.add_argument("--download", choices=DATASETS, help="fetch this release into the cache")
     ml.add_argument("--dry-run", action="store_true", help="count everything, write nothing")
+    ml.add_argument("--report-json", type=Path, help="also write the full report here")
     synth = sub.add_parser("synth", help="write a synthetic MovieLens-format release")
     synth.add_argument("--ratings", type=int, required=True)
     synth.add_argument("--users", type=int, required=True)
@@ -132,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                 dataset_url(args.download, settings.movielens_base_url),
                 cache_dir=settings.cache_dir,
             )
-        return asyncio.run(_movielens(settings, path, dry_run=args.dry_run))
+        report = asyncio.run(_movielens(settings, path, dry_run=args.dry_run))
+        if args.report_json is not None:
+            args.report_json.write_text(json.dumps(report))
+        return 0
     except (SourceError, DownloadError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
