@@ -155,6 +155,14 @@ def stop(procs: list[subprocess.Popen], timeout: float = 10) -> None:
             proc.wait()
 
 
+def worker_command(queue: str, *extra: str) -> list[str]:
+    """`celery -A workers worker` as every launcher here runs it (two prefork children)."""
+    return [
+        sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO",
+        "--concurrency", "2", "-Q", queue, "--without-gossip", "--without-mingle", *extra,
+    ]  # fmt: skip
+
+
 def read_embedded_urls(data_dir: Path) -> dict[str, str]:
     """URLs of a running embedded stack, for commands such as create-admin."""
     path = data_dir / EMBEDDED_FILE
@@ -220,40 +228,13 @@ def run_embedded(settings: Settings) -> int:
         seeded = subprocess.run([python, "-m", "seed", "sample"], env=env, check=False)
         if seeded.returncode:
             raise RuntimeError("seeding the sample catalogue failed")
-        celery = [python, "-m", "celery", "-A", "workers"]
         stack.procs.append(
-            spawn(
-                [
-                    *celery,
-                    "worker",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    "2",
-                    "-Q",
-                    settings.celery_queue,
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                env=env,
-                log_file=logs / "worker.log",
-            )
+            spawn(worker_command(settings.celery_queue), env=env, log_file=logs / "worker.log")
         )
         stack.where["worker"] = f"celery worker, log {logs / 'worker.log'}"
-        stack.procs.append(
-            spawn(
-                [
-                    *celery,
-                    "beat",
-                    "--loglevel",
-                    "INFO",
-                    "-s",
-                    str(data_dir / "celerybeat-schedule"),
-                ],
-                env=env,
-                log_file=logs / "beat.log",
-            )
-        )
+        schedule = str(data_dir / "celerybeat-schedule")
+        beat = [python, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO", "-s"]
+        stack.procs.append(spawn([*beat, schedule], env=env, log_file=logs / "beat.log"))
         stack.where["beat"] = f"celery beat, log {logs / 'beat.log'}"
         api = spawn([python, "-m", "api", "serve"], env=env)
         stack.procs.append(api)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -120,19 +119,6 @@ def parse_score(value: str) -> float | None:
     return score
 
 
-def _batches(
-    rows: Iterator[tuple[int, list[str] | None, str]], size: int
-) -> Iterator[list[tuple[int, list[str] | None, str]]]:
-    batch: list[tuple[int, list[str] | None, str]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 # ---- the importer -------------------------------------------------------------------------
 
 
@@ -203,7 +189,7 @@ class MovieLensImport:
         links: dict[int, tuple[str | None, int | None]] = {}
         name = "links.csv"
         with self.source.rows(name) as rows:
-            for batch in _batches(rows, self.batch_size):
+            for batch in chunked(rows, self.batch_size):
                 for line, fields, why in batch:
                     if fields is None or len(fields) != 3:
                         self.report.bad(name, line, why or "expected 3 fields")
@@ -222,7 +208,7 @@ class MovieLensImport:
         name = "movies.csv"
         collection = Movie.get_motor_collection()
         with self.source.rows(name) as rows:
-            for batch in _batches(rows, self.batch_size):
+            for batch in chunked(rows, self.batch_size):
                 wanted: dict[int, dict[str, Any]] = {}
                 for line, fields, why in batch:
                     if fields is None or len(fields) != 3:
@@ -287,7 +273,7 @@ class MovieLensImport:
     async def _import_ratings(self) -> None:
         name = "ratings.csv"
         with self.source.rows(name) as rows:
-            for batch in _batches(rows, self.batch_size):
+            for batch in chunked(rows, self.batch_size):
                 parsed: list[tuple[int, int, ObjectId, float, datetime]] = []
                 for line, fields, why in batch:
                     if fields is None or len(fields) != 4:
@@ -420,7 +406,7 @@ class MovieLensImport:
         # Tags are validated and counted; the product has no use for them yet.
         name = "tags.csv"
         with self.source.rows(name) as rows:
-            for batch in _batches(rows, self.batch_size):
+            for batch in chunked(rows, self.batch_size):
                 for line, fields, why in batch:
                     if fields is None or len(fields) != 4:
                         self.report.bad(name, line, why or "expected 4 fields")

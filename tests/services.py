@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -89,23 +88,7 @@ def start_worker(services: TestServices, tmp: Path) -> None:
     settings = services.settings
     log_file = tmp / "worker.log"
     proc = embedded.spawn(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-            "-Q",
-            settings.celery_queue,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
+        embedded.worker_command(settings.celery_queue, "--without-heartbeat"),
         env=settings_env(settings),
         log_file=log_file,
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
@@ -25,6 +26,7 @@ from workers.runtime import run, start_runtime
 
 log = logging.getLogger(__name__)
 TRANSIENT = (PyMongoError, RedisError, OSError)
+T = TypeVar("T")
 RETRY = {"acks_late": True, "bind": True, "max_retries": 8}
 
 
@@ -36,10 +38,14 @@ def _object_id(value: str) -> PydanticObjectId | None:
         return None
 
 
-def _retry(task: Any, exc: Exception) -> Exception:
-    countdown = min(2**task.request.retries * 0.5, 30)
-    log.warning("transient failure; retrying", extra={"task": task.name, "in": countdown})
-    return task.retry(exc=exc, countdown=countdown)
+def _run(task: Any, coro: Coroutine[Any, Any, T]) -> T:
+    """Run a task's coroutine; transient database or broker errors retry with backoff."""
+    try:
+        return run(coro)
+    except TRANSIENT as exc:
+        countdown = min(2**task.request.retries * 0.5, 30)
+        log.warning("transient failure; retrying", extra={"task": task.name, "in": countdown})
+        raise task.retry(exc=exc, countdown=countdown) from exc
 
 
 @app.task(name=AGGREGATE_MOVIE, **RETRY)
@@ -57,10 +63,7 @@ def aggregate_movie(self: Any, movie_id: str) -> None:
         )
         log.info("movie summary recomputed", extra={"movie_id": movie_id, "stored": found})
 
-    try:
-        run(work())
-    except TRANSIENT as exc:
-        raise _retry(self, exc) from exc
+    _run(self, work())
 
 
 @app.task(name=AGGREGATE_USER, **RETRY)
@@ -76,10 +79,7 @@ def aggregate_user(self: Any, user_id: str) -> None:
         found = await aggregation.recompute_user_stats(user_id=oid)
         log.info("user stats recomputed", extra={"user_id": user_id, "stored": found})
 
-    try:
-        run(work())
-    except TRANSIENT as exc:
-        raise _retry(self, exc) from exc
+    _run(self, work())
 
 
 @app.task(name=PURGE_MOVIE_RATINGS, **RETRY)
@@ -95,20 +95,14 @@ def purge_movie_ratings(self: Any, movie_id: str) -> None:
         await rt.queue.schedule_aggregation(user_ids=user_ids)
         log.info("movie ratings purged", extra={"movie_id": movie_id, "users": len(user_ids)})
 
-    try:
-        run(work())
-    except TRANSIENT as exc:
-        raise _retry(self, exc) from exc
+    _run(self, work())
 
 
 @app.task(name=REFRESH_WEIGHTED, **RETRY)
 def refresh_weighted(self: Any) -> None:
     """Refresh the global mean C and every weighted score (beat runs this periodically)."""
     rt = start_runtime()
-    try:
-        run(aggregation.refresh_weighted_scores(prior_votes=rt.settings.rating_prior_votes))
-    except TRANSIENT as exc:
-        raise _retry(self, exc) from exc
+    _run(self, aggregation.refresh_weighted_scores(prior_votes=rt.settings.rating_prior_votes))
 
 
 @app.task(name=RUN_IMPORT, **RETRY)
@@ -119,13 +113,11 @@ def run_import(self: Any, job_id: str) -> None:
         return
     rt = start_runtime()
     try:
-        status = run(jobs.run_job(job_id=oid, settings=rt.settings))
+        status = _run(self, jobs.run_job(job_id=oid, settings=rt.settings))
     except jobs.JobBusy as exc:
         # A redelivery while the first worker may still be alive: look again once its
         # heartbeat would have gone stale.
         raise self.retry(exc=exc, countdown=rt.settings.import_stale_after, max_retries=20) from exc
-    except TRANSIENT as exc:
-        raise _retry(self, exc) from exc
     log.info("import job ended", extra={"job": job_id, "status": status})
 
 
@@ -140,9 +132,6 @@ def requeue_stale_imports(self: Any) -> None:
             await rt.queue.send(RUN_IMPORT, job_id)
         return stale
 
-    try:
-        stale = run(work())
-    except TRANSIENT as exc:
-        raise _retry(self, exc) from exc
+    stale = _run(self, work())
     if stale:
         log.warning("stale import jobs queued again", extra={"jobs": stale})
