@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -9,7 +10,6 @@ import orjson
 from aiohttp import web
 from aiohttp_apigami import docs as apigami_docs
 from aiohttp_apigami.constants import API_SPEC_ATTR
-from marshmallow import Schema
 
 from api.logs import request_id_var
 from api.schemas import ProblemSchema
@@ -29,8 +29,29 @@ def json_response(
     )
 
 
-def dump(schema: Schema, obj: Any) -> Any:
-    return schema.dump(obj)
+PUBLIC = "public, max-age=5"  # catalogue reads: shared caches may keep them briefly
+PRIVATE = "private, no-store"  # a caller's own data
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    # Weak comparison (RFC 9110 §13.1.2): W/"x" matches "x".
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+def cached_json(
+    request: web.Request, data: Any, *, cache_control: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON 200 with a strong ETag of its body, or 304 with no body when If-None-Match hits."""
+    body = orjson.dumps(data)
+    etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+    all_headers = {"ETag": etag, "Cache-Control": cache_control, **(headers or {})}
+    if _etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=all_headers)
+    return web.Response(body=body, content_type="application/json", headers=all_headers)
 
 
 def problem(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 
-from api.http import authenticated, docs, errors, json_response, next_url
+from api.http import PUBLIC, authenticated, cached_json, docs, errors, json_response, next_url
 from api.keys import QUEUE
 from api.schemas import (
     MovieCreateSchema,
@@ -31,9 +31,8 @@ async def list_movies(request: web.Request) -> web.Response:
     page = await movie_service.list_movies(
         query=movie_service.MovieQuery(**params), offset=offset, limit=limit
     )
-    return json_response(
-        {"items": _movies.dump(page.items), "next": next_url(request, page.next_offset)}
-    )
+    body = {"items": _movies.dump(page.items), "next": next_url(request, page.next_offset)}
+    return cached_json(request, body, cache_control=PUBLIC)
 
 
 @docs(tags=["movies"], summary="Add a movie (admin)", responses=errors(409, 415, 422))
@@ -59,7 +58,7 @@ async def create_movie(request: web.Request) -> web.Response:
 async def get_movie(request: web.Request) -> web.Response:
     """One movie."""
     movie = await movie_service.get_movie(movie_id=request["match_info"]["movie_id"])
-    return json_response(_movie.dump(movie))
+    return cached_json(request, _movie.dump(movie), cache_control=PUBLIC)
 
 
 @docs(tags=["movies"], summary="Change a movie (admin)", responses=errors(404, 409, 415, 422))

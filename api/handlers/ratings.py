@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
+from beanie import PydanticObjectId
 
 from api.handlers import caller_id
-from api.http import authenticated, docs, errors, json_response, next_url
+from api.http import (
+    PRIVATE,
+    PUBLIC,
+    authenticated,
+    cached_json,
+    docs,
+    errors,
+    json_response,
+    next_url,
+)
 from api.keys import QUEUE
 from api.schemas import (
     MovieIdPath,
@@ -56,7 +66,7 @@ async def get_rating(request: web.Request) -> web.Response:
     rating = await rating_service.get_rating(
         user_id=caller_id(request), movie_id=request["match_info"]["movie_id"]
     )
-    return json_response(_rating.dump(rating))
+    return cached_json(request, _rating.dump(rating), cache_control=PRIVATE)
 
 
 @docs(
@@ -86,12 +96,13 @@ async def list_movie_ratings(request: web.Request) -> web.Response:
     page = await rating_service.list_movie_ratings(
         movie_id=request["match_info"]["movie_id"], offset=query["offset"], limit=query["limit"]
     )
-    return json_response(
-        {"items": _ratings.dump(page.items), "next": next_url(request, page.next_offset)}
-    )
+    body = {"items": _ratings.dump(page.items), "next": next_url(request, page.next_offset)}
+    return cached_json(request, body, cache_control=PUBLIC)
 
 
-async def _profile(request: web.Request, user_id) -> web.Response:
+async def _profile(
+    request: web.Request, user_id: PydanticObjectId, cache_control: str
+) -> web.Response:
     query = request["querystring"]
     page = await rating_service.list_user_ratings(
         user_id=user_id, sort=query["sort"], offset=query["offset"], limit=query["limit"]
@@ -99,7 +110,8 @@ async def _profile(request: web.Request, user_id) -> web.Response:
     items = _profile_items.dump(
         [{**item.rating.model_dump(), "movie": item.movie} for item in page.items]
     )
-    return json_response({"items": items, "next": next_url(request, page.next_offset)})
+    body = {"items": items, "next": next_url(request, page.next_offset)}
+    return cached_json(request, body, cache_control=cache_control)
 
 
 @docs(tags=["ratings"], summary="What a user rated", responses=errors(404, 422))
@@ -108,7 +120,7 @@ async def _profile(request: web.Request, user_id) -> web.Response:
 @response_schema(ProfilePageSchema, 200)
 async def user_ratings(request: web.Request) -> web.Response:
     """A page of a user's rated movies."""
-    return await _profile(request, request["match_info"]["user_id"])
+    return await _profile(request, request["match_info"]["user_id"], PUBLIC)
 
 
 @docs(tags=["ratings"], summary="What you rated", responses=errors(422))
@@ -117,4 +129,4 @@ async def user_ratings(request: web.Request) -> web.Response:
 @response_schema(ProfilePageSchema, 200)
 async def my_ratings(request: web.Request) -> web.Response:
     """A page of the caller's rated movies."""
-    return await _profile(request, caller_id(request))
+    return await _profile(request, caller_id(request), PRIVATE)

@@ -6,7 +6,7 @@ from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, response_schema
 
 from api.handlers import caller_id
-from api.http import authenticated, docs, errors, json_response
+from api.http import PRIVATE, PUBLIC, authenticated, cached_json, docs, errors, json_response
 from api.schemas import (
     UserCreateSchema,
     UserIdPath,
@@ -44,7 +44,7 @@ async def register(request: web.Request) -> web.Response:
 async def get_user(request: web.Request) -> web.Response:
     """Public view of one user."""
     user = await user_service.get_user(user_id=request["match_info"]["user_id"])
-    return json_response(_public.dump(user))
+    return cached_json(request, _public.dump(user), cache_control=PUBLIC)
 
 
 @docs(tags=["users"], summary="Your own account, with email")
@@ -53,7 +53,7 @@ async def get_user(request: web.Request) -> web.Response:
 async def get_me(request: web.Request) -> web.Response:
     """The caller's own account."""
     user = await user_service.get_user(user_id=caller_id(request))
-    return json_response(_private.dump(user))
+    return cached_json(request, _private.dump(user), cache_control=PRIVATE)
 
 
 @docs(
