@@ -39,16 +39,18 @@ def run_import(path: Path, mongodb_url: str, db_name: str, workdir: Path) -> dic
         DATA_DIR=str(workdir),
     )
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "seed", "movielens", str(path), "--report-json", str(report_file)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
+    log_file = workdir / f"{db_name}.log"
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "seed", "movielens", str(path), "--report-json",
+             str(report_file)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     if status != 0:
-        raise RuntimeError(f"import of {path} failed with status {status}")
+        tail = log_file.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"import of {path} failed with status {status}:\n{tail}")
     report = json.loads(report_file.read_text())
     return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "report": report}
 

@@ -84,7 +84,7 @@ async def _histograms(field: str, ids: list[ObjectId], *, everything: bool) -> d
         pipelines = [[{"$match": {field: {"$in": part}}}, group] for part in chunked(ids)]
     ratings = Rating.get_motor_collection()
     for pipeline in pipelines:
-        async for row in ratings.aggregate(pipeline):
+        async for row in ratings.aggregate(pipeline, allowDiskUse=True):
             key = row["_id"]["k"]
             if key in histograms:
                 histograms[key][bucket(row["_id"]["s"])] = row["n"]
@@ -205,7 +205,7 @@ async def recompute_many(
     ratings = Rating.get_motor_collection()
     # C first, from the ratings themselves, so the summaries below carry their final weights.
     rows = await ratings.aggregate(
-        [{"$group": {"_id": None, "sum": {"$sum": "$score"}, "n": {"$sum": 1}}}]
+        [{"$group": {"_id": None, "sum": {"$sum": "$score"}, "n": {"$sum": 1}}}], allowDiskUse=True
     ).to_list(1)
     before = await GlobalRatingStats.get("ratings")
     c = await _store_global(*((rows[0]["sum"], rows[0]["n"]) if rows else (0.0, 0)))
