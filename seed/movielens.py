@@ -263,10 +263,7 @@ class MovieLensImport:
                 )
                 self.report.movies.updated += 1
         if not self.dry_run:
-            if inserts:
-                await collection.insert_many(inserts, ordered=False)
-            if updates:
-                await collection.bulk_write(updates, ordered=False)
+            await _apply(collection, inserts, updates)
 
     # ratings.csv: the large file, grouped by user in every MovieLens release
 
@@ -390,17 +387,7 @@ class MovieLensImport:
             self.touched_users.add(user)
         if self.dry_run:
             return
-        collection = Rating.get_motor_collection()
-        try:
-            # insert_many is several times faster than the same inserts inside a bulk_write.
-            if inserts:
-                await collection.insert_many(inserts, ordered=False)
-        except BulkWriteError as exc:
-            # Only a concurrent import of the same rating can collide; anything else is real.
-            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                raise
-        if updates:
-            await collection.bulk_write(updates, ordered=False)
+        await _apply(Rating.get_motor_collection(), inserts, updates)
 
     async def _count_tags(self) -> None:
         # Tags are validated and counted; the product has no use for them yet.
@@ -413,6 +400,20 @@ class MovieLensImport:
                     else:
                         self.report.tags += 1
                 await self._advance(name, len(batch))
+
+
+async def _apply(collection: Any, inserts: list[dict[str, Any]], updates: list[UpdateOne]) -> None:
+    """Write one batch's difference: new documents, then changed ones."""
+    try:
+        # insert_many is several times faster than the same inserts inside a bulk_write.
+        if inserts:
+            await collection.insert_many(inserts, ordered=False)
+    except BulkWriteError as exc:
+        # Only a concurrent import of the same key can collide; anything else is real.
+        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+            raise
+    if updates:
+        await collection.bulk_write(updates, ordered=False)
 
 
 async def import_movielens(source: Source, **options: Any) -> ImportReport:
