@@ -80,7 +80,9 @@ def secantus_binary() -> str:
     return found
 
 
-def start_secantus(*, storage: str, port: int, log_file: Path | None = None):
+def start_secantus(
+    *, storage: str, port: int, log_file: Path | None = None, extra: tuple[str, ...] = ()
+):
     """Start SecantusDB on loopback; `storage` is a folder or ':memory:'."""
     proc = spawn(
         [
@@ -96,6 +98,7 @@ def start_secantus(*, storage: str, port: int, log_file: Path | None = None):
             # No replica-set advertisement: nothing here needs change streams or transactions,
             # and skipping the oplog makes writes cheaper.
             "--standalone",
+            *extra,
         ],
         log_file=log_file,
     )

@@ -79,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="import-bench-") as tmp:
         work = Path(tmp)
         port = embedded.free_port()
-        server = embedded.start_secantus(storage=":memory:", port=port, log_file=work / "db.log")
+        # On disk with a larger cache: in memory, two copies of a 1M-rating collection
+        # overflow the default 1 GB WiredTiger cache (WT_CACHE_FULL on insert).
+        server = embedded.start_secantus(
+            storage=str(work / "db"), port=port, log_file=work / "db.log",
+            extra=("--cache-size", "4G"),
+        )  # fmt: skip
         url = f"mongodb://127.0.0.1:{port}"
         client: MongoClient = MongoClient(url)
         try:
