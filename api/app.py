@@ -10,7 +10,8 @@ from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
 from redis.asyncio import Redis
 
 from api import db
-from api.keys import EXECUTOR, MONGO, QUEUE, REDIS, SETTINGS, TOKENS
+from api.cache import cache_for
+from api.keys import CACHE, EXECUTOR, MONGO, QUEUE, REDIS, SETTINGS, TOKENS
 from api.middlewares import (
     auth_middleware,
     json_body_middleware,
@@ -40,9 +41,16 @@ async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with Redis.from_url(app[SETTINGS].broker_url, socket_timeout=5) as redis:
+    # Short timeouts: a hung Redis must turn into a cache bypass, not a stalled request.
+    redis = Redis.from_url(app[SETTINGS].broker_url, socket_connect_timeout=0.5, socket_timeout=2)
+    async with redis:
         app[REDIS] = redis
         yield
+
+
+async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[CACHE] = cache_for(app[SETTINGS], app[REDIS])
+    yield
 
 
 async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -50,7 +58,11 @@ async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
     celery = make_producer(app[SETTINGS])
     app[EXECUTOR] = executor
     app[QUEUE] = TaskQueue(
-        celery=celery, redis=app[REDIS], settings=app[SETTINGS], executor=executor
+        celery=celery,
+        redis=app[REDIS],
+        settings=app[SETTINGS],
+        executor=executor,
+        health=app[CACHE].health,
     )
     yield
     executor.shutdown(wait=True)
@@ -110,7 +122,7 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, queue_ctx, tokens_ctx])
+    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, cache_ctx, queue_ctx, tokens_ctx])
     setup_routes(app)
     setup_docs(app)
     return app

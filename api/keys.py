@@ -8,6 +8,7 @@ from aiohttp import web
 from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
+from api.cache import Cache
 from api.queue import TaskQueue
 from api.security import TokenService
 from api.settings import Settings
@@ -15,6 +16,7 @@ from api.settings import Settings
 SETTINGS = web.AppKey("settings", Settings)
 MONGO = web.AppKey("mongo", AsyncIOMotorClient)
 REDIS = web.AppKey("redis", Redis)
+CACHE = web.AppKey("cache", Cache)
 QUEUE = web.AppKey("queue", TaskQueue)
 TOKENS = web.AppKey("tokens", TokenService)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)

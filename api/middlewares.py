@@ -14,9 +14,10 @@ from aiohttp.typedefs import Handler
 from aiohttp_apigami.constants import SCHEMAS_ATTR
 from marshmallow import ValidationError
 
+from api.db import db_calls_var
 from api.errors import DomainError, Forbidden, InvalidInput, Unauthorized
 from api.http import AUTH_ATTR, problem
-from api.keys import TOKENS
+from api.keys import SETTINGS, TOKENS
 from api.logs import request_id_var
 
 log = logging.getLogger("api.requests")
@@ -69,12 +70,16 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     incoming = request.headers.get("X-Request-ID", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     token = request_id_var.set(request_id)
+    calls = [0]
+    calls_token = db_calls_var.set(calls)
     started = time.perf_counter()
     status = 500
     try:
         response = await handler(request)
         status = response.status
         response.headers["X-Request-ID"] = request_id
+        if request.app[SETTINGS].expose_db_calls:
+            response.headers["X-DB-Calls"] = str(calls[0])
         return response
     finally:
         access_log.info(
@@ -84,8 +89,10 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
                 "path": request.path,
                 "status": status,
                 "ms": round((time.perf_counter() - started) * 1000, 2),
+                "db_calls": calls[0],
             },
         )
+        db_calls_var.reset(calls_token)
         request_id_var.reset(token)
 
 

@@ -13,6 +13,7 @@ from celery import Celery
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from api.cache import RedisHealth
 from api.logs import request_id_var
 from api.settings import Settings
 
@@ -24,6 +25,7 @@ PURGE_MOVIE_RATINGS = "movies.purge_ratings"
 REFRESH_WEIGHTED = "ratings.refresh_weighted"
 RUN_IMPORT = "imports.run"
 REQUEUE_STALE_IMPORTS = "imports.requeue_stale"
+RECONCILE = "ratings.reconcile"
 
 # A pending key exists from the moment a recomputation is enqueued until the task starts.
 # Writes that find it set need no task of their own: the queued one will read them.
@@ -74,11 +76,13 @@ class TaskQueue:
         redis: Redis,
         settings: Settings,
         executor: Executor | None = None,
+        health: RedisHealth | None = None,
     ) -> None:
         self._celery = celery
         self._redis = redis
         self._executor = executor
         self._delay = settings.aggregation_delay
+        self._health = health or RedisHealth()
 
     async def send(self, name: str, *args: Any, countdown: float | None = None) -> None:
         """Publish task `name`; the kombu call blocks, so the API runs it off the loop."""
@@ -99,33 +103,42 @@ class TaskQueue:
         *,
         movie_ids: Sequence[str] = (),
         user_ids: Sequence[str] = (),
-    ) -> None:
-        """Ask for exact recomputations, at most one queued per movie or user at a time."""
+    ) -> list[tuple[str, str]]:
+        """Ask for exact recomputations, at most one queued per movie or user at a time.
+
+        Returns the (kind, id) pairs that could not be queued (the broker is down): the
+        caller records them for the reconciliation task instead.
+        """
         wanted = [("movie", m, AGGREGATE_MOVIE) for m in movie_ids] + [
             ("user", u, AGGREGATE_USER) for u in user_ids
         ]
         if not wanted:
-            return
+            return []
+        if not self._health.available:  # a recent failure: do not make this request wait
+            return [(kind, object_id) for kind, object_id, _ in wanted]
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for kind, object_id, _ in wanted:
                     pipe.set(pending_key(kind, object_id), "1", nx=True, ex=PENDING_TTL)
                 claimed = await pipe.execute()
-        except RedisError:
-            log.warning("redis unavailable: aggregation not coalesced", exc_info=True)
-            claimed = [True] * len(wanted)
+        except RedisError as exc:
+            self._health.failed(exc)
+            return [(kind, object_id) for kind, object_id, _ in wanted]
+        missed: list[tuple[str, str]] = []
         for (kind, object_id, task), mine in zip(wanted, claimed, strict=True):
             if not mine:
                 continue
             try:
                 await self.send(task, object_id, countdown=self._delay or None)
-            except Exception:
-                log.exception("could not enqueue %s for %s %s", task, kind, object_id)
+            except Exception as exc:
+                self._health.failed(exc)
+                missed.append((kind, object_id))
                 # Free the slot so the next write tries again instead of waiting for the TTL.
                 try:
                     await self._redis.delete(pending_key(kind, object_id))
                 except RedisError:
                     pass
+        return missed
 
     async def claim(self, kind: str, object_id: str) -> None:
         """Called by the task as it starts: later writes must enqueue a new task."""

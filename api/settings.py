@@ -45,6 +45,17 @@ class Settings(BaseSettings):
     # A running job whose heartbeat is older than this is taken to have lost its worker.
     import_stale_after: float = Field(30.0, ge=2)
 
+    # Reads: cache-aside in Redis (entries live cache_ttl ± 10 %); a worker task recomputes
+    # summaries whose aggregation could not be queued, every reconcile_interval seconds.
+    cache_enabled: bool = True
+    cache_ttl: float = Field(60.0, gt=0, le=24 * 3600)
+    reconcile_interval: float = Field(30.0, ge=1)
+
+    # Serving: WEB_CONCURRENCY API processes share the port (SO_REUSEPORT).
+    web_concurrency: int = Field(1, ge=1, le=64)
+    # Adds X-DB-Calls (MongoDB commands this request sent) to responses: benchmarks, tests.
+    expose_db_calls: bool = False
+
     celery_queue: str = "movie-ratings"
     log_level: str = "INFO"
     client_max_size: int = 1024 * 1024

@@ -1,5 +1,6 @@
 """Stored documents (Beanie). Every collection the system owns is listed in DOCUMENT_MODELS."""
 
+from models.backlog import StaleSummary
 from models.common import SCORES, RatingStats, bucket, utcnow
 from models.counter import Counter
 from models.import_job import FINISHED, ImportJob
@@ -16,6 +17,7 @@ DOCUMENT_MODELS: list[type] = [
     GlobalRatingStats,
     Counter,
     ImportJob,
+    StaleSummary,
 ]
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "RatingStats",
     "RatingSummary",
     "RefreshToken",
+    "StaleSummary",
     "User",
     "bucket",
     "title_key",

@@ -68,6 +68,16 @@ async def _with_db(settings: Settings, work):  # type: ignore[no-untyped-def]
         client.close()
 
 
+async def _invalidate_cache(settings: Settings) -> None:
+    """The API's cached reads predate this import: start a new cache epoch."""
+    from redis.asyncio import Redis
+
+    from api.cache import cache_for
+
+    async with Redis.from_url(settings.broker_url, socket_connect_timeout=2) as redis:
+        await cache_for(settings, redis).everything_changed()
+
+
 async def _sample(settings: Settings) -> int:
     added = await _with_db(settings, seed_sample)
     print(f"sample catalogue: {added} movies added" if added else "catalogue not empty: no seed")
@@ -89,6 +99,8 @@ async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> dict:
     finally:
         source.close()
     seconds = time.perf_counter() - started
+    if not dry_run and settings.redis_url:
+        await _invalidate_cache(settings)
     print(summary(report, seconds, dry_run=dry_run))
     return {**report.as_dict(), "seconds": seconds}
 

@@ -11,8 +11,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient
+from redis.asyncio import Redis
 
 from api.app import create_app
+from api.cache import cache_for
 from api.settings import Settings
 from models import DOCUMENT_MODELS
 from tests.services import TestServices, start_services, start_worker, stop_services
@@ -45,11 +47,19 @@ async def mongo(settings: Settings) -> AsyncIterator[AsyncIOMotorClient]:
 
 
 @pytest.fixture
-async def db(settings: Settings, mongo: AsyncIOMotorClient) -> AsyncIterator[Any]:
-    """The test database, emptied before each test (documents only: indexes stay)."""
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    async with Redis.from_url(settings.broker_url) as client:
+        yield client
+
+
+@pytest.fixture
+async def db(settings: Settings, mongo: AsyncIOMotorClient, redis: Redis) -> AsyncIterator[Any]:
+    """The test database, emptied before each test (documents only: indexes stay), and the
+    cache entries of the previous test."""
     database = mongo[settings.mongodb_db]
     for model in DOCUMENT_MODELS:
         await database[model.Settings.name].delete_many({})  # type: ignore[attr-defined]
+    await cache_for(settings, redis).clear()
     yield database
 
 

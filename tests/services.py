@@ -67,6 +67,7 @@ def start_services(tmp: Path) -> TestServices:
         import_stale_after=3.0,
         import_batch_size=1000,
         log_level="WARNING",
+        expose_db_calls=True,
     )
     return TestServices(settings=settings, procs=procs)
 

@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery, signals
 
 from api.logs import configure_logging
-from api.queue import REFRESH_WEIGHTED, REQUEUE_STALE_IMPORTS, celery_config
+from api.queue import RECONCILE, REFRESH_WEIGHTED, REQUEUE_STALE_IMPORTS, celery_config
 from api.settings import Settings
 
 app = Celery("movie-ratings", include=["workers.tasks"])
@@ -23,6 +23,7 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
             "schedule": settings.weighted_refresh_interval,
         },
         "requeue-stale-imports": {"task": REQUEUE_STALE_IMPORTS, "schedule": 60.0},
+        "reconcile-stale-summaries": {"task": RECONCILE, "schedule": settings.reconcile_interval},
     }
 
 

@@ -18,6 +18,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
 from api import db
+from api.cache import Cache, cache_for
 from api.logs import request_id_var
 from api.queue import TaskQueue
 from api.settings import Settings
@@ -33,6 +34,7 @@ class Runtime:
     mongo: AsyncIOMotorClient
     redis: Redis
     queue: TaskQueue
+    cache: Cache
 
 
 _runtime: Runtime | None = None
@@ -49,12 +51,14 @@ def start_runtime() -> Runtime:
         asyncio.set_event_loop(loop)
         mongo = loop.run_until_complete(db.connect(settings))
         redis = Redis.from_url(settings.broker_url, socket_timeout=5)
+        cache = cache_for(settings, redis)
         _runtime = Runtime(
             settings=settings,
             loop=loop,
             mongo=mongo,
             redis=redis,
-            queue=TaskQueue(celery=app, redis=redis, settings=settings),
+            queue=TaskQueue(celery=app, redis=redis, settings=settings, health=cache.health),
+            cache=cache,
         )
         log.info("worker runtime ready")
     return _runtime

@@ -15,6 +15,7 @@ from api.queue import (
     AGGREGATE_MOVIE,
     AGGREGATE_USER,
     PURGE_MOVIE_RATINGS,
+    RECONCILE,
     REFRESH_WEIGHTED,
     REQUEUE_STALE_IMPORTS,
     RUN_IMPORT,
@@ -61,6 +62,8 @@ def aggregate_movie(self: Any, movie_id: str) -> None:
         found = await aggregation.recompute_movie_summary(
             movie_id=oid, prior_votes=rt.settings.rating_prior_votes
         )
+        if found:
+            await rt.cache.movies_changed([movie_id])
         log.info("movie summary recomputed", extra={"movie_id": movie_id, "stored": found})
 
     _run(self, work())
@@ -77,6 +80,8 @@ def aggregate_user(self: Any, user_id: str) -> None:
     async def work() -> None:
         await rt.queue.claim("user", user_id)
         found = await aggregation.recompute_user_stats(user_id=oid)
+        if found:
+            await rt.cache.users_changed([user_id])
         log.info("user stats recomputed", extra={"user_id": user_id, "stored": found})
 
     _run(self, work())
@@ -102,7 +107,26 @@ def purge_movie_ratings(self: Any, movie_id: str) -> None:
 def refresh_weighted(self: Any) -> None:
     """Refresh the global mean C and every weighted score (beat runs this periodically)."""
     rt = start_runtime()
-    _run(self, aggregation.refresh_weighted_scores(prior_votes=rt.settings.rating_prior_votes))
+
+    async def work() -> None:
+        if await aggregation.refresh_weighted_scores(prior_votes=rt.settings.rating_prior_votes):
+            await rt.cache.everything_changed()
+
+    _run(self, work())
+
+
+@app.task(name=RECONCILE, **RETRY)
+def reconcile(self: Any) -> None:
+    """Recompute the summaries whose aggregation could not be queued (beat runs this)."""
+    rt = start_runtime()
+
+    async def work() -> None:
+        done = await aggregation.reconcile(prior_votes=rt.settings.rating_prior_votes)
+        if done["movie"] or done["user"]:
+            # recompute_many may also have moved C, and with it every weighted score.
+            await rt.cache.everything_changed()
+
+    _run(self, work())
 
 
 @app.task(name=RUN_IMPORT, **RETRY)
@@ -112,8 +136,15 @@ def run_import(self: Any, job_id: str) -> None:
     if oid is None:
         return
     rt = start_runtime()
+
+    async def work() -> str | None:
+        try:
+            return await jobs.run_job(job_id=oid, settings=rt.settings)
+        finally:
+            await rt.cache.everything_changed()  # even a failed import wrote some batches
+
     try:
-        status = _run(self, jobs.run_job(job_id=oid, settings=rt.settings))
+        status = _run(self, work())
     except jobs.JobBusy as exc:
         # A redelivery while the first worker may still be alive: look again once its
         # heartbeat would have gone stale.

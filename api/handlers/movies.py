@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 
-from api.http import PUBLIC, authenticated, cached_json, docs, errors, json_response, next_url
-from api.keys import QUEUE
+from api.cache import CACHED_ROWS
+from api.http import PUBLIC, authenticated, cached_body, docs, errors, json_response, next_url
+from api.keys import CACHE, QUEUE
 from api.schemas import (
     MovieCreateSchema,
     MovieIdPath,
@@ -28,11 +30,19 @@ async def list_movies(request: web.Request) -> web.Response:
     """A page of movies."""
     params = dict(request["querystring"])
     limit, offset = params.pop("limit"), params.pop("offset")
-    page = await movie_service.list_movies(
-        query=movie_service.MovieQuery(**params), offset=offset, limit=limit
-    )
-    body = {"items": _movies.dump(page.items), "next": next_url(request, page.next_offset)}
-    return cached_json(request, body, cache_control=PUBLIC)
+
+    async def load() -> dict:
+        page = await movie_service.list_movies(
+            query=movie_service.MovieQuery(**params), offset=offset, limit=limit
+        )
+        return {"items": _movies.dump(page.items), "next": next_url(request, page.next_offset)}
+
+    if offset >= CACHED_ROWS:  # deep pages are rare: not worth the memory
+        body = orjson.dumps(await load())
+    else:
+        key = request.app[CACHE].movie_list({**params, "limit": limit, "offset": offset})
+        body = await request.app[CACHE].fetch(key, load)
+    return cached_body(request, body, cache_control=PUBLIC)
 
 
 @docs(tags=["movies"], summary="Add a movie (admin)", responses=errors(409, 415, 422))
@@ -47,6 +57,7 @@ async def create_movie(request: web.Request) -> web.Response:
         year=body.get("year"),
         genres=body.get("genres", []),
         external_ids=body.get("external_ids", {}),
+        cache=request.app[CACHE],
     )
     location = str(request.app.router["movie"].url_for(movie_id=str(movie.id)))
     return json_response(_movie.dump(movie), status=201, headers={"Location": location})
@@ -57,8 +68,13 @@ async def create_movie(request: web.Request) -> web.Response:
 @response_schema(MoviePublicSchema, 200)
 async def get_movie(request: web.Request) -> web.Response:
     """One movie."""
-    movie = await movie_service.get_movie(movie_id=request["match_info"]["movie_id"])
-    return cached_json(request, _movie.dump(movie), cache_control=PUBLIC)
+    movie_id = request["match_info"]["movie_id"]
+
+    async def load() -> dict:
+        return _movie.dump(await movie_service.get_movie(movie_id=movie_id))
+
+    body = await request.app[CACHE].fetch(request.app[CACHE].movie(movie_id), load)
+    return cached_body(request, body, cache_control=PUBLIC)
 
 
 @docs(tags=["movies"], summary="Change a movie (admin)", responses=errors(404, 409, 415, 422))
@@ -69,7 +85,9 @@ async def get_movie(request: web.Request) -> web.Response:
 async def update_movie(request: web.Request) -> web.Response:
     """Apply a partial change to a movie."""
     movie = await movie_service.update_movie(
-        movie_id=request["match_info"]["movie_id"], changes=request["json"]
+        movie_id=request["match_info"]["movie_id"],
+        changes=request["json"],
+        cache=request.app[CACHE],
     )
     return json_response(_movie.dump(movie))
 
@@ -84,6 +102,8 @@ async def update_movie(request: web.Request) -> web.Response:
 async def delete_movie(request: web.Request) -> web.Response:
     """Delete a movie; its ratings go in the background."""
     await movie_service.delete_movie(
-        movie_id=request["match_info"]["movie_id"], queue=request.app[QUEUE]
+        movie_id=request["match_info"]["movie_id"],
+        queue=request.app[QUEUE],
+        cache=request.app[CACHE],
     )
     return web.Response(status=204)

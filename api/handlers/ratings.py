@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 from beanie import PydanticObjectId
 
+from api.cache import CACHED_ROWS
 from api.handlers import caller_id
 from api.http import (
     PRIVATE,
     PUBLIC,
     authenticated,
+    cached_body,
     cached_json,
     docs,
     errors,
     json_response,
     next_url,
 )
-from api.keys import QUEUE
+from api.keys import CACHE, QUEUE
 from api.schemas import (
     MovieIdPath,
     PageQuery,
@@ -53,6 +56,7 @@ async def put_rating(request: web.Request) -> web.Response:
         movie_id=request["match_info"]["movie_id"],
         score=request["json"]["score"],
         queue=request.app[QUEUE],
+        cache=request.app[CACHE],
     )
     return json_response(_rating.dump(rating), status=201 if created else 200)
 
@@ -82,6 +86,7 @@ async def delete_rating(request: web.Request) -> web.Response:
         user_id=caller_id(request),
         movie_id=request["match_info"]["movie_id"],
         queue=request.app[QUEUE],
+        cache=request.app[CACHE],
     )
     return web.Response(status=204)
 
@@ -103,15 +108,23 @@ async def list_movie_ratings(request: web.Request) -> web.Response:
 async def _profile(
     request: web.Request, user_id: PydanticObjectId, cache_control: str
 ) -> web.Response:
-    query = request["querystring"]
-    page = await rating_service.list_user_ratings(
-        user_id=user_id, sort=query["sort"], offset=query["offset"], limit=query["limit"]
-    )
-    items = _profile_items.dump(
-        [{**item.rating.model_dump(), "movie": item.movie} for item in page.items]
-    )
-    body = {"items": items, "next": next_url(request, page.next_offset)}
-    return cached_json(request, body, cache_control=cache_control)
+    sort, offset, limit = (request["querystring"][k] for k in ("sort", "offset", "limit"))
+
+    async def load() -> dict:
+        page = await rating_service.list_user_ratings(
+            user_id=user_id, sort=sort, offset=offset, limit=limit
+        )
+        items = _profile_items.dump(
+            [{**item.rating.model_dump(), "movie": item.movie} for item in page.items]
+        )
+        return {"items": items, "next": next_url(request, page.next_offset)}
+
+    if offset >= CACHED_ROWS:
+        body = orjson.dumps(await load())
+    else:
+        cache = request.app[CACHE]
+        body = await cache.fetch(cache.profile(user_id, sort, offset, limit), load)
+    return cached_body(request, body, cache_control=cache_control)
 
 
 @docs(tags=["ratings"], summary="What a user rated", responses=errors(404, 422))

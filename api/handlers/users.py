@@ -6,7 +6,17 @@ from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, response_schema
 
 from api.handlers import caller_id
-from api.http import PRIVATE, PUBLIC, authenticated, cached_json, docs, errors, json_response
+from api.http import (
+    PRIVATE,
+    PUBLIC,
+    authenticated,
+    cached_body,
+    cached_json,
+    docs,
+    errors,
+    json_response,
+)
+from api.keys import CACHE
 from api.schemas import (
     UserCreateSchema,
     UserIdPath,
@@ -43,8 +53,13 @@ async def register(request: web.Request) -> web.Response:
 @response_schema(UserPublicSchema, 200)
 async def get_user(request: web.Request) -> web.Response:
     """Public view of one user."""
-    user = await user_service.get_user(user_id=request["match_info"]["user_id"])
-    return cached_json(request, _public.dump(user), cache_control=PUBLIC)
+    user_id = request["match_info"]["user_id"]
+
+    async def load() -> dict:
+        return _public.dump(await user_service.get_user(user_id=user_id))
+
+    body = await request.app[CACHE].fetch(request.app[CACHE].user(user_id), load)
+    return cached_body(request, body, cache_control=PUBLIC)
 
 
 @docs(tags=["users"], summary="Your own account, with email")
@@ -67,5 +82,5 @@ async def get_me(request: web.Request) -> web.Response:
 async def update_me(request: web.Request) -> web.Response:
     """Apply the caller's changes to their own account."""
     user = await user_service.get_user(user_id=caller_id(request))
-    user = await user_service.update_user(user=user, **request["json"])
+    user = await user_service.update_user(user=user, cache=request.app[CACHE], **request["json"])
     return json_response(_private.dump(user))

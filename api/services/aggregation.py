@@ -16,7 +16,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from api.services import chunked
+from api.services import IN_CHUNK, chunked
 from models import (
     SCORES,
     Counter,
@@ -24,6 +24,7 @@ from models import (
     Movie,
     Rating,
     RatingStats,
+    StaleSummary,
     User,
     bucket,
     utcnow,
@@ -152,13 +153,13 @@ async def recompute_user_stats(*, user_id: PydanticObjectId) -> bool:
     return bool(result.matched_count)
 
 
-async def refresh_weighted_scores(*, prior_votes: float, force: bool = False) -> GlobalRatingStats:
+async def refresh_weighted_scores(*, prior_votes: float, force: bool = False) -> bool:
     """Refresh C, then every weighted score in one server-side update (skipped when C and
-    so every weighted score is unchanged)."""
+    so every weighted score is unchanged); True when the scores were rewritten."""
     before = await GlobalRatingStats.get("ratings")
     stats = await refresh_global_mean()
     if not force and before is not None and before.mean == stats.mean:
-        return stats
+        return False
     count, mean, m = "$rating.count", "$rating.mean", prior_votes
     if stats.mean is None or m == 0:
         weighted: Any = mean
@@ -174,7 +175,7 @@ async def refresh_weighted_scores(*, prior_votes: float, force: bool = False) ->
         {"rating.count": {"$gt": 0}}, [{"$set": {"rating.weighted": weighted}}]
     )
     log.info("weighted scores refreshed", extra={"global_mean": stats.mean, "votes": stats.votes})
-    return stats
+    return True
 
 
 async def _bulk_store(
@@ -241,3 +242,36 @@ async def purge_movie_ratings(*, movie_id: PydanticObjectId) -> list[str]:
     user_ids = await collection.distinct("user_id", {"movie_id": movie_id})
     await collection.delete_many({"movie_id": movie_id})
     return [str(u) for u in user_ids]
+
+
+async def mark_stale(*, missed: Iterable[tuple[str, str]]) -> None:
+    """Record summaries whose recomputation could not be queued, for `reconcile`."""
+    now = utcnow()
+    writes = [
+        UpdateOne(
+            {"_id": f"{kind}:{object_id}"},
+            {"$max": {"changed_at": now}, "$set": {"kind": kind, "object_id": ObjectId(object_id)}},
+            upsert=True,
+        )
+        for kind, object_id in missed
+    ]
+    if writes:
+        await StaleSummary.get_motor_collection().bulk_write(writes, ordered=False)
+
+
+async def reconcile(*, prior_votes: float, limit: int = 10_000) -> dict[str, list[ObjectId]]:
+    """Recompute the summaries recorded as stale; returns the ids recomputed, by kind."""
+    started = utcnow()
+    collection = StaleSummary.get_motor_collection()
+    entries = await collection.find({}, {"kind": 1, "object_id": 1}).to_list(limit)
+    done: dict[str, list[ObjectId]] = {"movie": [], "user": []}
+    for entry in entries:
+        done[entry["kind"]].append(entry["object_id"])
+    if not entries:
+        return done
+    await recompute_many(movie_ids=done["movie"], user_ids=done["user"], prior_votes=prior_votes)
+    # An entry written again while we recomputed stays for the next run.
+    for part in chunked([e["_id"] for e in entries], IN_CHUNK):
+        await collection.delete_many({"_id": {"$in": part}, "changed_at": {"$lte": started}})
+    log.info("stale summaries reconciled", extra={k: len(v) for k, v in done.items()})
+    return done

@@ -9,6 +9,7 @@ from typing import Any
 from beanie import PydanticObjectId, SortDirection
 from pymongo.errors import DuplicateKeyError
 
+from api.cache import Cache
 from api.errors import Conflict, NotFound
 from api.queue import PURGE_MOVIE_RATINGS, TaskQueue
 from api.services import Page, page_of
@@ -62,7 +63,12 @@ def movie_filter(query: MovieQuery) -> dict[str, Any]:
 
 
 async def create_movie(
-    *, title: str, year: int | None, genres: list[str], external_ids: dict[str, Any]
+    *,
+    title: str,
+    year: int | None,
+    genres: list[str],
+    external_ids: dict[str, Any],
+    cache: Cache,
 ) -> Movie:
     """Add a movie; 409 when its MovieLens id is already in the catalogue."""
     movie = Movie(
@@ -76,6 +82,7 @@ async def create_movie(
         await movie.insert()
     except DuplicateKeyError:
         raise Conflict("A movie with that MovieLens id exists.", field="external_ids") from None
+    await cache.movies_changed([movie.id])
     return movie
 
 
@@ -99,7 +106,9 @@ async def list_movies(*, query: MovieQuery, offset: int, limit: int) -> Page[Mov
     return page_of(rows, offset=offset, limit=limit)
 
 
-async def update_movie(*, movie_id: PydanticObjectId, changes: dict[str, Any]) -> Movie:
+async def update_movie(
+    *, movie_id: PydanticObjectId, changes: dict[str, Any], cache: Cache
+) -> Movie:
     """Apply a partial update (title, year, genres, external ids) to one movie."""
     update: dict[str, Any] = {}
     for key, value in changes.items():
@@ -117,12 +126,14 @@ async def update_movie(*, movie_id: PydanticObjectId, changes: dict[str, Any]) -
         raise Conflict("A movie with that MovieLens id exists.", field="external_ids") from None
     if result.matched_count == 0:
         raise NotFound("No movie with that id.")
+    await cache.movies_changed([movie_id])
     return await get_movie(movie_id=movie_id)
 
 
-async def delete_movie(*, movie_id: PydanticObjectId, queue: TaskQueue) -> None:
+async def delete_movie(*, movie_id: PydanticObjectId, queue: TaskQueue, cache: Cache) -> None:
     """Remove a movie now; a worker removes its ratings and fixes the raters' stats."""
     result = await Movie.get_motor_collection().delete_one({"_id": movie_id})
     if result.deleted_count == 0:
         raise NotFound("No movie with that id.")
+    await cache.movies_changed([movie_id])
     await queue.send(PURGE_MOVIE_RATINGS, str(movie_id))

@@ -10,9 +10,10 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from api.cache import Cache
 from api.errors import NotFound, ServiceUnavailable
 from api.queue import TaskQueue
-from api.services import Page, page_of
+from api.services import Page, aggregation, page_of
 from models import Movie, Rating, User, utcnow
 
 DESC = SortDirection.DESCENDING
@@ -34,8 +35,24 @@ async def _require(model: type[Movie] | type[User], object_id: PydanticObjectId)
         raise NotFound(f"No {model.Settings.name[:-1]} with that id.")
 
 
+async def _rated(
+    *, user_id: PydanticObjectId, movie_id: PydanticObjectId, queue: TaskQueue, cache: Cache
+) -> None:
+    # The caller's own profile shows the write at once; the movie's summary and the user's
+    # stats follow when the worker recomputes them (and bumps their cache versions).
+    await cache.users_changed([user_id])
+    missed = await queue.schedule_aggregation(movie_ids=[str(movie_id)], user_ids=[str(user_id)])
+    if missed:
+        await aggregation.mark_stale(missed=missed)
+
+
 async def put_rating(
-    *, user_id: PydanticObjectId, movie_id: PydanticObjectId, score: float, queue: TaskQueue
+    *,
+    user_id: PydanticObjectId,
+    movie_id: PydanticObjectId,
+    score: float,
+    queue: TaskQueue,
+    cache: Cache,
 ) -> tuple[Rating, bool]:
     """Set the caller's score for a movie; True when the rating is new."""
     await _require(Movie, movie_id)
@@ -61,7 +78,7 @@ async def put_rating(
             break
     if after is None:
         raise ServiceUnavailable("The rating could not be stored; please retry.")
-    await queue.schedule_aggregation(movie_ids=[str(movie_id)], user_ids=[str(user_id)])
+    await _rated(user_id=user_id, movie_id=movie_id, queue=queue, cache=cache)
     return Rating.model_validate(after), after["_id"] == new_id
 
 
@@ -74,7 +91,7 @@ async def get_rating(*, user_id: PydanticObjectId, movie_id: PydanticObjectId) -
 
 
 async def delete_rating(
-    *, user_id: PydanticObjectId, movie_id: PydanticObjectId, queue: TaskQueue
+    *, user_id: PydanticObjectId, movie_id: PydanticObjectId, queue: TaskQueue, cache: Cache
 ) -> None:
     """Remove the caller's rating of a movie, or NotFound."""
     deleted = await Rating.get_motor_collection().find_one_and_delete(
@@ -82,7 +99,7 @@ async def delete_rating(
     )
     if deleted is None:
         raise NotFound("You have not rated this movie.")
-    await queue.schedule_aggregation(movie_ids=[str(movie_id)], user_ids=[str(user_id)])
+    await _rated(user_id=user_id, movie_id=movie_id, queue=queue, cache=cache)
 
 
 async def list_user_ratings(

@@ -7,6 +7,7 @@ import asyncio
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
+from api.cache import Cache
 from api.errors import Conflict, InvalidInput, NotFound
 from api.security import hash_password, verify_password
 from models import User, utcnow
@@ -58,6 +59,7 @@ async def update_user(
     email: str | None = None,
     password: str | None = None,
     current_password: str | None = None,
+    cache: Cache,
 ) -> User:
     """Change one's own display name, email or password (the latter needs the current one)."""
     changes: dict[str, object] = {}
@@ -81,6 +83,7 @@ async def update_user(
         await User.get_motor_collection().update_one({"_id": user.id}, {"$set": changes})
     except DuplicateKeyError as exc:
         raise _conflict(exc) from None
+    await cache.users_changed([user.id])
     for key, value in changes.items():
         setattr(user, key, value)
     return user

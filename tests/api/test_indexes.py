@@ -14,6 +14,7 @@ from pymongo import monitoring
 
 from api.services import aggregation, movies, ratings
 from models import DOCUMENT_MODELS, Movie, Rating, User, title_key
+from tests.fakes import NO_CACHE, NoQueue
 
 
 class Recorder(monitoring.CommandListener):
@@ -28,11 +29,6 @@ class Recorder(monitoring.CommandListener):
         pass
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-class NoQueue:
-    async def schedule_aggregation(self, **kwargs: Any) -> None:
         pass
 
 
@@ -75,7 +71,9 @@ async def test_hot_queries_use_indexes(settings, db):
         await aggregation.refresh_global_mean()  # periodic full scan by design: not a hot query
         recorder.commands.clear()
 
-        await ratings.put_rating(user_id=user.id, movie_id=movie.id, score=3.5, queue=NoQueue())
+        await ratings.put_rating(
+            user_id=user.id, movie_id=movie.id, score=3.5, queue=NoQueue(), cache=NO_CACHE
+        )
         await ratings.get_rating(user_id=user.id, movie_id=movie.id)
         for sort in ratings.PROFILE_SORTS:
             await ratings.list_user_ratings(user_id=user.id, sort=sort, offset=0, limit=20)

@@ -11,6 +11,7 @@ from api.middlewares import flatten_errors
 from api.services import movies
 from api.services.aggregation import weighted_score
 from models import DOCUMENT_MODELS
+from tests.fakes import NO_CACHE
 
 
 @pytest.fixture
@@ -51,21 +52,35 @@ def test_flatten_errors_lists_each_field():
 
 async def test_create_get_list_and_update_movies(mock_db):
     alien = await movies.create_movie(
-        title="Alien", year=1979, genres=["Horror"], external_ids={"movielens": 1214}
+        title="Alien",
+        year=1979,
+        genres=["Horror"],
+        external_ids={"movielens": 1214},
+        cache=NO_CACHE,
     )
-    await movies.create_movie(title="Aliens", year=1986, genres=["Action"], external_ids={})
+    await movies.create_movie(
+        title="Aliens", year=1986, genres=["Action"], external_ids={}, cache=NO_CACHE
+    )
     assert (await movies.get_movie(movie_id=alien.id)).title == "Alien"
     page = await movies.list_movies(
         query=movies.MovieQuery(q="ALIEN", sort="-year"), offset=0, limit=1
     )
     assert [m.title for m in page.items] == ["Aliens"] and page.next_offset == 1
-    updated = await movies.update_movie(movie_id=alien.id, changes={"title": "Alien (Director)"})
+    updated = await movies.update_movie(
+        movie_id=alien.id, changes={"title": "Alien (Director)"}, cache=NO_CACHE
+    )
     assert updated.title_key == "alien (director)"
     with pytest.raises(NotFound):
-        await movies.update_movie(movie_id=PydanticObjectId(), changes={"year": 2000})
+        await movies.update_movie(
+            movie_id=PydanticObjectId(), changes={"year": 2000}, cache=NO_CACHE
+        )
 
 
 async def test_duplicate_movielens_id_conflicts(mock_db):
-    await movies.create_movie(title="A", year=None, genres=[], external_ids={"movielens": 5})
+    await movies.create_movie(
+        title="A", year=None, genres=[], external_ids={"movielens": 5}, cache=NO_CACHE
+    )
     with pytest.raises(Conflict):
-        await movies.create_movie(title="B", year=None, genres=[], external_ids={"movielens": 5})
+        await movies.create_movie(
+            title="B", year=None, genres=[], external_ids={"movielens": 5}, cache=NO_CACHE
+        )

@@ -1,0 +1,221 @@
+"""Cache-aside in Redis for the hot reads, versioned so a worker's invalidation always wins.
+
+A cached body lives under `<data key>@<epoch>.<version>`. Readers resolve both counters and
+the body in one Lua call; writers (the aggregation task, and the API for its own writes)
+only INCR a version. A reader that loaded a value from MongoDB before an invalidation
+stores it under the old version, which no reader asks for any more, so no stale value can
+be written back over a newer one. The epoch invalidates everything at once (bulk imports,
+a new global mean, Redis coming back after an outage).
+
+Redis is optional for reads: when it fails, a shared breaker (`RedisHealth`) sends reads
+straight to MongoDB for a short cool-down, and the outage is logged once, not per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Only the first pages of lists are cached: deep pages are rare and would crowd out the rest.
+CACHED_ROWS = 100
+
+_READ = """
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local version = redis.call('GET', KEYS[2]) or '0'
+local key = ARGV[1] .. '@' .. epoch .. '.' .. version
+local value = redis.call('GET', key)
+redis.call('HINCRBY', KEYS[3], value and 'hits' or 'misses', 1)
+return {key, value}
+"""
+
+
+class RedisHealth:
+    """A breaker shared by the cache and the queue: after a failure, leave Redis alone for
+    `cooldown` seconds; log the outage once and its end once."""
+
+    def __init__(self, cooldown: float = 1.0) -> None:
+        self._cooldown = cooldown
+        self._retry_at = 0.0
+        self.down = False
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def failed(self, exc: BaseException) -> None:
+        self._retry_at = time.monotonic() + self._cooldown
+        if not self.down:
+            self.down = True
+            log.warning(
+                "redis unavailable: reads bypass the cache, aggregation is deferred",
+                extra={"error": repr(exc)},
+            )
+
+    def succeeded(self) -> bool:
+        """Record a working call; True when it ends an outage."""
+        if not self.down:
+            return False
+        self.down = False
+        log.warning("redis is back: cache and queue resume")
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    version: str  # the counter whose INCR invalidates this entry
+    data: str  # the entry, before its @epoch.version suffix
+
+
+class Cache:
+    """Versioned cache-aside of JSON bodies, with single flight per key in this process."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        ttl: float,
+        jitter: float = 0.1,
+        health: RedisHealth | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl = ttl
+        self._jitter = jitter
+        self.health = health or RedisHealth()
+        self.enabled = enabled
+        self._read = redis.register_script(_READ)
+        self._flights: dict[str, asyncio.Future[bytes]] = {}
+        self.epoch_key = f"{prefix}v:epoch"
+        self.stats_key = f"{prefix}cache:stats"
+
+    # ---- keys ------------------------------------------------------------------------------
+
+    def movie(self, movie_id: Any) -> CacheKey:
+        return CacheKey(f"{self._prefix}v:movie:{movie_id}", f"{self._prefix}c:movie:{movie_id}")
+
+    def movie_list(self, query: dict[str, Any]) -> CacheKey:
+        digest = hashlib.blake2b(orjson.dumps(query, option=orjson.OPT_SORT_KEYS), digest_size=10)
+        return CacheKey(f"{self._prefix}v:movies", f"{self._prefix}c:movies:{digest.hexdigest()}")
+
+    def user(self, user_id: Any) -> CacheKey:
+        return CacheKey(f"{self._prefix}v:user:{user_id}", f"{self._prefix}c:user:{user_id}")
+
+    def profile(self, user_id: Any, sort: str, offset: int, limit: int) -> CacheKey:
+        # A profile page shares its user's version: the user's own writes bump it at once.
+        data = f"{self._prefix}c:profile:{user_id}:{sort}:{offset}:{limit}"
+        return CacheKey(f"{self._prefix}v:user:{user_id}", data)
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    async def fetch(self, key: CacheKey, load: Callable[[], Awaitable[Any]]) -> bytes:
+        """The cached JSON body for `key`, else `load()` serialized and stored."""
+        resolved = await self._lookup(key)
+        if isinstance(resolved, bytes):
+            return resolved
+        flight = resolved or key.data
+        running = self._flights.get(flight)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._flights[flight] = future
+        try:
+            body = orjson.dumps(await load())
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        else:
+            future.set_result(body)
+        finally:
+            del self._flights[flight]
+        if resolved is not None:
+            await self._store(resolved, body)
+        return body
+
+    async def _lookup(self, key: CacheKey) -> bytes | str | None:
+        """The body (bytes), else the resolved key to fill (str), else None (no Redis)."""
+        if not self.enabled or not self.health.available:
+            return None
+        try:
+            resolved, value = await self._read(
+                keys=[self.epoch_key, key.version, self.stats_key], args=[key.data]
+            )
+        except RedisError as exc:
+            self.health.failed(exc)
+            return None
+        if self.health.succeeded():
+            # Writes made during the outage invalidated nothing: start a new epoch.
+            await self.everything_changed()
+            return None
+        return value if value is not None else resolved.decode()
+
+    async def _store(self, resolved: str, body: bytes) -> None:
+        ttl = self._ttl * (1 + random.uniform(-self._jitter, self._jitter))
+        try:
+            await self._redis.set(resolved, body, px=max(1, int(ttl * 1000)))
+        except RedisError as exc:
+            self.health.failed(exc)
+
+    # ---- invalidation ----------------------------------------------------------------------
+
+    async def movies_changed(self, movie_ids: Iterable[Any]) -> None:
+        """A movie's document or summary changed: its entry and every list page go."""
+        await self._bump([self.movie(m).version for m in movie_ids] + [f"{self._prefix}v:movies"])
+
+    async def users_changed(self, user_ids: Iterable[Any]) -> None:
+        """A user's account, stats or ratings changed: their view and profile pages go."""
+        await self._bump([self.user(u).version for u in user_ids])
+
+    async def everything_changed(self) -> None:
+        """Bulk changes (imports, a new global mean): every entry goes."""
+        await self._bump([self.epoch_key])
+
+    async def _bump(self, version_keys: list[str]) -> None:
+        if not version_keys or not self.enabled:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for version_key in version_keys:
+                    pipe.incr(version_key)
+                await pipe.execute()
+        except RedisError as exc:
+            # Nothing cached can be read while Redis is down, and recovery starts a new epoch.
+            self.health.failed(exc)
+
+    async def stats(self) -> dict[str, int]:
+        """Hits and misses counted by every process sharing this Redis."""
+        raw = await self._redis.hgetall(self.stats_key)  # type: ignore[misc]
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+
+    async def clear(self) -> None:
+        """Drop every key of this namespace (tests, operators)."""
+        keys = [k async for k in self._redis.scan_iter(match=f"{self._prefix}*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await self._redis.delete(*keys[start : start + 1000])
+
+
+def cache_for(settings: Settings, redis: Redis, health: RedisHealth | None = None) -> Cache:
+    """The cache every process of one deployment shares: namespaced by its database."""
+    return Cache(
+        redis,
+        prefix=f"{settings.mongodb_db}:",
+        ttl=settings.cache_ttl,
+        health=health,
+        enabled=settings.cache_enabled,
+    )
