@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # Only the first pages of lists are cached: deep pages are rare and would crowd out the rest.
 CACHED_ROWS = 100
+FLIGHT_GRACE = 0.05  # seconds a finished load still answers requests for the same key
 
 _READ = """
 local epoch = redis.call('GET', KEYS[1]) or '0'
@@ -131,22 +132,40 @@ class Cache:
         flight = resolved or key.data
         running = self._flights.get(flight)
         if running is not None:
-            return await asyncio.shield(running)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                if not running.cancelled():
+                    raise  # this request itself was cancelled
+                return orjson.dumps(await load())  # the loader's client went away: load here
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._flights[flight] = future
         try:
             body = orjson.dumps(await load())
+            if resolved is not None:
+                # Stored before the flight ends, so a late miss finds the value, not a gap.
+                await self._store(resolved, body)
+        except asyncio.CancelledError:
+            future.cancel()
+            del self._flights[flight]
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        else:
-            future.set_result(body)
-        finally:
             del self._flights[flight]
-        if resolved is not None:
-            await self._store(resolved, body)
+            raise
+        future.set_result(body)
+        if resolved is None:
+            del self._flights[flight]
+        else:
+            # A request whose lookup missed just before our SET landed resumes after we are
+            # done: let it join this result (same version, so never stale) for a moment.
+            asyncio.get_running_loop().call_later(FLIGHT_GRACE, self._land, flight, future)
         return body
+
+    def _land(self, flight: str, future: asyncio.Future[bytes]) -> None:
+        if self._flights.get(flight) is future:
+            del self._flights[flight]
 
     async def _lookup(self, key: CacheKey) -> bytes | str | None:
         """The body (bytes), else the resolved key to fill (str), else None (no Redis)."""
@@ -187,15 +206,14 @@ class Cache:
         await self._bump([self.epoch_key])
 
     async def _bump(self, version_keys: list[str]) -> None:
-        if not version_keys or not self.enabled:
-            return
+        if not version_keys or not self.enabled or not self.health.available:
+            return  # nothing cached is read while Redis is down; recovery starts a new epoch
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for version_key in version_keys:
                     pipe.incr(version_key)
                 await pipe.execute()
         except RedisError as exc:
-            # Nothing cached can be read while Redis is down, and recovery starts a new epoch.
             self.health.failed(exc)
 
     async def stats(self) -> dict[str, int]:
