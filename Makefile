@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 85
 
-.PHONY: run test lint typecheck check clean bench-import
+.PHONY: run test lint typecheck check clean bench bench-import
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,3 +34,9 @@ clean:
 
 bench-import: $(STAMP)
 	$(BIN)/python -m seed.bench $(BENCH_ARGS)
+
+# wrk is the load generator (Debian's package); installed here when missing and possible.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || \
+		{ echo "make bench needs wrk: apt-get install wrk" >&2; exit 2; }
+	$(BIN)/python -m seed.bench_api $(BENCH_ARGS)

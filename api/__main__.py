@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
+import signal
 import sys
+import time
 
 from aiohttp import web
 
@@ -16,18 +19,66 @@ from api.settings import Settings
 log = logging.getLogger("api")
 
 
-def serve(settings: Settings) -> None:
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (Linux, macOS), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX system
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def serve(settings: Settings) -> int:
+    """Serve the API: one process, or WEB_CONCURRENCY processes sharing the port."""
+    if settings.web_concurrency > 1:
+        return _supervise(settings)
     from api.app import create_app
 
-    log.info("api listening", extra={"host": settings.host, "port": settings.port})
+    loop = _event_loop()
+    log.info(
+        "api listening",
+        extra={"host": settings.host, "port": settings.port, "loop": type(loop).__module__},
+    )
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         access_log=None,
         print=None,
-        reuse_port=True,
+        reuse_port=True,  # the kernel spreads connections over the processes on this port
+        loop=loop,
     )
+    return 0
+
+
+def _supervise(settings: Settings) -> int:
+    """Run WEB_CONCURRENCY single-process servers; stop them all when one exits or on a signal."""
+    from api.embedded import spawn, stop
+
+    env = dict(os.environ, WEB_CONCURRENCY="1")
+    procs = [
+        spawn([sys.executable, "-m", "api", "serve"], env=env)
+        for _ in range(settings.web_concurrency)
+    ]
+    log.info("api processes started", extra={"processes": [p.pid for p in procs]})
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stopping:
+            exited = [p for p in procs if p.poll() is not None]
+            if exited:
+                log.error("an api process exited; stopping the rest", extra={"pid": exited[0].pid})
+                return exited[0].returncode or 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        stop(procs)
 
 
 async def _create_admin(settings: Settings, username: str, email: str, password: str) -> int:
@@ -78,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings.log_level)
     if args.command == "serve":
-        serve(settings)
-        return 0
+        return serve(settings)
     if args.command == "create-admin":
         from api.embedded import with_embedded_urls
 

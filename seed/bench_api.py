@@ -1,0 +1,418 @@
+"""API benchmark (not a test): `make bench` or `python -m seed.bench_api`.
+
+Starts its own stack (SecantusDB on disk, a private redis-server, a Celery worker, and two
+single-process API servers: one with the Redis cache, one without it, so every read there
+is a miss), imports ml-latest-small, then measures in one run:
+
+- requests/s, p50 and p99 with wrk for each route, next to a bare aiohttp handler that
+  returns a body of the same size (the ceiling for this machine, loop and HTTP stack);
+- MongoDB commands per request (the API's own CommandListener, read from X-DB-Calls) and
+  the cache hit ratio during the cached runs;
+- a burst of 1,000 ratings on one movie from 1,000 users: how many full recomputations the
+  worker ran and how long until the stored summary was exact.
+
+SecantusDB is much slower than MongoDB on misses, so cold numbers say more about the
+database than about the API; the warm ratios are the API's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from bson import ObjectId
+from pymongo import MongoClient
+
+from api import embedded
+from api.security import TokenService, generate_keyset
+from api.settings import Settings
+from models import SCORES, User
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SMALL = ROOT.parent / "shared" / "movielens" / "ml-latest-small"
+API = "/api/v1"
+DB = "bench_api"
+PICK = 200  # movies and users the load spreads over
+
+PATHS_LUA = """
+local paths = {%s}
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+"""
+
+PUT_LUA = """
+local tokens = {%s}
+local movies = {%s}
+local scores = {"0.5", "1.0", "1.5", "2.0", "2.5", "3.0", "3.5", "4.0", "4.5", "5.0"}
+request = function()
+  local headers = {}
+  headers["Authorization"] = "Bearer " .. tokens[math.random(#tokens)]
+  headers["Content-Type"] = "application/json"
+  local path = "%s/movies/" .. movies[math.random(#movies)] .. "/rating"
+  return wrk.format("PUT", path, headers, '{"score": ' .. scores[math.random(#scores)] .. '}')
+end
+"""
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(url: str, *, script: Path | None, duration: int, connections: int) -> Load:
+    """One wrk run: requests/s and latency percentiles; non-2xx answers count as errors."""
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if socket_errors:
+        print(f"  wrk socket errors on {url}: {socket_errors.group(1)}", file=sys.stderr)
+    return Load(
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        p50_ms=_ms(latency["50"]),
+        p99_ms=_ms(latency["99"]),
+        errors=int(errors.group(1)) if errors else 0,
+    )
+
+
+def lua_paths(tmp: Path, name: str, paths: list[str]) -> Path:
+    script = tmp / f"{name}.lua"
+    script.write_text(PATHS_LUA % ", ".join(json.dumps(p) for p in paths))
+    return script
+
+
+# ---- the bare ceiling ------------------------------------------------------------------------
+
+
+def serve_bare(port: int, size: int) -> None:
+    """A bare aiohttp handler on uvloop: a fixed JSON body of `size` bytes, nothing else."""
+    from aiohttp import web
+
+    from api.__main__ import _event_loop
+
+    body = b'{"x":"' + b"x" * max(0, size - 8) + b'"}'
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=_event_loop())
+
+
+# ---- the stack -------------------------------------------------------------------------------
+
+
+class Stack:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.procs: list[subprocess.Popen] = []
+        self.keyset = generate_keyset()
+        db_port, redis_port = embedded.free_port(), embedded.free_port()
+        self.procs.append(
+            embedded.start_secantus(
+                storage=str(work / "db"), port=db_port, log_file=work / "db.log",
+                extra=("--cache-size", "2G"),
+            )
+        )  # fmt: skip
+        self.procs.append(
+            embedded.start_redis(port=redis_port, workdir=work / "redis", log_file=work / "r.log")
+        )
+        self.mongodb_url = f"mongodb://127.0.0.1:{db_port}"
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        self.env = dict(
+            os.environ,
+            ENVIRONMENT="development",
+            MONGODB_URL=self.mongodb_url,
+            MONGODB_DB=DB,
+            REDIS_URL=self.redis_url,
+            DATA_DIR=str(work),
+            TOKEN_SIGNING_KEYS=json.dumps(self.keyset.as_dict(private=True)),
+            CELERY_QUEUE="bench",
+            LOG_LEVEL="WARNING",
+            WEB_CONCURRENCY="1",
+        )
+        self.settings = Settings(
+            mongodb_url=self.mongodb_url,
+            mongodb_db=DB,
+            redis_url=self.redis_url,
+            token_signing_keys=self.env["TOKEN_SIGNING_KEYS"],
+        )
+        self.tokens = TokenService(self.settings, self.keyset)
+        self.worker_log = work / "worker.log"
+
+    def start(self, cmd: list[str], log: str, **env: str) -> subprocess.Popen:
+        proc = embedded.spawn(cmd, env={**self.env, **env}, log_file=self.work / log)
+        self.procs.append(proc)
+        return proc
+
+    def api(self, port: int, **env: str) -> str:
+        proc = self.start(
+            [sys.executable, "-m", "api", "serve"], f"api-{port}.log",
+            PORT=str(port), EXPOSE_DB_CALLS="true", **env,
+        )  # fmt: skip
+        embedded.wait_until(
+            lambda: embedded._port_open(port), timeout=60, what=f"API on {port}", proc=proc
+        )
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        embedded.stop(self.procs)
+
+
+def make_users(db: Any, prefix: str, n: int) -> list[ObjectId]:
+    """Local users straight into MongoDB (hashing 1,000 passwords would take a minute)."""
+    docs = [
+        User(username=f"{prefix}{i}", display_name=f"{prefix} {i}").model_dump(
+            by_alias=True, exclude={"id"}
+        )
+        for i in range(n)
+    ]
+    return list(db.users.insert_many(docs).inserted_ids)
+
+
+async def probe(base: str, method: str, path: str, **kw: Any) -> tuple[int, int, bytes]:
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, base + path, **kw) as resp:
+            return resp.status, int(resp.headers.get("X-DB-Calls", -1)), await resp.read()
+
+
+async def warm(base: str, paths: list[str]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for path in paths:
+            async with session.get(base + path) as resp:
+                await resp.read()
+
+
+async def burst(
+    base: str, tokens: list[str], movie_id: str, scores: list[float], concurrency: int = 64
+) -> tuple[float, float]:
+    """PUT one rating per token, `concurrency` at a time; returns (started, finished)."""
+    limit = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as session:
+
+        async def one(token: str, score: float) -> None:
+            async with limit:
+                async with session.put(
+                    f"{base}{API}/movies/{movie_id}/rating",
+                    json={"score": score},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp:
+                    if resp.status not in (200, 201):
+                        raise RuntimeError(f"burst PUT failed: {resp.status} {await resp.text()}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(t, s) for t, s in zip(tokens, scores, strict=True)))
+        return started, time.perf_counter()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seed.bench_api", description=__doc__)
+    parser.add_argument("--movielens", type=Path, default=DEFAULT_SMALL)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument(
+        "--bare", nargs=2, type=int, metavar=("PORT", "SIZE"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    if args.bare:
+        serve_bare(*args.bare)
+        return 0
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (Debian: apt-get install wrk)")
+    if not args.movielens.exists():
+        parser.error(f"no MovieLens release at {args.movielens}")
+
+    with tempfile.TemporaryDirectory(prefix="api-bench-") as tmp:
+        work = Path(tmp)
+        stack = Stack(work)
+        try:
+            return run(stack, args)
+        finally:
+            stack.stop()
+
+
+def run(stack: Stack, args: argparse.Namespace) -> int:
+    work = stack.work
+    print("importing ml-latest-small …", file=sys.stderr, flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "seed", "movielens", str(args.movielens)],
+        env=stack.env, check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    stack.start(
+        embedded.worker_command("bench", "--without-heartbeat"), "worker.log", LOG_LEVEL="INFO"
+    )
+    cached = stack.api(embedded.free_port())
+    uncached = stack.api(embedded.free_port(), CACHE_ENABLED="false")
+
+    client: MongoClient = MongoClient(stack.mongodb_url)
+    db = client[DB]
+    movies = [str(d["_id"]) for d in db.movies.find({}, {"_id": 1}).sort("rating.count", -1)]
+    raters = db.ratings.aggregate(
+        [{"$group": {"_id": "$user_id", "n": {"$sum": 1}}}, {"$sort": {"n": -1}}]
+    )
+    users = [str(d["_id"]) for d in raters][:PICK]
+    top = movies[:PICK]
+
+    status, _, body = asyncio.run(probe(cached, "GET", f"{API}/movies/{top[0]}"))
+    assert status == 200, body
+    bare_port = embedded.free_port()
+    bare = stack.start(
+        [sys.executable, "-m", "seed.bench_api", "--bare", str(bare_port), str(len(body))],
+        "bare.log",
+    )
+    embedded.wait_until(lambda: embedded._port_open(bare_port), timeout=30, what="bare", proc=bare)
+
+    # ---- MongoDB round trips per request ----
+    heavy = users[0]
+    raters_tokens = [
+        stack.tokens.issue(subject=str(u), scopes=["ratings:write"])
+        for u in make_users(db, "bench-", PICK)
+    ]
+    trips = {
+        "GET movie (hit)": asyncio.run(probe(cached, "GET", f"{API}/movies/{top[0]}"))[1],
+        "GET movie (miss)": asyncio.run(probe(uncached, "GET", f"{API}/movies/{top[1]}"))[1],
+        "GET list -weighted (miss)": asyncio.run(
+            probe(uncached, "GET", f"{API}/movies?sort=-weighted")
+        )[1],
+        "GET profile 20 (miss)": asyncio.run(
+            probe(uncached, "GET", f"{API}/users/{heavy}/ratings?limit=20")
+        )[1],
+        "GET profile 100 (miss)": asyncio.run(
+            probe(uncached, "GET", f"{API}/users/{heavy}/ratings?limit=100")
+        )[1],
+        "PUT rating": asyncio.run(
+            probe(
+                cached, "PUT", f"{API}/movies/{top[2]}/rating", json={"score": 4.0},
+                headers={"Authorization": f"Bearer {raters_tokens[0]}"},
+            )
+        )[1],
+    }  # fmt: skip
+
+    # ---- burst: 1,000 ratings on one movie from 1,000 users ----
+    print(f"burst of {args.burst} ratings …", file=sys.stderr, flush=True)
+    target = str(db.movies.find({"rating.count": 0}, {"_id": 1}).limit(1).next()["_id"])
+    burst_tokens = [
+        stack.tokens.issue(subject=str(u), scopes=["ratings:write"])
+        for u in make_users(db, "burst-", args.burst)
+    ]
+    rng = random.Random(7)
+    scores = [rng.choice(SCORES) for _ in burst_tokens]
+    started, finished = asyncio.run(burst(cached, burst_tokens, target, scores))
+    expected_mean = sum(scores) / len(scores)
+    exact_at = None
+    deadline = time.perf_counter() + 120
+    while time.perf_counter() < deadline:
+        doc = db.movies.find_one({"_id": ObjectId(target)}, {"rating": 1})
+        rating = doc["rating"] if doc else {}
+        if rating.get("count") == len(scores) and abs(rating["mean"] - expected_mean) < 1e-9:
+            exact_at = time.perf_counter()
+            break
+        time.sleep(0.02)
+    time.sleep(2)  # let any trailing recomputation land in the log before counting
+    recomputations = sum(
+        1
+        for line in stack.worker_log.read_text(errors="replace").splitlines()
+        if "movie summary recomputed" in line and target in line
+    )
+
+    # ---- load ----
+    print("load runs …", file=sys.stderr, flush=True)
+    movie_paths = [f"{API}/movies/{m}" for m in top]
+    profile_paths = [f"{API}/users/{u}/ratings?limit=20" for u in users]
+    list_paths = [f"{API}/movies?sort=-weighted"]
+    asyncio.run(warm(cached, movie_paths + profile_paths + list_paths))
+    redis_stats_before = _cache_stats(stack)
+    put_script = work / "put.lua"
+    put_script.write_text(
+        PUT_LUA
+        % (
+            ", ".join(json.dumps(t) for t in raters_tokens),
+            ", ".join(json.dumps(m) for m in top),
+            API,
+        )
+    )
+
+    def load(base: str, script: Path | None) -> Load:
+        path = "" if script else "/"
+        return wrk(base + path, script=script, duration=args.duration, connections=args.connections)
+
+    movie_lua = lua_paths(work, "movies", movie_paths)
+    list_lua = lua_paths(work, "list", list_paths)
+    profile_lua = lua_paths(work, "profiles", profile_paths)
+    rows: list[tuple[str, Load]] = [
+        ("bare aiohttp handler (ceiling)", load(f"http://127.0.0.1:{bare_port}", None))
+    ]
+    rows.append(("GET movie, warm cache", load(cached, movie_lua)))
+    rows.append(("GET list -weighted, warm", load(cached, list_lua)))
+    rows.append(("GET profile 20, warm", load(cached, profile_lua)))
+    stats = _cache_stats(stack)
+    hits = stats.get("hits", 0) - redis_stats_before.get("hits", 0)
+    misses = stats.get("misses", 0) - redis_stats_before.get("misses", 0)
+    rows.append(("GET movie, cold (no cache)", load(uncached, movie_lua)))
+    rows.append(("GET list -weighted, cold", load(uncached, list_lua)))
+    rows.append(("GET profile 20, cold", load(uncached, profile_lua)))
+    rows.append(("PUT rating, mixed", load(cached, put_script)))
+    client.close()
+
+    ceiling = rows[0][1].rps
+    print()
+    print(f"machine: {os.cpu_count()} cores; wrk -t2 -c{args.connections} -d{args.duration}s; "
+          "single-process servers on uvloop")  # fmt: skip
+    print(f"{'route':<32}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x bare':>8}{'non-2xx':>9}")
+    for label, result in rows:
+        print(
+            f"{label:<32}{result.rps:>10,.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}"
+            f"{result.rps / ceiling:>8.2f}{result.errors:>9}"
+        )
+    print()
+    print(f"cache hit ratio during the warm runs: {hits / max(1, hits + misses):.4f} "
+          f"({hits:,} hits, {misses:,} misses)")  # fmt: skip
+    print()
+    print(f"{'MongoDB commands per request':<32}{'count':>6}")
+    for label, count in trips.items():
+        print(f"{label:<32}{count:>6}")
+    print()
+    took = f"{exact_at - finished:.2f} s after the last response" if exact_at else "NOT EXACT"
+    print(f"burst: {len(scores):,} ratings on one movie in {finished - started:.2f} s; "
+          f"{recomputations} full recomputations; summary exact {took}")  # fmt: skip
+    return 0 if exact_at else 1
+
+
+def _cache_stats(stack: Stack) -> dict[str, int]:
+    import redis
+
+    raw: dict[bytes, bytes] = redis.Redis.from_url(stack.redis_url).hgetall(  # type: ignore[assignment]
+        f"{DB}:cache:stats"
+    )
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
