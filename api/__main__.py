@@ -1,4 +1,4 @@
-"""Command line: `python -m api serve | create-admin | embedded`."""
+"""Command line: `python -m api serve | create-admin | create-client | embedded`."""
 
 from __future__ import annotations
 
@@ -116,6 +116,27 @@ def create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_create_admin(settings, args.username, args.email, password))
 
 
+async def _create_client(settings: Settings, name: str, scopes: list[str]) -> int:
+    from api import db
+    from api.errors import InvalidInput
+    from api.services.tokens import create_client
+
+    client = await db.connect(settings)
+    try:
+        registered, secret = await create_client(name=name, scopes=scopes)
+    except InvalidInput as exc:
+        print(f"refused: {exc.errors.get('scopes', [exc.detail])[0]}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    # The only time the secret exists in clear: it is stored as a digest.
+    print(f"client_id:     {registered.client_id}")
+    print(f"client_secret: {secret}")
+    print(f"scopes:        {' '.join(registered.scopes)}")
+    print("Keep the secret now: it cannot be shown again.", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     admin = sub.add_parser("create-admin", help="create or promote an admin; password on stdin")
     admin.add_argument("--username", required=True)
     admin.add_argument("--email", required=True)
+    client = sub.add_parser(
+        "create-client", help="register an operator client; prints its secret once"
+    )
+    client.add_argument("--name", required=True)
+    client.add_argument(
+        "--scope", action="append", required=True, dest="scopes",
+        help="movies:write, imports:write or users:admin (repeat for several)",
+    )  # fmt: skip
     sub.add_parser("embedded", help="run SecantusDB, Redis, worker, beat and the API together")
     args = parser.parse_args(argv)
 
@@ -130,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
-    if args.command == "create-admin":
+    if args.command in ("create-admin", "create-client"):
         from api.embedded import with_embedded_urls
 
         try:
@@ -138,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 2
+        if args.command == "create-client":
+            return asyncio.run(_create_client(settings, args.name, args.scopes))
         return create_admin(settings, args)
     from api.embedded import run_embedded
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from api import db
 from api.cache import cache_for
-from api.keys import CACHE, EXECUTOR, MONGO, QUEUE, REDIS, SETTINGS, TOKENS
+from api.keys import CACHE, EXECUTOR, LIMITER, MONGO, QUEUE, REDIS, SETTINGS, TOKENS
 from api.middlewares import (
     auth_middleware,
     json_body_middleware,
@@ -20,9 +20,10 @@ from api.middlewares import (
     webargs_error_callback,
 )
 from api.queue import TaskQueue, make_producer
+from api.ratelimit import RateLimiter
 from api.routes import setup_routes
 from api.schemas import OAuthErrorSchema, ProblemSchema, TokenSchema
-from api.security import ADMIN_SCOPES, TokenService, load_keyset
+from api.security import ADMIN_SCOPES, CLIENT_SCOPES, TokenService, load_keyset
 from api.settings import Settings
 
 SCOPE_DESCRIPTIONS = {
@@ -49,7 +50,12 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[CACHE] = cache_for(app[SETTINGS], app[REDIS])
+    """The Redis-backed helpers, sharing one breaker: read cache and rate limits."""
+    cache = cache_for(app[SETTINGS], app[REDIS])
+    app[CACHE] = cache
+    app[LIMITER] = RateLimiter(
+        app[REDIS], prefix=f"{app[SETTINGS].mongodb_db}:", health=cache.health
+    )
     yield
 
 
@@ -103,7 +109,11 @@ def setup_docs(app: web.Application) -> None:
                     "tokenUrl": "/api/v1/auth/token",
                     "refreshUrl": "/api/v1/auth/token",
                     "scopes": {s: SCOPE_DESCRIPTIONS[s] for s in ADMIN_SCOPES},
-                }
+                },
+                "clientCredentials": {
+                    "tokenUrl": "/api/v1/auth/token",
+                    "scopes": {s: SCOPE_DESCRIPTIONS[s] for s in CLIENT_SCOPES},
+                },
             },
         },
     )

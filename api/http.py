@@ -114,6 +114,7 @@ def errors(*statuses: int) -> dict[int, dict[str, Any]]:
         413: "Body over 1 MiB",
         415: "Body is not JSON",
         422: "Validation failed",
+        429: "Too many attempts: see Retry-After",
         503: "A dependency is unavailable",
     }
     return {s: {"description": descriptions[s], **_PROBLEM} for s in statuses}

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from api.cache import Cache
 from api.queue import TaskQueue
+from api.ratelimit import RateLimiter
 from api.security import TokenService
 from api.settings import Settings
 
@@ -17,6 +18,7 @@ SETTINGS = web.AppKey("settings", Settings)
 MONGO = web.AppKey("mongo", AsyncIOMotorClient)
 REDIS = web.AppKey("redis", Redis)
 CACHE = web.AppKey("cache", Cache)
+LIMITER = web.AppKey("limiter", RateLimiter)
 QUEUE = web.AppKey("queue", TaskQueue)
 TOKENS = web.AppKey("tokens", TokenService)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)

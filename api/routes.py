@@ -14,7 +14,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/health", health.health, name="health")
     r.add_get("/ready", health.ready, name="ready")
 
+    r.add_get("/.well-known/jwks.json", auth.jwks, name="jwks")
     r.add_post(f"{API}/auth/token", auth.token, name="token")
+    r.add_post(f"{API}/auth/revoke", auth.revoke, name="revoke")
 
     r.add_post(f"{API}/users", users.register, name="users")
     # /users/me* before /users/{user_id}: the router tries routes in order.

@@ -21,6 +21,9 @@ from api.settings import Settings
 ALGORITHM = "ES256"
 USER_SCOPES = ("ratings:write",)
 ADMIN_SCOPES = ("ratings:write", "movies:write", "imports:write", "users:admin")
+# Clients act for operators' scripts, never for a person: they cannot rate.
+CLIENT_SCOPES = ("movies:write", "imports:write", "users:admin")
+CLIENT_SUBJECT = "client:"  # `sub` of a client's access token: "client:<client_id>"
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verifying against this keeps an unknown username as slow as a wrong password.
@@ -49,6 +52,10 @@ class Principal:
     subject: str
     scopes: frozenset[str]
     token_id: str
+
+    @property
+    def is_client(self) -> bool:
+        return self.subject.startswith(CLIENT_SUBJECT)
 
 
 def load_keyset(settings: Settings) -> KeySet:

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # Adds X-DB-Calls (MongoDB commands this request sent) to responses: benchmarks, tests.
     expose_db_calls: bool = False
 
+    # Token endpoint attempts per window, per client IP and per account (username or client).
+    login_rate_per_ip: int = Field(30, ge=1)
+    login_rate_per_account: int = Field(10, ge=1)
+    login_rate_window: int = Field(60, ge=1)
+
     celery_queue: str = "movie-ratings"
     log_level: str = "INFO"
     client_max_size: int = 1024 * 1024

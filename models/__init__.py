@@ -1,6 +1,7 @@
 """Stored documents (Beanie). Every collection the system owns is listed in DOCUMENT_MODELS."""
 
 from models.backlog import StaleSummary
+from models.client import ApiClient
 from models.common import SCORES, RatingStats, bucket, utcnow
 from models.counter import Counter
 from models.import_job import FINISHED, ImportJob
@@ -18,10 +19,12 @@ DOCUMENT_MODELS: list[type] = [
     Counter,
     ImportJob,
     StaleSummary,
+    ApiClient,
 ]
 
 __all__ = [
     "DOCUMENT_MODELS",
+    "ApiClient",
     "FINISHED",
     "SCORES",
     "Counter",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from beanie import PydanticObjectId
 
+from api.errors import Forbidden
 from api.middlewares import PRINCIPAL
 from api.security import Principal
 
@@ -14,5 +15,8 @@ def principal(request: web.Request) -> Principal:
 
 
 def caller_id(request: web.Request) -> PydanticObjectId:
-    """The authenticated user's id."""
-    return PydanticObjectId(principal(request).subject)
+    """The authenticated user's id; a client's token speaks for no user."""
+    caller = principal(request)
+    if caller.is_client:
+        raise Forbidden("This route acts for a person; a client's token cannot use it.")
+    return PydanticObjectId(caller.subject)

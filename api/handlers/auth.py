@@ -1,12 +1,17 @@
-"""The OAuth2 token endpoint (RFC 6749): password and refresh_token grants."""
+"""The OAuth2 endpoints: token (RFC 6749), revocation (RFC 7009), and the public JWKS."""
 
 from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
 from api.errors import OAuthError
-from api.http import docs, json_response
-from api.keys import SETTINGS, TOKENS
+from api.http import PUBLIC, docs, errors, json_response, problem
+from api.keys import LIMITER, SETTINGS, TOKENS
+from api.ratelimit import Verdict
 from api.schemas import OAuthErrorSchema, TokenSchema
 from api.services import tokens as token_service
 
@@ -18,13 +23,31 @@ _TOKEN_FORM = {
     "type": "object",
     "required": ["grant_type"],
     "properties": {
-        "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+        "grant_type": {
+            "type": "string",
+            "enum": ["password", "refresh_token", "client_credentials"],
+        },
         "username": {"type": "string"},
         "password": {"type": "string", "format": "password"},
         "refresh_token": {"type": "string"},
+        "client_id": {"type": "string"},
+        "client_secret": {"type": "string", "format": "password"},
         "scope": {"type": "string"},
     },
 }
+_REVOKE_FORM = {
+    "type": "object",
+    "required": ["token"],
+    "properties": {
+        "token": {"type": "string"},
+        "token_type_hint": {"type": "string", "enum": ["refresh_token", "access_token"]},
+    },
+}
+_OAUTH_ERROR = {
+    "description": "RFC 6749 error",
+    "content": {"application/json": {"schema": OAuthErrorSchema}},
+}
+_RATE_LIMITED = errors(429)[429]
 
 
 def oauth_error(exc: OAuthError) -> web.Response:
@@ -41,6 +64,45 @@ def oauth_error(exc: OAuthError) -> web.Response:
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="movie-ratings"'
     return json_response(body, status=exc.status, headers=headers)
+
+
+def _client_credentials(request: web.Request, form: dict[str, str]) -> tuple[str, str]:
+    """client_secret_basic (preferred, RFC 6749 §2.3.1) or client_secret_post."""
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            client_id, sep, secret = (
+                base64.b64decode(encoded, validate=True).decode().partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            raise OAuthError("invalid_client", "Malformed Basic credentials.", status=401) from None
+        if not sep:
+            raise OAuthError("invalid_client", "Malformed Basic credentials.", status=401)
+        return unquote_plus(client_id), unquote_plus(secret)
+    posted_id, posted_secret = form.get("client_id"), form.get("client_secret")
+    if not posted_id or not posted_secret:
+        raise OAuthError("invalid_client", "Client authentication is required.", status=401)
+    return posted_id, posted_secret
+
+
+async def _rate_limit(request: web.Request, account: str | None) -> Verdict | None:
+    settings = request.app[SETTINGS]
+    window = settings.login_rate_window
+    limits = [("ip", request.remote or "unknown", settings.login_rate_per_ip, window)]
+    if account:
+        limits.append(("account", account.lower(), settings.login_rate_per_account, window))
+    return await request.app[LIMITER].hit(limits)
+
+
+def _too_many(request: web.Request, verdict: Verdict) -> web.Response:
+    return problem(
+        request,
+        status=429,
+        title="Too Many Requests",
+        detail=f"Too many attempts; try again in {verdict.reset} s.",
+        slug="rate-limited",
+        headers={**verdict.headers(), **_NO_STORE},
+    )
 
 
 async def _form(request: web.Request) -> dict[str, str]:
@@ -68,22 +130,31 @@ def _required(form: dict[str, str], *names: str) -> list[str]:
 
 @docs(
     tags=["auth"],
-    summary="Get tokens (OAuth2 password or refresh_token grant)",
+    summary="Get tokens (OAuth2 password, refresh_token or client_credentials grant)",
+    description="Rate-limited per client IP and per account: 429 with Retry-After.",
     requestBody={"required": True, "content": {_FORM: {"schema": _TOKEN_FORM}}},
     responses={
         200: {"description": "Tokens", "content": {"application/json": {"schema": TokenSchema}}},
-        400: {
-            "description": "RFC 6749 error",
-            "content": {"application/json": {"schema": OAuthErrorSchema}},
-        },
+        400: _OAUTH_ERROR,
+        401: {**_OAUTH_ERROR, "description": "Client authentication failed"},
+        429: _RATE_LIMITED,
     },
 )
 async def token(request: web.Request) -> web.Response:
-    """Exchange credentials or a refresh token for a new token pair."""
+    """Exchange credentials or a refresh token for tokens."""
     settings = request.app[SETTINGS]
+    verdict: Verdict | None = None
     try:
         form = await _form(request)
         grant = form.get("grant_type")
+        account = form.get("username") if grant == "password" else None
+        client: tuple[str, str] | None = None
+        if grant == "client_credentials":
+            client = _client_credentials(request, form)
+            account = f"client:{client[0]}"
+        verdict = await _rate_limit(request, account)
+        if verdict is not None and not verdict.allowed:
+            return _too_many(request, verdict)
         if grant == "password":
             username, password = _required(form, "username", "password")
             pair = await token_service.password_grant(
@@ -101,17 +172,63 @@ async def token(request: web.Request) -> web.Response:
                 scope=form.get("scope"),
                 refresh_ttl=settings.refresh_token_ttl,
             )
+        elif client is not None:
+            pair = await token_service.client_credentials_grant(
+                tokens=request.app[TOKENS],
+                client_id=client[0],
+                client_secret=client[1],
+                scope=form.get("scope"),
+            )
         elif not grant:
             raise OAuthError("invalid_request", "Missing: grant_type.")
         else:
             raise OAuthError("unsupported_grant_type", f"Unsupported grant_type '{grant[:40]}'.")
     except OAuthError as exc:
-        return oauth_error(exc)
+        response = oauth_error(exc)
+        if verdict is not None:
+            response.headers.update(verdict.headers())
+        return response
     body = {
         "access_token": pair.access_token,
         "token_type": "Bearer",
         "expires_in": pair.expires_in,
-        "refresh_token": pair.refresh_token,
         "scope": pair.scope,
     }
-    return json_response(body, headers=_NO_STORE)
+    if pair.refresh_token is not None:
+        body["refresh_token"] = pair.refresh_token
+    headers = {**_NO_STORE, **(verdict.headers() if verdict else {})}
+    return json_response(body, headers=headers)
+
+
+@docs(
+    tags=["auth"],
+    summary="Revoke a refresh token and every token rotated from it (RFC 7009)",
+    requestBody={"required": True, "content": {_FORM: {"schema": _REVOKE_FORM}}},
+    responses={
+        200: {"description": "Revoked, or the token was unknown (RFC 7009 §2.2)"},
+        400: _OAUTH_ERROR,
+        429: _RATE_LIMITED,
+    },
+)
+async def revoke(request: web.Request) -> web.Response:
+    """Revoke a refresh token (its whole family)."""
+    try:
+        form = await _form(request)
+        verdict = await _rate_limit(request, None)
+        if verdict is not None and not verdict.allowed:
+            return _too_many(request, verdict)
+        (value,) = _required(form, "token")
+        await token_service.revoke(token=value, hint=form.get("token_type_hint"))
+    except OAuthError as exc:
+        return oauth_error(exc)
+    return web.Response(status=200, headers=_NO_STORE)
+
+
+@docs(
+    tags=["auth"],
+    summary="The public keys that verify this API's access tokens (JWKS)",
+    responses={200: {"description": "A JSON Web Key Set (RFC 7517)"}},
+)
+async def jwks(request: web.Request) -> web.Response:
+    """Every key that may have signed a live token, public parts only."""
+    return json_response(request.app[TOKENS].public_jwks(), headers={"Cache-Control": PUBLIC})

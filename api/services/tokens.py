@@ -1,8 +1,10 @@
-"""OAuth2 token grants: password and rotating refresh tokens with reuse detection."""
+"""OAuth2 token grants: password, rotating refresh tokens with reuse detection, operator
+clients' client_credentials, and revocation (RFC 7009)."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import secrets
 from dataclasses import dataclass
@@ -10,10 +12,10 @@ from datetime import timedelta
 
 from pymongo import ReturnDocument
 
-from api.errors import OAuthError
-from api.security import TokenService, scopes_for_role
+from api.errors import InvalidInput, OAuthError
+from api.security import CLIENT_SCOPES, CLIENT_SUBJECT, TokenService, scopes_for_role
 from api.services import users as user_service
-from models import RefreshToken, User, utcnow
+from models import ApiClient, RefreshToken, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class TokenPair:
     access_token: str
-    refresh_token: str
+    refresh_token: str | None  # None for client_credentials (RFC 6749 §4.4.3)
     expires_in: int
     scope: str
 
@@ -119,3 +121,58 @@ async def revoke_family(*, family_id: str) -> None:
     await RefreshToken.get_motor_collection().update_many(
         {"family_id": family_id}, {"$set": {"revoked_at": utcnow()}}
     )
+
+
+async def create_client(*, name: str, scopes: list[str]) -> tuple[ApiClient, str]:
+    """Register an operator client; returns it and its secret, which is not kept."""
+    unknown = sorted(set(scopes) - set(CLIENT_SCOPES))
+    if unknown or not scopes:
+        raise InvalidInput(
+            "A client holds one or more operator scopes.",
+            {"scopes": [f"Choose from {', '.join(CLIENT_SCOPES)}; not {', '.join(unknown)}."]},
+        )
+    secret = secrets.token_urlsafe(32)
+    client = ApiClient(
+        client_id=f"mr_{secrets.token_hex(8)}",
+        name=name,
+        secret_hash=_digest(secret),
+        scopes=[s for s in CLIENT_SCOPES if s in scopes],
+    )
+    await client.insert()
+    return client, secret
+
+
+async def client_credentials_grant(
+    *, tokens: TokenService, client_id: str, client_secret: str, scope: str | None
+) -> TokenPair:
+    """An access token for a registered client, with at most its registered scopes."""
+    client = await ApiClient.find_one({"client_id": client_id})
+    presented = _digest(client_secret)
+    # Compare even for an unknown id, so timing does not tell which ids exist.
+    known = hmac.compare_digest(presented, client.secret_hash if client else _digest(""))
+    if client is None or not known or client.revoked_at is not None:
+        raise OAuthError("invalid_client", "Unknown client or wrong secret.", status=401)
+    scopes = client.scopes
+    if scope:
+        wanted = scope.split()
+        if not set(wanted) <= set(client.scopes):
+            raise OAuthError("invalid_scope", "The requested scope exceeds the client's.")
+        scopes = [s for s in client.scopes if s in wanted]
+    return TokenPair(
+        access_token=tokens.issue(subject=f"{CLIENT_SUBJECT}{client.client_id}", scopes=scopes),
+        refresh_token=None,
+        expires_in=tokens.ttl,
+        scope=" ".join(scopes),
+    )
+
+
+async def revoke(*, token: str, hint: str | None) -> None:
+    """RFC 7009: revoke a refresh token and its family; unknown tokens are not an error."""
+    if hint == "access_token" or token.count(".") == 2:
+        # Access tokens are self-contained JWTs that live at most 15 minutes.
+        raise OAuthError(
+            "unsupported_token_type", "Access tokens expire; revoke the refresh token."
+        )
+    stored = await RefreshToken.find_one({"token_hash": _digest(token)})
+    if stored is not None:
+        await revoke_family(family_id=stored.family_id)

@@ -1,0 +1,188 @@
+"""Operator clients, revocation, the JWKS, rate limits, and secrets kept out of logs."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import subprocess
+import sys
+from typing import Any
+
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from api.app import create_app
+from api.logs import JsonFormatter
+from tests.conftest import API, PASSWORD, Api
+from tests.services import settings_env
+
+
+def create_client(settings: Any, *scopes: str) -> tuple[str, str]:
+    args = [sys.executable, "-m", "api", "create-client", "--name", "nightly import"]
+    for scope in scopes:
+        args += ["--scope", scope]
+    done = subprocess.run(
+        args, capture_output=True, text=True, env=settings_env(settings), timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    fields = dict(line.split(":", 1) for line in done.stdout.splitlines())
+    return fields["client_id"].strip(), fields["client_secret"].strip()
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    encoded = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {encoded}"}
+
+
+async def test_operator_client_gets_exactly_its_scopes(settings, db, client):
+    client_id, secret = create_client(settings, "movies:write", "imports:write")
+    stored = await db.clients.find_one({"client_id": client_id})
+    assert stored["scopes"] == ["movies:write", "imports:write"]
+    assert secret not in str(stored)  # kept as a digest only
+
+    resp = await client.post(
+        f"{API}/auth/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic(client_id, secret),
+    )
+    assert resp.status == 200
+    body = await resp.json()
+    assert "refresh_token" not in body and body["scope"] == "movies:write imports:write"
+    auth = {"Authorization": f"Bearer {body['access_token']}"}
+    created = await client.post(f"{API}/movies", json={"title": "Ops"}, headers=auth)
+    assert created.status == 201
+    movie_id = (await created.json())["id"]
+    rated = await client.put(f"{API}/movies/{movie_id}/rating", json={"score": 3}, headers=auth)
+    assert rated.status == 403  # a client holds no ratings:write and speaks for no person
+    me = await client.get(f"{API}/users/me", headers=auth)
+    assert me.status == 403
+
+    narrowed = await client.post(
+        f"{API}/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": secret,
+            "scope": "imports:write",
+        },
+    )
+    assert (await narrowed.json())["scope"] == "imports:write"
+    for form, headers in [
+        ({"grant_type": "client_credentials"}, basic(client_id, "wrong")),
+        ({"grant_type": "client_credentials"}, basic("mr_unknown", secret)),
+        ({"grant_type": "client_credentials"}, {"Authorization": "Basic !!!"}),
+        ({"grant_type": "client_credentials"}, {}),
+    ]:
+        refused = await client.post(f"{API}/auth/token", data=form, headers=headers)
+        assert refused.status == 401 and (await refused.json())["error"] == "invalid_client"
+        assert refused.headers["WWW-Authenticate"].startswith("Basic")
+    too_much = await client.post(
+        f"{API}/auth/token",
+        data={"grant_type": "client_credentials", "scope": "users:admin"},
+        headers=basic(client_id, secret),
+    )
+    assert (await too_much.json())["error"] == "invalid_scope"
+
+
+def test_a_client_cannot_be_given_a_persons_scope(settings):
+    args = [sys.executable, "-m", "api", "create-client", "--name", "x", "--scope", "ratings:write"]
+    done = subprocess.run(
+        args, capture_output=True, text=True, env=settings_env(settings), timeout=60, check=False
+    )
+    assert done.returncode == 2 and "refused" in done.stderr
+
+
+async def test_jwks_publishes_the_public_keys_that_verify_tokens(api, client):
+    user = await api.user()
+    resp = await client.get("/.well-known/jwks.json")
+    assert resp.status == 200
+    jwks = await resp.json()
+    assert all("d" not in key and key["kid"] for key in jwks["keys"])
+    decoded = jwt.decode(user["tokens"]["access_token"], KeySet.import_key_set(jwks))
+    assert decoded.claims["sub"] == user["id"]
+
+
+async def test_revocation_kills_the_refresh_family(api, client):
+    user = await api.user()
+    refresh = user["tokens"]["refresh_token"]
+    resp = await client.post(f"{API}/auth/revoke", data={"token": refresh})
+    assert resp.status == 200
+    again = await client.post(
+        f"{API}/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh}
+    )
+    assert again.status == 400 and (await again.json())["error"] == "invalid_grant"
+    unknown = await client.post(f"{API}/auth/revoke", data={"token": "never-issued"})
+    assert unknown.status == 200  # RFC 7009 §2.2
+    access = await client.post(f"{API}/auth/revoke", data={"token": user["tokens"]["access_token"]})
+    assert access.status == 400
+    assert (await access.json())["error"] == "unsupported_token_type"
+    missing = await client.post(f"{API}/auth/revoke", data={})
+    assert missing.status == 400 and (await missing.json())["error"] == "invalid_request"
+
+
+async def test_token_endpoint_is_rate_limited_per_account_and_per_ip(aiohttp_client, settings, db):
+    strict = settings.model_copy(update={"login_rate_per_account": 3, "login_rate_per_ip": 5})
+    client = await aiohttp_client(create_app(strict))
+    api = Api(client, db)
+    await api.user("victim")
+
+    async def attempt(username: str) -> Any:
+        form = {"grant_type": "password", "username": username, "password": "wrong password"}
+        return await client.post(f"{API}/auth/token", data=form)
+
+    # api.user() logged in once: two more attempts on this account are allowed.
+    statuses = [(await attempt("victim")).status for _ in range(3)]
+    assert statuses == [400, 400, 429]
+    limited = await attempt("victim")
+    assert limited.status == 429
+    assert limited.content_type == "application/problem+json"
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert limited.headers["RateLimit-Limit"] == "3"
+    assert limited.headers["RateLimit-Remaining"] == "0"
+    # Even the right password waits: the limit is on attempts, not failures.
+    right = await client.post(
+        f"{API}/auth/token",
+        data={"grant_type": "password", "username": "victim", "password": PASSWORD},
+    )
+    assert right.status == 429
+    # The IP's own budget (5) is spent too: another account is refused from this address.
+    assert (await attempt("someone-else")).status == 429
+
+
+async def test_no_secret_reaches_the_logs(settings, db, client, api, caplog):
+    caplog.set_level(logging.DEBUG)
+    client_id, secret = create_client(settings, "movies:write")
+    user = await api.user("logcheck")
+    tokens = user["tokens"]
+    await client.post(
+        f"{API}/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+    )
+    # Reusing the rotated token logs a warning about the family: it must not carry the token.
+    await client.post(
+        f"{API}/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+    )
+    await client.post(
+        f"{API}/auth/token",
+        data={"grant_type": "password", "username": "logcheck", "password": "not the password"},
+    )
+    cc = await client.post(
+        f"{API}/auth/token", data={"grant_type": "client_credentials"},
+        headers=basic(client_id, secret),
+    )  # fmt: skip
+    client_token = (await cc.json())["access_token"]
+    await client.get(f"{API}/users/me", headers=user["auth"])
+    await client.post(f"{API}/auth/revoke", data={"token": tokens["refresh_token"]})
+    formatter = JsonFormatter()
+    logged = "\n".join(formatter.format(r) for r in caplog.records)
+    assert logged  # the requests above were logged
+    for secret_value in [
+        PASSWORD,
+        "not the password",
+        secret,
+        tokens["access_token"],
+        tokens["refresh_token"],
+        client_token,
+    ]:
+        assert secret_value not in logged
