@@ -5,13 +5,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 from aiohttp import web
 from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
 from redis.asyncio import Redis
 
 from api import db
 from api.cache import cache_for
-from api.keys import CACHE, EXECUTOR, LIMITER, MONGO, QUEUE, REDIS, SETTINGS, TOKENS
+from api.keys import (
+    CACHE,
+    EXECUTOR,
+    HTTP,
+    LIMITER,
+    MONGO,
+    OIDC,
+    QUEUE,
+    REDIS,
+    SETTINGS,
+    TOKENS,
+)
 from api.middlewares import (
     auth_middleware,
     json_body_middleware,
@@ -19,6 +31,7 @@ from api.middlewares import (
     request_id_middleware,
     webargs_error_callback,
 )
+from api.oidc import OIDCClient
 from api.queue import TaskQueue, make_producer
 from api.ratelimit import RateLimiter
 from api.routes import setup_routes
@@ -73,6 +86,14 @@ async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     executor.shutdown(wait=True)
     celery.close()
+
+
+async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One outgoing HTTP session: the OpenID Connect providers' discovery, keys and tokens."""
+    async with aiohttp.ClientSession(headers={"User-Agent": "movie-ratings"}) as session:
+        app[HTTP] = session
+        app[OIDC] = OIDCClient(app[SETTINGS], session, app[REDIS])
+        yield
 
 
 async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -132,7 +153,7 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, cache_ctx, queue_ctx, tokens_ctx])
+    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, cache_ctx, queue_ctx, http_ctx, tokens_ctx])
     setup_routes(app)
     setup_docs(app)
     return app

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 from aiohttp import web
 from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
 from api.cache import Cache
+from api.oidc import OIDCClient
 from api.queue import TaskQueue
 from api.ratelimit import RateLimiter
 from api.security import TokenService
@@ -22,3 +24,5 @@ LIMITER = web.AppKey("limiter", RateLimiter)
 QUEUE = web.AppKey("queue", TaskQueue)
 TOKENS = web.AppKey("tokens", TokenService)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+OIDC = web.AppKey("oidc", OIDCClient)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.handlers import auth, health, imports, movies, ratings, users
+from api.handlers import auth, health, imports, movies, oidc, ratings, users
 
 API = "/api/v1"
 
@@ -17,6 +17,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/.well-known/jwks.json", auth.jwks, name="jwks")
     r.add_post(f"{API}/auth/token", auth.token, name="token")
     r.add_post(f"{API}/auth/revoke", auth.revoke, name="revoke")
+    r.add_get(f"{API}/auth/login/{{provider}}", oidc.login, name="oidc_login")
+    r.add_get(f"{API}/auth/callback/{{provider}}", oidc.callback, name="oidc_callback")
+    r.add_post(f"{API}/auth/link/{{provider}}", oidc.link, name="oidc_link")
 
     r.add_post(f"{API}/users", users.register, name="users")
     # /users/me* before /users/{user_id}: the router tries routes in order.

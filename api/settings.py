@@ -5,10 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDERS = {"changethis", "changeme", "secret", "password", ""}
+
+
+class OIDCProvider(BaseModel):
+    """A third-party OpenID Connect provider people may log in with (configured, not coded:
+    endpoints and keys come from the issuer's discovery document)."""
+
+    name: str = Field(pattern=r"^[a-z0-9-]{1,32}$")
+    issuer: str
+    client_id: str
+    client_secret: SecretStr
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
 
 
 class Settings(BaseSettings):
@@ -32,6 +43,15 @@ class Settings(BaseSettings):
     token_audience: str = "movie-ratings-api"
     access_token_ttl: int = Field(900, ge=30, le=900)
     refresh_token_ttl: int = Field(30 * 24 * 3600, ge=60)
+
+    # Third-party login: OIDC_PROVIDERS is a JSON list of {name, issuer, client_id,
+    # client_secret, scopes}. PUBLIC_URL is this API's external origin (redirect URIs; the
+    # request's own origin when unset); FRONTEND_URL receives browsers after login with a
+    # one-time ?code= (JSON tokens when unset).
+    oidc_providers: list[OIDCProvider] = Field(default_factory=list)
+    public_url: str | None = None
+    frontend_url: str | None = None
+    oidc_state_ttl: int = Field(600, ge=30, le=3600)
 
     rating_prior_votes: float = Field(10.0, ge=0)
     aggregation_delay: float = Field(0.25, ge=0, le=10)
@@ -75,6 +95,9 @@ class Settings(BaseSettings):
             keys = self.token_signing_keys.get_secret_value() if self.token_signing_keys else ""
             if keys.strip().lower() in PLACEHOLDERS:
                 raise ValueError("TOKEN_SIGNING_KEYS must be set to a JWKS in production")
+            for provider in self.oidc_providers:
+                if provider.client_secret.get_secret_value().lower() in PLACEHOLDERS:
+                    raise ValueError(f"OIDC provider {provider.name!r} has a placeholder secret")
         return self
 
     @property

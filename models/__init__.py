@@ -4,6 +4,7 @@ from models.backlog import StaleSummary
 from models.client import ApiClient
 from models.common import SCORES, RatingStats, bucket, utcnow
 from models.counter import Counter
+from models.identity import Identity
 from models.import_job import FINISHED, ImportJob
 from models.movie import ExternalIds, GlobalRatingStats, Movie, RatingSummary, title_key
 from models.rating import Rating
@@ -20,6 +21,7 @@ DOCUMENT_MODELS: list[type] = [
     ImportJob,
     StaleSummary,
     ApiClient,
+    Identity,
 ]
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Counter",
     "ExternalIds",
     "GlobalRatingStats",
+    "Identity",
     "ImportJob",
     "Movie",
     "Rating",

@@ -10,12 +10,12 @@ from aiohttp import web
 
 from api.errors import OAuthError
 from api.http import PUBLIC, docs, errors, json_response, problem
-from api.keys import LIMITER, SETTINGS, TOKENS
+from api.keys import LIMITER, OIDC, SETTINGS, TOKENS
 from api.ratelimit import Verdict
 from api.schemas import OAuthErrorSchema, TokenSchema
 from api.services import tokens as token_service
 
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM = "application/x-www-form-urlencoded"
 _MAX_FIELD = 4096
 
@@ -25,13 +25,14 @@ _TOKEN_FORM = {
     "properties": {
         "grant_type": {
             "type": "string",
-            "enum": ["password", "refresh_token", "client_credentials"],
+            "enum": ["password", "refresh_token", "client_credentials", "authorization_code"],
         },
         "username": {"type": "string"},
         "password": {"type": "string", "format": "password"},
         "refresh_token": {"type": "string"},
         "client_id": {"type": "string"},
         "client_secret": {"type": "string", "format": "password"},
+        "code": {"type": "string", "description": "One-time code from a third-party login"},
         "scope": {"type": "string"},
     },
 }
@@ -60,7 +61,7 @@ def oauth_error(exc: OAuthError) -> web.Response:
         "status": exc.status,
         "detail": exc.description,
     }
-    headers = dict(_NO_STORE)
+    headers = dict(NO_STORE)
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="movie-ratings"'
     return json_response(body, status=exc.status, headers=headers)
@@ -85,7 +86,7 @@ def _client_credentials(request: web.Request, form: dict[str, str]) -> tuple[str
     return posted_id, posted_secret
 
 
-async def _rate_limit(request: web.Request, account: str | None) -> Verdict | None:
+async def rate_limit(request: web.Request, account: str | None) -> Verdict | None:
     settings = request.app[SETTINGS]
     window = settings.login_rate_window
     limits = [("ip", request.remote or "unknown", settings.login_rate_per_ip, window)]
@@ -94,14 +95,14 @@ async def _rate_limit(request: web.Request, account: str | None) -> Verdict | No
     return await request.app[LIMITER].hit(limits)
 
 
-def _too_many(request: web.Request, verdict: Verdict) -> web.Response:
+def too_many(request: web.Request, verdict: Verdict) -> web.Response:
     return problem(
         request,
         status=429,
         title="Too Many Requests",
         detail=f"Too many attempts; try again in {verdict.reset} s.",
         slug="rate-limited",
-        headers={**verdict.headers(), **_NO_STORE},
+        headers={**verdict.headers(), **NO_STORE},
     )
 
 
@@ -130,7 +131,7 @@ def _required(form: dict[str, str], *names: str) -> list[str]:
 
 @docs(
     tags=["auth"],
-    summary="Get tokens (OAuth2 password, refresh_token or client_credentials grant)",
+    summary="Get tokens (password, refresh_token, client_credentials, authorization_code)",
     description="Rate-limited per client IP and per account: 429 with Retry-After.",
     requestBody={"required": True, "content": {_FORM: {"schema": _TOKEN_FORM}}},
     responses={
@@ -152,9 +153,9 @@ async def token(request: web.Request) -> web.Response:
         if grant == "client_credentials":
             client = _client_credentials(request, form)
             account = f"client:{client[0]}"
-        verdict = await _rate_limit(request, account)
+        verdict = await rate_limit(request, account)
         if verdict is not None and not verdict.allowed:
-            return _too_many(request, verdict)
+            return too_many(request, verdict)
         if grant == "password":
             username, password = _required(form, "username", "password")
             pair = await token_service.password_grant(
@@ -169,6 +170,14 @@ async def token(request: web.Request) -> web.Response:
             pair = await token_service.refresh_grant(
                 tokens=request.app[TOKENS],
                 refresh_token=refresh,
+                scope=form.get("scope"),
+                refresh_ttl=settings.refresh_token_ttl,
+            )
+        elif grant == "authorization_code":
+            (code,) = _required(form, "code")
+            pair = await token_service.login_code_grant(
+                tokens=request.app[TOKENS],
+                user_id=await request.app[OIDC].take_code(code),
                 scope=form.get("scope"),
                 refresh_ttl=settings.refresh_token_ttl,
             )
@@ -188,7 +197,13 @@ async def token(request: web.Request) -> web.Response:
         if verdict is not None:
             response.headers.update(verdict.headers())
         return response
-    body = {
+    headers = {**NO_STORE, **(verdict.headers() if verdict else {})}
+    return json_response(token_body(pair), headers=headers)
+
+
+def token_body(pair: token_service.TokenPair) -> dict[str, object]:
+    """RFC 6749 §5.1 success body."""
+    body: dict[str, object] = {
         "access_token": pair.access_token,
         "token_type": "Bearer",
         "expires_in": pair.expires_in,
@@ -196,8 +211,7 @@ async def token(request: web.Request) -> web.Response:
     }
     if pair.refresh_token is not None:
         body["refresh_token"] = pair.refresh_token
-    headers = {**_NO_STORE, **(verdict.headers() if verdict else {})}
-    return json_response(body, headers=headers)
+    return body
 
 
 @docs(
@@ -214,14 +228,14 @@ async def revoke(request: web.Request) -> web.Response:
     """Revoke a refresh token (its whole family)."""
     try:
         form = await _form(request)
-        verdict = await _rate_limit(request, None)
+        verdict = await rate_limit(request, None)
         if verdict is not None and not verdict.allowed:
-            return _too_many(request, verdict)
+            return too_many(request, verdict)
         (value,) = _required(form, "token")
         await token_service.revoke(token=value, hint=form.get("token_type_hint"))
     except OAuthError as exc:
         return oauth_error(exc)
-    return web.Response(status=200, headers=_NO_STORE)
+    return web.Response(status=200, headers=NO_STORE)
 
 
 @docs(

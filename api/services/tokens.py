@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from beanie import PydanticObjectId
 from pymongo import ReturnDocument
 
 from api.errors import InvalidInput, OAuthError
@@ -70,14 +71,30 @@ async def password_grant(
     user = await user_service.authenticate(username=username, password=password)
     if user is None:
         raise OAuthError("invalid_grant", "Wrong username or password.")
-    scopes = _granted_scopes(user.role, scope)
+    return await user_tokens(tokens=tokens, user=user, scope=scope, refresh_ttl=refresh_ttl)
+
+
+async def user_tokens(
+    *, tokens: TokenService, user: User, scope: str | None, refresh_ttl: int
+) -> TokenPair:
+    """A new token pair (a new refresh family) for a user who has just proved who they are."""
     return await _issue(
         tokens=tokens,
         user_id=str(user.id),
-        scopes=scopes,
+        scopes=_granted_scopes(user.role, scope),
         family_id=secrets.token_urlsafe(12),
         ttl=refresh_ttl,
     )
+
+
+async def login_code_grant(
+    *, tokens: TokenService, user_id: str | None, scope: str | None, refresh_ttl: int
+) -> TokenPair:
+    """Tokens for the one-time code a third-party login handed to the front end."""
+    user = await User.get(PydanticObjectId(user_id)) if user_id else None
+    if user is None:
+        raise OAuthError("invalid_grant", "Unknown, expired or already used code.")
+    return await user_tokens(tokens=tokens, user=user, scope=scope, refresh_ttl=refresh_ttl)
 
 
 async def refresh_grant(
