@@ -68,6 +68,9 @@ def start_services(tmp: Path) -> TestServices:
         import_batch_size=1000,
         log_level="WARNING",
         expose_db_calls=True,
+        # Tests log many users in from one address; the rate-limit test sets its own limits.
+        login_rate_per_ip=100_000,
+        login_rate_per_account=1000,
     )
     return TestServices(settings=settings, procs=procs)
 
