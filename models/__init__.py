@@ -26,9 +26,9 @@ DOCUMENT_MODELS: list[type] = [
 
 __all__ = [
     "DOCUMENT_MODELS",
-    "ApiClient",
     "FINISHED",
     "SCORES",
+    "ApiClient",
     "Counter",
     "ExternalIds",
     "GlobalRatingStats",
