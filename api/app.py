@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,6 +29,7 @@ from api.keys import (
 from api.middlewares import (
     auth_middleware,
     json_body_middleware,
+    near_cache_middleware,
     problem_middleware,
     request_id_middleware,
     webargs_error_callback,
@@ -69,7 +72,11 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     app[LIMITER] = RateLimiter(
         app[REDIS], prefix=f"{app[SETTINGS].mongodb_db}:", health=cache.health
     )
+    listener = asyncio.create_task(cache.listen(), name="cache-invalidations")
     yield
+    listener.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listener
 
 
 async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -147,6 +154,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[
             request_id_middleware,
             problem_middleware,
+            near_cache_middleware,
             auth_middleware,
             json_body_middleware,
             validation_middleware,

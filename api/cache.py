@@ -76,6 +76,83 @@ class RedisHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class NearEntry:
+    """A whole public response, as this process last served it."""
+
+    expires: float
+    version: str
+    stamp: tuple[int, int]
+    body: bytes
+    etag: str
+    cache_control: str
+
+
+class NearCache:
+    """This process's copy of hot public responses, keyed by URL: served before routing
+    checks, validation or Redis.
+
+    Entries are stamped with the local generation of their version key (and a local epoch)
+    taken before their value was read. Every invalidation bumps the generation here at once
+    (this process's writes) or when the Redis channel announces it (other processes'
+    writes), so an entry read before an invalidation never matches afterwards. It is used
+    only while subscribed: a dropped subscription may have missed invalidations, so
+    resubscribing starts from empty. `ttl` bounds what a lost message could cost.
+    """
+
+    def __init__(self, *, ttl: float, max_entries: int = 20_000) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._entries: dict[str, NearEntry] = {}
+        self._generations: dict[str, int] = {}
+        self._epoch = 0
+        self.live = False
+
+    def stamp(self, version: str) -> tuple[int, int]:
+        return (self._epoch, self._generations.get(version, 0))
+
+    def get(self, url: str) -> NearEntry | None:
+        if not self.live:
+            return None
+        entry = self._entries.get(url)
+        if entry is None or entry.stamp != self.stamp(entry.version):
+            return None
+        if entry.expires < time.monotonic():
+            del self._entries[url]
+            return None
+        return entry
+
+    def put(
+        self,
+        url: str,
+        *,
+        version: str,
+        stamp: tuple[int, int],
+        body: bytes,
+        etag: str,
+        cache_control: str,
+    ) -> None:
+        if not self.live or stamp != self.stamp(version):
+            return  # invalidated while it was read: do not keep it
+        if len(self._entries) >= self._max:
+            self.reset()  # crude but safe: a new epoch, nothing stale survives
+            return
+        expires = time.monotonic() + self._ttl
+        self._entries[url] = NearEntry(expires, version, stamp, body, etag, cache_control)
+
+    def invalidate(self, version_keys: Iterable[str], *, epoch_key: str) -> None:
+        for version_key in version_keys:
+            if version_key == epoch_key:
+                self.reset()
+            else:
+                self._generations[version_key] = self._generations.get(version_key, 0) + 1
+
+    def reset(self) -> None:
+        self._entries.clear()
+        self._generations.clear()
+        self._epoch += 1
+
+
+@dataclass(frozen=True, slots=True)
 class CacheKey:
     version: str  # the counter whose INCR invalidates this entry
     data: str  # the entry, before its @epoch.version suffix
@@ -93,6 +170,7 @@ class Cache:
         jitter: float = 0.1,
         health: RedisHealth | None = None,
         enabled: bool = True,
+        near_ttl: float = 0.0,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -104,6 +182,8 @@ class Cache:
         self._flights: dict[str, asyncio.Future[bytes]] = {}
         self.epoch_key = f"{prefix}v:epoch"
         self.stats_key = f"{prefix}cache:stats"
+        self.channel = f"{prefix}cache:invalidations"
+        self.near = NearCache(ttl=near_ttl) if near_ttl > 0 and enabled else None
 
     # ---- keys ------------------------------------------------------------------------------
 
@@ -206,15 +286,42 @@ class Cache:
         await self._bump([self.epoch_key])
 
     async def _bump(self, version_keys: list[str]) -> None:
-        if not version_keys or not self.enabled or not self.health.available:
+        if not version_keys or not self.enabled:
+            return
+        if self.near is not None:  # this process sees its own writes at once
+            self.near.invalidate(version_keys, epoch_key=self.epoch_key)
+        if not self.health.available:
             return  # nothing cached is read while Redis is down; recovery starts a new epoch
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for version_key in version_keys:
                     pipe.incr(version_key)
+                pipe.publish(self.channel, " ".join(version_keys))
                 await pipe.execute()
         except RedisError as exc:
             self.health.failed(exc)
+
+    async def listen(self) -> None:
+        """Keep the near cache in step with every process's invalidations (runs forever)."""
+        if self.near is None:
+            return
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    self.near.reset()  # we may have missed messages while not subscribed
+                    self.near.live = True
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None:
+                            keys = message["data"].decode().split()
+                            self.near.invalidate(keys, epoch_key=self.epoch_key)
+            except (RedisError, OSError) as exc:
+                self.near.live = False
+                self.health.failed(exc)
+                await asyncio.sleep(1.0)
+            finally:
+                self.near.live = False
 
     async def stats(self) -> dict[str, int]:
         """Hits and misses counted by every process sharing this Redis."""
@@ -236,4 +343,5 @@ def cache_for(settings: Settings, redis: Redis, health: RedisHealth | None = Non
         ttl=settings.cache_ttl,
         health=health,
         enabled=settings.cache_enabled,
+        near_ttl=settings.cache_near_ttl,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -11,6 +11,8 @@ from aiohttp import web
 from aiohttp_apigami import docs as apigami_docs
 from aiohttp_apigami.constants import API_SPEC_ATTR
 
+from api.cache import Cache, CacheKey
+from api.keys import CACHE
 from api.logs import request_id_var
 from api.schemas import ProblemSchema
 
@@ -33,7 +35,7 @@ PUBLIC = "public, max-age=5"  # catalogue reads: shared caches may keep them bri
 PRIVATE = "private, no-store"  # a caller's own data
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
+def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
     if header.strip() == "*":
@@ -55,13 +57,41 @@ def cached_body(
     *,
     cache_control: str,
     headers: dict[str, str] | None = None,
+    etag: str | None = None,
 ) -> web.Response:
     """`cached_json` for a body already serialized (the Redis cache holds bodies)."""
-    etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+    etag = etag or f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
     all_headers = {"ETag": etag, "Cache-Control": cache_control, **(headers or {})}
-    if _etag_matches(request.headers.get("If-None-Match"), etag):
+    if etag_matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=all_headers)
     return web.Response(body=body, content_type="application/json", headers=all_headers)
+
+
+NEAR_CANDIDATE = "near_candidate"
+
+
+async def cached_read(
+    request: web.Request,
+    key: CacheKey,
+    load: Callable[[], Awaitable[Any]],
+    *,
+    cache_control: str,
+    near: bool = True,
+) -> web.Response:
+    """A cached JSON read: Redis (cache-aside), and for public reads this process's copy.
+
+    `near=False` for a caller's own data, which must show their write at once whichever
+    process serves it.
+    """
+    cache: Cache = request.app[CACHE]
+    local = cache.near if near and cache.health.available else None
+    stamp = local.stamp(key.version) if local is not None else None
+    body = await cache.fetch(key, load)
+    response = cached_body(request, body, cache_control=cache_control)
+    if local is not None and stamp is not None:
+        # The near-cache middleware keeps it once the response is final.
+        request[NEAR_CANDIDATE] = (key.version, stamp, body, response.headers["ETag"])
+    return response
 
 
 def problem(

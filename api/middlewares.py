@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -16,8 +16,8 @@ from marshmallow import ValidationError
 
 from api.db import db_calls_var
 from api.errors import DomainError, Forbidden, InvalidInput, Unauthorized
-from api.http import AUTH_ATTR, problem
-from api.keys import SETTINGS, TOKENS
+from api.http import AUTH_ATTR, NEAR_CANDIDATE, etag_matches, problem
+from api.keys import CACHE, SETTINGS, TOKENS
 from api.logs import request_id_var
 
 log = logging.getLogger("api.requests")
@@ -68,7 +68,7 @@ def flatten_errors(messages: Any, location: str = "", prefix: str = "") -> list[
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Accept a sane X-Request-ID or make one; echo it and keep it for logs and tasks."""
     incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
     token = request_id_var.set(request_id)
     calls = [0]
     calls_token = db_calls_var.set(calls)
@@ -82,16 +82,17 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
             response.headers["X-DB-Calls"] = str(calls[0])
         return response
     finally:
-        access_log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-                "db_calls": calls[0],
-            },
-        )
+        if access_log.isEnabledFor(logging.INFO):  # the hot path skips building the record
+            access_log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "db_calls": calls[0],
+                },
+            )
         db_calls_var.reset(calls_token)
         request_id_var.reset(token)
 
@@ -174,6 +175,34 @@ def _http_detail(exc: web.HTTPException) -> str:
 
 def _handler_attr(request: web.Request, name: str) -> Any:
     return getattr(request.match_info.handler, name, None)
+
+
+@web.middleware
+async def near_cache_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Serve a hot public GET from this process's copy, before validation and Redis."""
+    near = request.app[CACHE].near
+    if near is None or request.method != "GET":
+        return await handler(request)
+    url = request.path_qs
+    entry = near.get(url)
+    if entry is not None:
+        headers = {"ETag": entry.etag, "Cache-Control": entry.cache_control}
+        if etag_matches(request.headers.get("If-None-Match"), entry.etag):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=entry.body, content_type="application/json", headers=headers)
+    response = await handler(request)
+    candidate = request.get(NEAR_CANDIDATE)
+    if candidate is not None and response.status in (200, 304):
+        version, stamp, body, etag = candidate
+        near.put(
+            url,
+            version=version,
+            stamp=stamp,
+            body=body,
+            etag=etag,
+            cache_control=response.headers["Cache-Control"],
+        )
+    return response
 
 
 @web.middleware

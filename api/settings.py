@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # summaries whose aggregation could not be queued, every reconcile_interval seconds.
     cache_enabled: bool = True
     cache_ttl: float = Field(60.0, gt=0, le=24 * 3600)
+    # Each API process also keeps hot entries in memory, dropped on every invalidation
+    # (Redis pub/sub); this only bounds what a lost message could cost. 0 turns it off.
+    cache_near_ttl: float = Field(5.0, ge=0, le=60)
     reconcile_interval: float = Field(30.0, ge=1)
 
     # Serving: WEB_CONCURRENCY API processes share the port (SO_REUSEPORT).

@@ -39,7 +39,7 @@ from pymongo import MongoClient
 from api import embedded
 from api.security import TokenService, generate_keyset
 from api.settings import Settings
-from models import SCORES, User
+from models import SCORES, RatingStats, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SMALL = ROOT.parent / "shared" / "movielens" / "ml-latest-small"
@@ -87,7 +87,9 @@ def wrk(url: str, *, script: Path | None, duration: int, connections: int) -> Lo
     if script:
         cmd += ["-s", str(script)]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    if "50" not in latency or "99" not in latency:
+        raise RuntimeError(f"unexpected wrk output for {url}:\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     if socket_errors:
@@ -187,10 +189,19 @@ class Stack:
 
 def make_users(db: Any, prefix: str, n: int) -> list[ObjectId]:
     """Local users straight into MongoDB (hashing 1,000 passwords would take a minute)."""
+    now = utcnow()
     docs = [
-        User(username=f"{prefix}{i}", display_name=f"{prefix} {i}").model_dump(
-            by_alias=True, exclude={"id"}
-        )
+        {
+            "username": f"{prefix}{i}",
+            "email": None,
+            "display_name": f"{prefix} {i}",
+            "password_hash": None,
+            "role": "user",
+            "external_ids": {},
+            "stats": RatingStats().model_dump(),
+            "created_at": now,
+            "updated_at": now,
+        }
         for i in range(n)
     ]
     return list(db.users.insert_many(docs).inserted_ids)
@@ -264,6 +275,7 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     subprocess.run(
         [sys.executable, "-m", "seed", "movielens", str(args.movielens)],
         env=stack.env, check=True, stdout=subprocess.DEVNULL,
+        stderr=(work / "import.log").open("wb"),
     )  # fmt: skip
     stack.start(
         embedded.worker_command("bench", "--without-heartbeat"), "worker.log", LOG_LEVEL="INFO"

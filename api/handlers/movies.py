@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 
 from api.cache import CACHED_ROWS
-from api.http import PUBLIC, authenticated, cached_body, docs, errors, json_response, next_url
+from api.http import (
+    PUBLIC,
+    authenticated,
+    cached_json,
+    cached_read,
+    docs,
+    errors,
+    json_response,
+    next_url,
+)
 from api.keys import CACHE, QUEUE
 from api.schemas import (
     MovieCreateSchema,
@@ -38,11 +46,9 @@ async def list_movies(request: web.Request) -> web.Response:
         return {"items": _movies.dump(page.items), "next": next_url(request, page.next_offset)}
 
     if offset >= CACHED_ROWS:  # deep pages are rare: not worth the memory
-        body = orjson.dumps(await load())
-    else:
-        key = request.app[CACHE].movie_list({**params, "limit": limit, "offset": offset})
-        body = await request.app[CACHE].fetch(key, load)
-    return cached_body(request, body, cache_control=PUBLIC)
+        return cached_json(request, await load(), cache_control=PUBLIC)
+    key = request.app[CACHE].movie_list({**params, "limit": limit, "offset": offset})
+    return await cached_read(request, key, load, cache_control=PUBLIC)
 
 
 @docs(tags=["movies"], summary="Add a movie (admin)", responses=errors(409, 415, 422))
@@ -73,8 +79,9 @@ async def get_movie(request: web.Request) -> web.Response:
     async def load() -> dict:
         return _movie.dump(await movie_service.get_movie(movie_id=movie_id))
 
-    body = await request.app[CACHE].fetch(request.app[CACHE].movie(movie_id), load)
-    return cached_body(request, body, cache_control=PUBLIC)
+    return await cached_read(
+        request, request.app[CACHE].movie(movie_id), load, cache_control=PUBLIC
+    )
 
 
 @docs(tags=["movies"], summary="Change a movie (admin)", responses=errors(404, 409, 415, 422))

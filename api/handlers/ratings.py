@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 from beanie import PydanticObjectId
@@ -13,8 +12,8 @@ from api.http import (
     PRIVATE,
     PUBLIC,
     authenticated,
-    cached_body,
     cached_json,
+    cached_read,
     docs,
     errors,
     json_response,
@@ -120,11 +119,12 @@ async def _profile(
         return {"items": items, "next": next_url(request, page.next_offset)}
 
     if offset >= CACHED_ROWS:
-        body = orjson.dumps(await load())
-    else:
-        cache = request.app[CACHE]
-        body = await cache.fetch(cache.profile(user_id, sort, offset, limit), load)
-    return cached_body(request, body, cache_control=cache_control)
+        return cached_json(request, await load(), cache_control=cache_control)
+    key = request.app[CACHE].profile(user_id, sort, offset, limit)
+    # One's own profile skips the process-local copy: it must show one's write at once.
+    return await cached_read(
+        request, key, load, cache_control=cache_control, near=cache_control is not PRIVATE
+    )
 
 
 @docs(tags=["ratings"], summary="What a user rated", responses=errors(404, 422))

@@ -10,8 +10,8 @@ from api.http import (
     PRIVATE,
     PUBLIC,
     authenticated,
-    cached_body,
     cached_json,
+    cached_read,
     docs,
     errors,
     json_response,
@@ -58,8 +58,7 @@ async def get_user(request: web.Request) -> web.Response:
     async def load() -> dict:
         return _public.dump(await user_service.get_user(user_id=user_id))
 
-    body = await request.app[CACHE].fetch(request.app[CACHE].user(user_id), load)
-    return cached_body(request, body, cache_control=PUBLIC)
+    return await cached_read(request, request.app[CACHE].user(user_id), load, cache_control=PUBLIC)
 
 
 @docs(tags=["users"], summary="Your own account, with email")

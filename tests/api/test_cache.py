@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
 
 from api import embedded
 from api.app import create_app
@@ -36,6 +37,22 @@ async def test_a_cached_movie_read_sends_no_mongodb_command(api, client):
         f"{API}/movies/{movie['id']}", headers={"If-None-Match": second.headers["ETag"]}
     )
     assert again.status == 304 and calls(again) == 0 and await again.read() == b""
+
+
+async def test_another_process_invalidation_reaches_the_in_process_copy(api, client, settings):
+    admin = await api.user("root", admin=True)
+    movie = await api.movie(admin)
+    url = f"{API}/movies/{movie['id']}"
+    await client.get(url)
+    assert calls(await client.get(url)) == 0
+    # A worker (another process, another Cache) stores a new summary and says so.
+    async with Redis.from_url(settings.broker_url) as redis:
+        await cache_for(settings, redis).movies_changed([movie["id"]])
+
+    async def reloaded() -> bool:
+        return calls(await client.get(url)) == 1
+
+    await eventually(reloaded, timeout=2)  # well under the 5 s lifetime of the copy
 
 
 async def test_concurrent_misses_on_one_key_load_it_once(api, client):
@@ -111,7 +128,10 @@ async def test_reads_bypass_a_stopped_redis_and_aggregation_catches_up(
 ):
     port = embedded.free_port()
     own_redis = embedded.start_redis(port=port, workdir=tmp_path / "redis")
-    app_settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    # Without the in-process copy, so every read below shows where it was served from.
+    app_settings = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{port}/0", "cache_near_ttl": 0}
+    )
     client: TestClient = await aiohttp_client(create_app(app_settings))
     api = Api(client, db)
     try:
