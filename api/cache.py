@@ -106,6 +106,7 @@ class NearCache:
         self._generations: dict[str, int] = {}
         self._epoch = 0
         self.live = False
+        self.hits = 0  # since the last flush to the shared counters
 
     def stamp(self, version: str) -> tuple[int, int]:
         return (self._epoch, self._generations.get(version, 0))
@@ -119,6 +120,7 @@ class NearCache:
         if entry.expires < time.monotonic():
             del self._entries[url]
             return None
+        self.hits += 1
         return entry
 
     def put(
@@ -311,11 +313,17 @@ class Cache:
                     await pubsub.subscribe(self.channel)
                     self.near.reset()  # we may have missed messages while not subscribed
                     self.near.live = True
+                    flushed = time.monotonic()
                     while True:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
                             keys = message["data"].decode().split()
                             self.near.invalidate(keys, epoch_key=self.epoch_key)
+                        if self.near.hits and time.monotonic() - flushed >= 1.0:
+                            # This process's hits join the shared counters once a second.
+                            hits, self.near.hits = self.near.hits, 0
+                            flushed = time.monotonic()
+                            await self._redis.hincrby(self.stats_key, "near_hits", hits)
             except (RedisError, OSError) as exc:
                 self.near.live = False
                 self.health.failed(exc)
@@ -324,7 +332,8 @@ class Cache:
                 self.near.live = False
 
     async def stats(self) -> dict[str, int]:
-        """Hits and misses counted by every process sharing this Redis."""
+        """Hits and misses counted by every process sharing this Redis: `near_hits` were
+        served from a process's own copy, `hits` and `misses` asked Redis."""
         raw = await self._redis.hgetall(self.stats_key)  # type: ignore[misc]
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 

@@ -291,6 +291,7 @@ class ProfileQuery(PageQuery):
 
 class HealthSchema(Schema):
     status = fields.String()
+    pid = fields.Integer(metadata={"description": "The answering process (WEB_CONCURRENCY > 1)"})
     checks = fields.Dict(keys=fields.String(), values=fields.String())
 
 

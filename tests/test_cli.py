@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import subprocess
 import sys
 
+import aiohttp
+
+from api.embedded import free_port
 from tests.conftest import PASSWORD
 from tests.services import settings_env
 
@@ -78,3 +84,39 @@ async def test_seed_sample_only_fills_an_empty_catalogue(settings, db):
     done = _run(settings, "seed", "sample")
     assert "no seed" in done.stdout
     assert await db.movies.count_documents({}) == count
+
+
+async def test_web_concurrency_runs_several_processes_on_one_port(settings, db):
+    port = free_port()
+    env = {**settings_env(settings), "PORT": str(port), "WEB_CONCURRENCY": "2"}
+    env["LOG_LEVEL"] = "INFO"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        pids: set[int] = set()
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/health") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            for _ in range(40):  # new connections: the kernel spreads them over the processes
+                async with aiohttp.ClientSession() as fresh:
+                    async with fresh.get(f"http://127.0.0.1:{port}/health") as resp:
+                        assert resp.status == 200
+                        pids.add((await resp.json())["pid"])
+        assert len(pids) == 2, pids
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert '"api processes started"' in output
+    for pid in pids:  # every child went with the supervisor
+        assert not os.path.exists(f"/proc/{pid}")

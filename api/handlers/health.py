@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiohttp import web
 from aiohttp_apigami import response_schema
@@ -17,8 +18,8 @@ _PROBE_TIMEOUT = 2.0
 @docs(tags=["health"], summary="The process is alive")
 @response_schema(HealthSchema, 200)
 async def health(request: web.Request) -> web.Response:
-    """Liveness: answers while the process runs."""
-    return json_response({"status": "ok"})
+    """Liveness: answers while the process runs (and says which one, with WEB_CONCURRENCY)."""
+    return json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def _check(coro) -> str:

@@ -38,7 +38,8 @@ async def test_swagger_ui_is_served(client, db):
 
 async def test_health_and_ready(client, db):
     resp = await client.get("/health")
-    assert (await resp.json()) == {"status": "ok"}
+    body = await resp.json()
+    assert body["status"] == "ok" and isinstance(body["pid"], int)
     resp = await client.get("/ready")
     assert resp.status == 200
     assert (await resp.json())["checks"] == {"mongodb": "ok", "redis": "ok"}

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from authlib.common.security import generate_token
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from joserfc.jwk import KeySet, RSAKey
 from pydantic import SecretStr
 from yarl import URL
 
@@ -341,3 +342,22 @@ async def test_id_token_checks_with_real_provider_tokens(loopback):
     )
     with pytest.raises(LoginFailed):  # issued to another client
         await oidc.verify_id_token("loopback", foreign, nonce=foreign_nonce)
+
+
+async def test_an_unknown_kid_fetches_the_providers_keys_again(loopback):
+    person(loopback.iam)
+    oidc = loopback.client.app[OIDC]
+    secret = loopback.provider.client_secret.get_secret_value()
+    redirect = f"{loopback.base}{API}/auth/callback/loopback"
+    token, nonce = await _provider_id_token(loopback, loopback.provider.client_id, secret, redirect)
+    await oidc.verify_id_token("loopback", token, nonce=nonce)  # keys fetched and cached
+    # As if the provider had rotated since: the cached set holds only an old key.
+    stale = RSAKey.generate_key(2048, parameters={"kid": "retired"}, private=False)
+    oidc._cache["loopback"].keys = KeySet([stale])
+    claims = await oidc.verify_id_token("loopback", token, nonce=nonce)
+    assert claims["nonce"] == nonce
+    assert oidc._cache["loopback"].keys.get_by_kid(jwt_kid(token)) is not None
+
+
+def jwt_kid(token: str) -> str:
+    return orjson.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"]
