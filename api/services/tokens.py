@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from beanie import PydanticObjectId
-from pymongo import ReturnDocument
 
 from api.errors import InvalidInput, OAuthError
 from api.security import CLIENT_SCOPES, CLIENT_SUBJECT, TokenService, scopes_for_role
@@ -102,18 +101,18 @@ async def refresh_grant(
 ) -> TokenPair:
     """Rotate a refresh token; presenting a used one revokes its whole family."""
     now = utcnow()
-    before = await RefreshToken.get_motor_collection().find_one_and_update(
-        {"token_hash": _digest(refresh_token)},
-        {"$set": {"used_at": now}},
-        return_document=ReturnDocument.BEFORE,
-    )
-    if before is None:
+    stored = await RefreshToken.find_one({"token_hash": _digest(refresh_token)})
+    if stored is None:
         raise OAuthError("invalid_grant", "Unknown refresh token.")
-    stored = RefreshToken.model_validate(before)
-    if stored.used_at is not None or stored.revoked_at is not None:
+    # Claim it: only one request can turn used_at from null to now. (Not findAndModify:
+    # on SecantusDB that is ~190 ms with 20k tokens, this update ~3 ms.)
+    claimed = await RefreshToken.get_motor_collection().update_one(
+        {"_id": stored.id, "used_at": None, "revoked_at": None}, {"$set": {"used_at": now}}
+    )
+    if claimed.modified_count == 0:
         await revoke_family(family_id=stored.family_id)
         log.warning("refresh token reuse; family revoked", extra={"family": stored.family_id})
-        raise OAuthError("invalid_grant", "This refresh token was already used.")
+        raise OAuthError("invalid_grant", "This refresh token was already used or revoked.")
     if stored.expires_at <= now:
         raise OAuthError("invalid_grant", "The refresh token has expired.")
     user = await User.get(stored.user_id)
