@@ -152,9 +152,9 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.client_max_size,
         middlewares=[
+            near_cache_middleware,
             request_id_middleware,
             problem_middleware,
-            near_cache_middleware,
             auth_middleware,
             json_body_middleware,
             validation_middleware,

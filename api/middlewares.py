@@ -64,11 +64,40 @@ def flatten_errors(messages: Any, location: str = "", prefix: str = "") -> list[
     return out
 
 
+def _request_id(request: web.Request) -> str:
+    incoming = request.headers.get("X-Request-ID", "")
+    return incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
+
+
+def _finish(
+    request: web.Request, response: web.StreamResponse, request_id: str, db_calls: int
+) -> None:
+    response.headers["X-Request-ID"] = request_id
+    if request.app[SETTINGS].expose_db_calls:
+        response.headers["X-DB-Calls"] = str(db_calls)
+
+
+def _log_access(
+    request: web.Request, status: int, started: float, db_calls: int, request_id: str
+) -> None:
+    if access_log.isEnabledFor(logging.INFO):  # the hot path skips building the record
+        access_log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "db_calls": db_calls,
+            },
+        )
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Accept a sane X-Request-ID or make one; echo it and keep it for logs and tasks."""
-    incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
+    request_id = _request_id(request)
     token = request_id_var.set(request_id)
     calls = [0]
     calls_token = db_calls_var.set(calls)
@@ -77,22 +106,10 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     try:
         response = await handler(request)
         status = response.status
-        response.headers["X-Request-ID"] = request_id
-        if request.app[SETTINGS].expose_db_calls:
-            response.headers["X-DB-Calls"] = str(calls[0])
+        _finish(request, response, request_id, calls[0])
         return response
     finally:
-        if access_log.isEnabledFor(logging.INFO):  # the hot path skips building the record
-            access_log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
-                    "db_calls": calls[0],
-                },
-            )
+        _log_access(request, status, started, calls[0], request_id)
         db_calls_var.reset(calls_token)
         request_id_var.reset(token)
 
@@ -179,17 +196,26 @@ def _handler_attr(request: web.Request, name: str) -> Any:
 
 @web.middleware
 async def near_cache_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Serve a hot public GET from this process's copy, before validation and Redis."""
+    """Serve a hot public GET from this process's copy, before anything else runs.
+
+    Outermost, so a hit costs no other middleware: it does the request id's work itself.
+    """
     near = request.app[CACHE].near
     if near is None or request.method != "GET":
         return await handler(request)
     url = request.path_qs
     entry = near.get(url)
     if entry is not None:
+        started = time.perf_counter()
         headers = {"ETag": entry.etag, "Cache-Control": entry.cache_control}
         if etag_matches(request.headers.get("If-None-Match"), entry.etag):
-            return web.Response(status=304, headers=headers)
-        return web.Response(body=entry.body, content_type="application/json", headers=headers)
+            hit = web.Response(status=304, headers=headers)
+        else:
+            hit = web.Response(body=entry.body, content_type="application/json", headers=headers)
+        request_id = _request_id(request)
+        _finish(request, hit, request_id, 0)
+        _log_access(request, hit.status, started, 0, request_id)
+        return hit
     response = await handler(request)
     candidate = request.get(NEAR_CANDIDATE)
     if candidate is not None and response.status in (200, 304):
