@@ -7,9 +7,7 @@ import asyncio
 import getpass
 import logging
 import os
-import signal
 import sys
-import time
 
 from aiohttp import web
 
@@ -53,30 +51,17 @@ def serve(settings: Settings) -> int:
 
 def _supervise(settings: Settings) -> int:
     """Run WEB_CONCURRENCY single-process servers; stop them all when one exits or on a signal."""
-    from api.embedded import spawn, stop
+    from api.embedded import StopSignal, spawn, stop, supervise
 
+    stop_signal = StopSignal()
     env = dict(os.environ, WEB_CONCURRENCY="1")
     procs = [
         spawn([sys.executable, "-m", "api", "serve"], env=env)
         for _ in range(settings.web_concurrency)
     ]
     log.info("api processes started", extra={"processes": [p.pid for p in procs]})
-    stopping = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     try:
-        while not stopping:
-            exited = [p for p in procs if p.poll() is not None]
-            if exited:
-                log.error("an api process exited; stopping the rest", extra={"pid": exited[0].pid})
-                return exited[0].returncode or 1
-            time.sleep(0.2)
-        return 0
+        return supervise(procs, stop_signal, what="an api process")
     finally:
         stop(procs)
 

@@ -158,6 +158,29 @@ def stop(procs: list[subprocess.Popen], timeout: float = 10) -> None:
             proc.wait()
 
 
+class StopSignal:
+    """SIGINT and SIGTERM turned into a flag that a supervising loop polls."""
+
+    def __init__(self) -> None:
+        self.received = False
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.received = True
+
+
+def supervise(procs: list[subprocess.Popen], stop_signal: StopSignal, *, what: str) -> int:
+    """Wait for a stop signal (0) or a child's exit (its code, at least 1)."""
+    while not stop_signal.received:
+        exited = [p for p in procs if p.poll() is not None]
+        if exited:
+            log.error("%s exited; stopping the rest", what, extra={"pid": exited[0].pid})
+            return exited[0].returncode or 1
+        time.sleep(0.2)
+    return 0
+
+
 def worker_command(queue: str, *extra: str) -> list[str]:
     """`celery -A workers worker` as every launcher here runs it (two prefork children)."""
     return [
@@ -195,14 +218,7 @@ def run_embedded(settings: Settings) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     stack = Stack()
     env = dict(os.environ, ENVIRONMENT=settings.environment, DATA_DIR=str(data_dir))
-    stopping = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop_signal = StopSignal()
     try:
         mongodb_url = settings.mongodb_url
         if mongodb_url is None:
@@ -246,12 +262,7 @@ def run_embedded(settings: Settings) -> int:
         stack.where["api"] = f"{base}/api/v1 (docs {base}/api/docs)"
         for name, where in stack.where.items():
             log.info("running", extra={"component": name, "where": where})
-        while not stopping:
-            if any(p.poll() is not None for p in stack.procs):
-                log.error("a component exited; stopping the rest")
-                return 1
-            time.sleep(0.5)
-        return 0
+        return supervise(stack.procs, stop_signal, what="a component")
     except RuntimeError as exc:
         log.error("embedded start failed: %s", exc)
         return 1

@@ -313,12 +313,17 @@ async def _provider_id_token(
             return (await answer.json())["id_token"], nonce
 
 
-async def test_id_token_checks_with_real_provider_tokens(loopback):
+async def _own_id_token(loopback: Loopback) -> tuple[str, str]:
+    """A real ID token issued to this API's client, for a logged-in person."""
     person(loopback.iam)
-    oidc = loopback.client.app[OIDC]
     secret = loopback.provider.client_secret.get_secret_value()
     redirect = f"{loopback.base}{API}/auth/callback/loopback"
-    token, nonce = await _provider_id_token(loopback, loopback.provider.client_id, secret, redirect)
+    return await _provider_id_token(loopback, loopback.provider.client_id, secret, redirect)
+
+
+async def test_id_token_checks_with_real_provider_tokens(loopback):
+    oidc = loopback.client.app[OIDC]
+    token, nonce = await _own_id_token(loopback)
     claims = await oidc.verify_id_token("loopback", token, nonce=nonce)
     assert claims["aud"] in (loopback.provider.client_id, [loopback.provider.client_id])
 
@@ -345,11 +350,8 @@ async def test_id_token_checks_with_real_provider_tokens(loopback):
 
 
 async def test_an_unknown_kid_fetches_the_providers_keys_again(loopback):
-    person(loopback.iam)
     oidc = loopback.client.app[OIDC]
-    secret = loopback.provider.client_secret.get_secret_value()
-    redirect = f"{loopback.base}{API}/auth/callback/loopback"
-    token, nonce = await _provider_id_token(loopback, loopback.provider.client_id, secret, redirect)
+    token, nonce = await _own_id_token(loopback)
     await oidc.verify_id_token("loopback", token, nonce=nonce)  # keys fetched and cached
     # As if the provider had rotated since: the cached set holds only an old key.
     stale = RSAKey.generate_key(2048, parameters={"kid": "retired"}, private=False)
