@@ -41,14 +41,17 @@ def settings(services: TestServices) -> Settings:
 
 @pytest.fixture
 async def mongo(settings: Settings) -> AsyncIterator[AsyncIOMotorClient]:
-    client: AsyncIOMotorClient = AsyncIOMotorClient(settings.mongodb_url, tz_aware=True)
+    # Socket timeouts: a stalled server fails the test that met it instead of hanging the run.
+    client: AsyncIOMotorClient = AsyncIOMotorClient(
+        settings.mongodb_url, tz_aware=True, socketTimeoutMS=60_000
+    )
     yield client
     client.close()
 
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    async with Redis.from_url(settings.broker_url) as client:
+    async with Redis.from_url(settings.broker_url, socket_timeout=10) as client:
         yield client
 
 
