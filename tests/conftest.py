@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,28 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]
         yield started
     finally:
         stop_services(started)
+
+
+def _print_task_stacks() -> None:
+    print("\n--- asyncio tasks still pending near the test's timeout", file=sys.stderr)
+    for task in list(getattr(asyncio.tasks, "_all_tasks", ())):  # private: diagnostics only
+        if not task.done():
+            task.print_stack(file=sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+def _task_stacks_on_hang(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Shortly before pytest-timeout fails a test, print every pending asyncio task's stack:
+    its own dump shows threads, and a stuck `await` there is only the event loop's select."""
+    limit = float(request.config.getini("timeout") or 0)
+    if not limit:
+        yield
+        return
+    timer = threading.Timer(max(limit - 10, limit / 2), _print_task_stacks)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
 
 
 @pytest.fixture

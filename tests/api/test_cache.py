@@ -177,3 +177,30 @@ def _oid(value: str) -> Any:
     from bson import ObjectId
 
     return ObjectId(value)
+
+
+async def test_shutdown_ends_the_listener_even_when_redis_swallows_its_cancellation(
+    aiohttp_client, settings, db, monkeypatch
+):
+    # redis-py answers "no message" when a cancellation lands just as its read timeout
+    # expires; this makes every cancellation land that way.
+    from redis.asyncio.client import PubSub
+
+    from api.keys import CACHE
+
+    get_message = PubSub.get_message
+
+    async def swallowing(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await get_message(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            return None
+
+    monkeypatch.setattr(PubSub, "get_message", swallowing)
+    client = await aiohttp_client(create_app(settings))
+
+    async def subscribed() -> bool:
+        return client.app[CACHE].near.live
+
+    await eventually(subscribed)
+    await asyncio.wait_for(client.close(), timeout=10)
