@@ -72,8 +72,10 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     app[LIMITER] = RateLimiter(
         app[REDIS], prefix=f"{app[SETTINGS].mongodb_db}:", health=cache.health
     )
-    listener = asyncio.create_task(cache.listen(), name="cache-invalidations")
+    stop = asyncio.Event()
+    listener = asyncio.create_task(cache.listen(stop), name="cache-invalidations")
     yield
+    stop.set()  # ends the loop within a second even if the cancellation below is lost
     listener.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await listener
