@@ -81,7 +81,12 @@ def secantus_binary() -> str:
 
 
 def start_secantus(
-    *, storage: str, port: int, log_file: Path | None = None, extra: tuple[str, ...] = ()
+    *,
+    storage: str,
+    port: int,
+    log_file: Path | None = None,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ):
     """Start SecantusDB on loopback; `storage` is a folder or ':memory:'."""
     proc = spawn(
@@ -100,6 +105,7 @@ def start_secantus(
             "--standalone",
             *extra,
         ],
+        env=env,
         log_file=log_file,
     )
     wait_until(lambda: _port_open(port), timeout=60, what="SecantusDB", proc=proc)

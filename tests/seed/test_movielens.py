@@ -15,6 +15,7 @@ from models import DOCUMENT_MODELS
 from seed.movielens import Hooks, ImportCancelled, MovieLensImport, parse_genres, parse_title
 from seed.source import Source
 from tests.seed.releases import MOVIES, RATINGS, write_release, zip_release
+from tests.services import database_env
 
 ROOT = Path(__file__).resolve().parents[2]
 ML_SMALL = Path(os.environ.get("MOVIELENS_SMALL", ROOT.parent / "shared/movielens/ml-latest-small"))
@@ -27,7 +28,10 @@ async def own_db(tmp_path):
     them alone took 21 s, and a second import 3.5x as long as the first)."""
     port = embedded.free_port()
     proc = embedded.start_secantus(
-        storage=str(tmp_path / "db"), port=port, log_file=tmp_path / "secantus.log"
+        storage=str(tmp_path / "db"),
+        port=port,
+        log_file=tmp_path / "secantus.log",
+        env=database_env(),
     )
     client: AsyncIOMotorClient = AsyncIOMotorClient(
         f"mongodb://127.0.0.1:{port}", tz_aware=True, socketTimeoutMS=120_000
