@@ -113,7 +113,12 @@ async def test_web_concurrency_runs_several_processes_on_one_port(settings, db):
         assert len(pids) == 2, pids
     finally:
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        try:
+            output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()  # its children get SIGTERM from the kernel as it dies (PDEATHSIG)
+            output, _ = proc.communicate(timeout=30)
+            raise AssertionError(f"the supervisor ignored SIGTERM for 30 s:\n{output}") from exc
     assert proc.returncode == 0, output
     assert '"api processes started"' in output
     for pid in pids:  # every child went with the supervisor
