@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 85
 
-.PHONY: run test lint typecheck check clean bench bench-import
+.PHONY: run test lint typecheck check clean bench bench-import bench-embedded
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,28 +15,34 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m api embedded
+	$(BIN)/python -m embedded
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
+PACKAGES := api core workers models seed embedded bench
+
 lint: $(STAMP)
-	$(BIN)/ruff check api workers models seed tests
-	$(BIN)/ruff format --check api workers models seed tests
+	$(BIN)/ruff check $(PACKAGES) tests
+	$(BIN)/ruff format --check $(PACKAGES) tests
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy api workers models seed
+	$(BIN)/mypy $(PACKAGES)
 
 check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
 
+bench-embedded: $(STAMP)
+	$(BIN)/python -m bench.embedded_server $(BENCH_ARGS)
+
 bench-import: $(STAMP)
-	$(BIN)/python -m seed.bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.imports $(BENCH_ARGS)
 
 # wrk is the load generator (Debian's package); installed here when missing and possible.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || \
 		{ echo "make bench needs wrk: apt-get install wrk" >&2; exit 2; }
-	$(BIN)/python -m seed.bench_api $(BENCH_ARGS)
+	$(BIN)/python -m bench.api $(BENCH_ARGS)

@@ -1,4 +1,4 @@
-"""Command line: `python -m api serve | create-admin | create-client | embedded`."""
+"""Command line: `python -m api serve | create-admin | create-client`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import sys
 
 from aiohttp import web
 
-from api.logs import configure_logging
-from api.settings import Settings
+from core.logs import configure_logging
+from core.settings import Settings, with_embedded_urls
 
 log = logging.getLogger("api")
 
@@ -51,7 +51,7 @@ def serve(settings: Settings) -> int:
 
 def _supervise(settings: Settings) -> int:
     """Run WEB_CONCURRENCY single-process servers; stop them all when one exits or on a signal."""
-    from api.embedded import StopSignal, spawn, stop, supervise
+    from core.processes import StopSignal, spawn, stop, supervise
 
     stop_signal = StopSignal()
     env = dict(os.environ, WEB_CONCURRENCY="1")
@@ -69,10 +69,10 @@ def _supervise(settings: Settings) -> int:
 async def _create_admin(settings: Settings, username: str, email: str, password: str) -> int:
     from marshmallow import ValidationError
 
-    from api import db
-    from api.errors import Conflict
     from api.schemas import UserCreateSchema
-    from api.services.users import ensure_admin
+    from core import db
+    from core.errors import Conflict
+    from core.services.users import ensure_admin
 
     try:
         UserCreateSchema().load(
@@ -102,9 +102,9 @@ def create_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _create_client(settings: Settings, name: str, scopes: list[str]) -> int:
-    from api import db
-    from api.errors import InvalidInput
-    from api.services.tokens import create_client
+    from core import db
+    from core.errors import InvalidInput
+    from core.services.tokens import create_client
 
     client = await db.connect(settings)
     try:
@@ -137,27 +137,20 @@ def main(argv: list[str] | None = None) -> int:
         "--scope", action="append", required=True, dest="scopes",
         help="movies:write, imports:write or users:admin (repeat for several)",
     )  # fmt: skip
-    sub.add_parser("embedded", help="run SecantusDB, Redis, worker, beat and the API together")
     args = parser.parse_args(argv)
 
     settings = Settings()
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
-    if args.command in ("create-admin", "create-client"):
-        from api.embedded import with_embedded_urls
-
-        try:
-            settings = with_embedded_urls(settings)
-        except RuntimeError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        if args.command == "create-client":
-            return asyncio.run(_create_client(settings, args.name, args.scopes))
-        return create_admin(settings, args)
-    from api.embedded import run_embedded
-
-    return run_embedded(settings)
+    try:
+        settings = with_embedded_urls(settings)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "create-client":
+        return asyncio.run(_create_client(settings, args.name, args.scopes))
+    return create_admin(settings, args)
 
 
 if __name__ == "__main__":

@@ -10,23 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 from aiohttp import web
 from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
+from aiohttp_apigami.constants import APISPEC_PARSER
 from redis.asyncio import Redis
 
-from api import db
-from api.cache import cache_for
-from api.keys import (
-    CACHE,
-    EXECUTOR,
-    HTTP,
-    LIMITER,
-    MONGO,
-    OIDC,
-    QUEUE,
-    REDIS,
-    SETTINGS,
-    TOKENS,
-)
+from api.appkeys import CACHE, LIMITER, MONGO, NEAR, OIDC, QUEUE, REDIS, SETTINGS, TOKENS
 from api.middlewares import (
+    DecodedBodyParser,
     auth_middleware,
     json_body_middleware,
     near_cache_middleware,
@@ -34,13 +23,16 @@ from api.middlewares import (
     request_id_middleware,
     webargs_error_callback,
 )
-from api.oidc import OIDCClient
-from api.queue import TaskQueue, make_producer
+from api.nearcache import NearCache
 from api.ratelimit import RateLimiter
 from api.routes import setup_routes
 from api.schemas import OAuthErrorSchema, ProblemSchema, TokenSchema
-from api.security import ADMIN_SCOPES, CLIENT_SCOPES, TokenService, load_keyset
-from api.settings import Settings
+from core import db
+from core.cache import cache_for
+from core.oidc import OIDCClient
+from core.queue import TaskQueue, make_producer
+from core.security import ADMIN_SCOPES, CLIENT_SCOPES, TokenService, load_keyset
+from core.settings import Settings
 
 SCOPE_DESCRIPTIONS = {
     "ratings:write": "Rate movies",
@@ -59,7 +51,9 @@ async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     # Short timeouts: a hung Redis must turn into a cache bypass, not a stalled request.
-    redis = Redis.from_url(app[SETTINGS].broker_url, socket_connect_timeout=0.5, socket_timeout=2)
+    redis = Redis.from_url(
+        app[SETTINGS].redis_url_required, socket_connect_timeout=0.5, socket_timeout=2
+    )
     async with redis:
         app[REDIS] = redis
         yield
@@ -67,11 +61,14 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Redis-backed helpers, sharing one breaker: read cache and rate limits."""
-    cache = cache_for(app[SETTINGS], app[REDIS])
+    settings = app[SETTINGS]
+    near = None
+    if settings.cache_enabled and settings.cache_near_ttl > 0:
+        near = NearCache(ttl=settings.cache_near_ttl)
+    app[NEAR] = near
+    cache = cache_for(settings, app[REDIS], near=near)
     app[CACHE] = cache
-    app[LIMITER] = RateLimiter(
-        app[REDIS], prefix=f"{app[SETTINGS].mongodb_db}:", health=cache.health
-    )
+    app[LIMITER] = RateLimiter(app[REDIS], prefix=f"{settings.mongodb_db}:", health=cache.health)
     stop = asyncio.Event()
     listener = asyncio.create_task(cache.listen(stop), name="cache-invalidations")
     yield
@@ -84,7 +81,6 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
 async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="enqueue")
     celery = make_producer(app[SETTINGS])
-    app[EXECUTOR] = executor
     app[QUEUE] = TaskQueue(
         celery=celery,
         redis=app[REDIS],
@@ -100,7 +96,6 @@ async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
 async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     """One outgoing HTTP session: the OpenID Connect providers' discovery, keys and tokens."""
     async with aiohttp.ClientSession(headers={"User-Agent": "movie-ratings"}) as session:
-        app[HTTP] = session
         app[OIDC] = OIDCClient(app[SETTINGS], session, app[REDIS])
         yield
 
@@ -166,4 +161,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([mongo_ctx, redis_ctx, cache_ctx, queue_ctx, http_ctx, tokens_ctx])
     setup_routes(app)
     setup_docs(app)
+    # In place of the module-wide webargs parser that aiohttp-apigami installs.
+    app[APISPEC_PARSER] = DecodedBodyParser(error_handler=webargs_error_callback)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -11,10 +12,10 @@ from aiohttp import web
 from aiohttp_apigami import docs as apigami_docs
 from aiohttp_apigami.constants import API_SPEC_ATTR
 
-from api.cache import Cache, CacheKey
-from api.keys import CACHE
-from api.logs import request_id_var
+from api.appkeys import CACHE, NEAR
 from api.schemas import ProblemSchema
+from core.cache import Cache, CacheKey
+from core.logs import request_id_var
 
 PROBLEM_TYPE = "https://movie-ratings.dev/problems/{}"
 PROBLEM_JSON = "application/problem+json"
@@ -70,6 +71,16 @@ def cached_body(
 NEAR_CANDIDATE = "near_candidate"
 
 
+@dataclass(frozen=True, slots=True)
+class NearCandidate:
+    """A public response `cached_read` produced, for the near-cache middleware to keep."""
+
+    version: str  # the cache version key whose bump invalidates it
+    stamp: tuple[int, int]  # the near cache's stamp of that key before the value was read
+    body: bytes
+    etag: str
+
+
 async def cached_read(
     request: web.Request,
     key: CacheKey,
@@ -84,13 +95,13 @@ async def cached_read(
     process serves it.
     """
     cache: Cache = request.app[CACHE]
-    local = cache.near if near and cache.health.available else None
+    local = request.app[NEAR] if near and cache.health.available else None
     stamp = local.stamp(key.version) if local is not None else None
     body = await cache.fetch(key, load)
     response = cached_body(request, body, cache_control=cache_control)
-    if local is not None and stamp is not None:
+    if stamp is not None:
         # The near-cache middleware keeps it once the response is final.
-        request[NEAR_CANDIDATE] = (key.version, stamp, body, response.headers["ETag"])
+        request[NEAR_CANDIDATE] = NearCandidate(key.version, stamp, body, response.headers["ETag"])
     return response
 
 

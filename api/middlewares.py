@@ -6,24 +6,26 @@ import logging
 import os
 import re
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp_apigami.constants import SCHEMAS_ATTR
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
+from webargs.aiohttpparser import AIOHTTPParser
 
-from api.db import db_calls_var
-from api.errors import DomainError, Forbidden, InvalidInput, Unauthorized
-from api.http import AUTH_ATTR, NEAR_CANDIDATE, etag_matches, problem
-from api.keys import CACHE, SETTINGS, TOKENS
-from api.logs import request_id_var
+from api.appkeys import NEAR, SETTINGS, TOKENS
+from api.http import AUTH_ATTR, NEAR_CANDIDATE, NearCandidate, etag_matches, problem
+from core.db import db_calls_var
+from core.errors import DomainError, Forbidden, InvalidInput, Unauthorized
+from core.logs import request_id_var
 
 log = logging.getLogger("api.requests")
 access_log = logging.getLogger("api.access")
 
 PRINCIPAL = "principal"
+JSON_BODY = "json_body"  # the decoded body, kept for the webargs parser
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -38,7 +40,7 @@ class RequestValidationError(Exception):
 
 def webargs_error_callback(
     error: ValidationError, req: Any, schema: Any, *, error_status_code: Any, error_headers: Any
-) -> None:
+) -> NoReturn:
     raise RequestValidationError(error.normalized_messages())
 
 
@@ -157,6 +159,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             title=exc.title,
             detail=exc.detail,
             slug=exc.slug,
+            headers=exc.headers or None,
             **exc.extra,
         )
     except web.HTTPException as exc:
@@ -200,7 +203,7 @@ async def near_cache_middleware(request: web.Request, handler: Handler) -> web.S
 
     Outermost, so a hit costs no other middleware: it does the request id's work itself.
     """
-    near = request.app[CACHE].near
+    near = request.app[NEAR]
     if near is None or request.method != "GET":
         return await handler(request)
     url = request.path_qs
@@ -217,15 +220,14 @@ async def near_cache_middleware(request: web.Request, handler: Handler) -> web.S
         _log_access(request, hit.status, started, 0, request_id)
         return hit
     response = await handler(request)
-    candidate = request.get(NEAR_CANDIDATE)
+    candidate: NearCandidate | None = request.get(NEAR_CANDIDATE)
     if candidate is not None and response.status in (200, 304):
-        version, stamp, body, etag = candidate
         near.put(
             url,
-            version=version,
-            stamp=stamp,
-            body=body,
-            etag=etag,
+            version=candidate.version,
+            stamp=candidate.stamp,
+            body=candidate.body,
+            etag=candidate.etag,
             cache_control=response.headers["Cache-Control"],
         )
     return response
@@ -263,4 +265,14 @@ async def json_body_middleware(request: web.Request, handler: Handler) -> web.St
             raise web.HTTPBadRequest(text="The body is not valid JSON.") from None
         if not isinstance(body, dict):
             raise RequestValidationError({"json": {"_schema": ["Expected a JSON object."]}})
+        request[JSON_BODY] = body
     return await handler(request)
+
+
+class DecodedBodyParser(AIOHTTPParser):
+    """webargs' aiohttp parser, taking the body `json_body_middleware` already decoded."""
+
+    async def load_json(self, req: web.Request, schema: Schema) -> Any:
+        if JSON_BODY in req:
+            return req[JSON_BODY]
+        return await super().load_json(req, schema)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from api.cache import RedisHealth
+from core.cache import RedisHealth
 
 _HIT = """
 local count = redis.call('INCR', KEYS[1])

@@ -5,7 +5,7 @@ from models.client import ApiClient
 from models.common import SCORES, RatingStats, bucket, utcnow
 from models.counter import Counter
 from models.identity import Identity
-from models.import_job import FINISHED, ImportJob
+from models.import_job import FINISHED, ImportJob, ImportReport
 from models.movie import ExternalIds, GlobalRatingStats, Movie, RatingSummary, title_key
 from models.rating import Rating
 from models.token import RefreshToken
@@ -34,6 +34,7 @@ __all__ = [
     "GlobalRatingStats",
     "Identity",
     "ImportJob",
+    "ImportReport",
     "Movie",
     "Rating",
     "RatingStats",

@@ -51,7 +51,6 @@ class Movie(Document):
                 [("genres", ASCENDING), ("rating.weighted", DESCENDING)], name="genre_weighted"
             ),
             # Lets "store this summary unless a newer one is there" find the movie by index.
-            IndexModel([("_id", ASCENDING), ("rating.ticket", ASCENDING)], name="rating_guard"),
             IndexModel(
                 [("external_ids.movielens", ASCENDING)],
                 name="movielens_id",

@@ -7,8 +7,6 @@ from datetime import datetime
 from beanie import Document, PydanticObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from models.common import utcnow
-
 
 class Rating(Document):
     movie_id: PydanticObjectId
@@ -38,8 +36,3 @@ class Rating(Document):
                 name="movie_recent",
             ),
         ]
-
-    @classmethod
-    def new(cls, *, movie_id: PydanticObjectId, user_id: PydanticObjectId, score: float):
-        now = utcnow()
-        return cls(movie_id=movie_id, user_id=user_id, score=score, rated_at=now, updated_at=now)

@@ -29,7 +29,6 @@ class User(Document):
         name = "users"
         indexes = [
             IndexModel([("username", ASCENDING)], unique=True, name="username_unique"),
-            IndexModel([("_id", ASCENDING), ("stats.ticket", ASCENDING)], name="stats_guard"),
             IndexModel(
                 [("email", ASCENDING)],
                 unique=True,

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from api import db
-from api.embedded import with_embedded_urls
-from api.logs import configure_logging
-from api.settings import Settings
+from core import db
+from core.logs import configure_logging
+from core.services.movielens import Hooks, MovieLensImport
+from core.settings import Settings, with_embedded_urls
+from models import ImportReport
 from seed.download import DATASETS, DownloadError, dataset_url, fetch
-from seed.movielens import Hooks, ImportReport, MovieLensImport
+from seed.movielens import MovieLensRelease
 from seed.sample import seed_sample
 from seed.source import Source, SourceError
 from seed.synth import generate
@@ -72,9 +73,9 @@ async def _invalidate_cache(settings: Settings) -> None:
     """The API's cached reads predate this import: start a new cache epoch."""
     from redis.asyncio import Redis
 
-    from api.cache import cache_for
+    from core.cache import cache_for
 
-    async with Redis.from_url(settings.broker_url, socket_connect_timeout=2) as redis:
+    async with Redis.from_url(settings.redis_url_required, socket_connect_timeout=2) as redis:
         await cache_for(settings, redis).everything_changed()
 
 
@@ -85,9 +86,9 @@ async def _sample(settings: Settings) -> int:
 
 
 async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> dict:
-    source = Source(path)
+    release = MovieLensRelease(Source(path))
     importer = MovieLensImport(
-        source,
+        release,
         hooks=BarHooks(),
         dry_run=dry_run,
         batch_size=settings.import_batch_size,
@@ -97,12 +98,12 @@ async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> dict:
     try:
         report = await _with_db(settings, importer.run)
     finally:
-        source.close()
+        release.close()
     seconds = time.perf_counter() - started
     if not dry_run and settings.redis_url:
         await _invalidate_cache(settings)
     print(summary(report, seconds, dry_run=dry_run))
-    return {**report.as_dict(), "seconds": seconds}
+    return {**report.model_dump(), "seconds": seconds}
 
 
 def main(argv: list[str] | None = None) -> int:

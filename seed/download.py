@@ -12,12 +12,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from core.services.movielens import ReleaseError
+
 DATASETS = ("ml-latest-small", "ml-25m", "ml-32m")
 _CHUNK = 1 << 16
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
-class DownloadError(Exception):
+class DownloadError(ReleaseError):
     """The file could not be fetched or did not match its checksum."""
 
 

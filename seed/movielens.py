@@ -1,92 +1,30 @@
-"""MovieLens import: streaming, batched, idempotent upserts keyed by MovieLens ids.
+"""MovieLens files parsed into rows: what `core.services.movielens` writes to the catalogue.
 
-Every batch reads what already exists for its keys with one index-served query, then writes
-only the difference: new documents with insert_many, changed ones with one bulk write, and
-nothing for unchanged ones. Running the same release twice therefore writes nothing, and a
-run that was killed half-way can simply be run again.
+A `MovieLensRelease` reads a folder or a .zip (see `seed.source`) file by file, in batches,
+and turns each CSV line into a typed row or the reason it is bad. Nothing here touches the
+database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
-from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
+from core.services import chunked
+from core.services.imports import resolve_import_path
+from core.services.movielens import LinkRow, MovieRow, Parsed, RatingRow, TagRow
+from core.settings import Settings
+from models import ImportJob
+from seed.download import fetch
+from seed.source import Source
 
-from api.services import aggregation, chunked
-from models import Movie, Rating, User, title_key, utcnow
-from seed.source import OPTIONAL, Source
-
-BATCH_SIZE = 5000
-MAX_SAMPLES = 100
-_USER_CACHE = 256
 NO_GENRES = "(no genres listed)"
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
-
-
-@dataclass
-class Counts:
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-
-
-@dataclass
-class BadRow:
-    file: str
-    line: int
-    reason: str
-
-
-@dataclass
-class ImportReport:
-    """What an import did; also the shape stored on an import job."""
-
-    movies: Counts = field(default_factory=Counts)
-    users: Counts = field(default_factory=Counts)
-    ratings: Counts = field(default_factory=Counts)
-    tags: int = 0
-    bad_rows: int = 0
-    bad_samples: list[BadRow] = field(default_factory=list)
-    progress: dict[str, dict[str, int]] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def bad(self, file: str, line: int, reason: str) -> None:
-        self.bad_rows += 1
-        if len(self.bad_samples) < MAX_SAMPLES:
-            self.bad_samples.append(BadRow(file, line, reason))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class ImportCancelled(Exception):
-    """The operator cancelled the job; what was written so far stays (and is consistent)."""
-
-
-class Hooks:
-    """Progress and cancellation callbacks; the CLI draws bars, a job writes its document."""
-
-    async def file_started(self, name: str, total: int) -> None:
-        """Called before a file is read, with its number of data rows."""
-
-    async def advanced(self, name: str, rows: int, report: ImportReport) -> None:
-        """Called after each batch with the rows it covered."""
-
-    async def file_finished(self, name: str, report: ImportReport) -> None:
-        """Called when a file is done."""
-
-    async def cancelled(self) -> bool:
-        return False
-
-
-# ---- parsing ------------------------------------------------------------------------------
 
 
 def parse_title(raw: str) -> tuple[str, int | None]:
@@ -119,303 +57,96 @@ def parse_score(value: str) -> float | None:
     return score
 
 
-# ---- the importer -------------------------------------------------------------------------
+def parse_link(fields: list[str]) -> LinkRow | str:
+    """movieId,imdbId,tmdbId (either external id may be empty)."""
+    movie_id = _positive_int(fields[0])
+    imdb, tmdb_raw = fields[1].strip(), fields[2].strip()
+    tmdb = _positive_int(tmdb_raw) if tmdb_raw else None
+    if movie_id is None or (imdb and not imdb.isdigit()) or (tmdb_raw and not tmdb):
+        return "movieId, imdbId or tmdbId is not a number"
+    return LinkRow(movielens=movie_id, imdb=f"tt{imdb}" if imdb else None, tmdb=tmdb)
 
 
-class MovieLensImport:
-    """One run over one release; `dry_run` computes every count and writes nothing."""
-
-    def __init__(
-        self,
-        source: Source,
-        *,
-        hooks: Hooks | None = None,
-        dry_run: bool = False,
-        batch_size: int = BATCH_SIZE,
-        prior_votes: float = 10.0,
-    ) -> None:
-        self.source = source
-        self.hooks = hooks or Hooks()
-        self.dry_run = dry_run
-        self.batch_size = batch_size
-        self.prior_votes = prior_votes
-        self.report = ImportReport()
-        self.movie_ids: dict[int, ObjectId] = {}
-        self.user_ids: dict[int, ObjectId] = {}
-        self.new_users: set[ObjectId] = set()
-        self.touched_movies: set[ObjectId] = set()
-        self.touched_users: set[ObjectId] = set()
-        # Existing ratings of the users in the current batch (files are grouped by user).
-        self._existing: dict[ObjectId, dict[ObjectId, tuple[ObjectId, float, datetime]]] = {}
-
-    async def run(self) -> ImportReport:
-        names = ["links.csv", "movies.csv", "ratings.csv"] + [
-            n for n in OPTIONAL if self.source.has(n)
-        ]
-        for name in names:
-            self.report.progress[name] = {"done": 0, "total": self.source.count_rows(name)}
-        links = await self._timed("links.csv", self._read_links)
-        await self._timed("movies.csv", lambda: self._import_movies(links))
-        await self._timed("ratings.csv", self._import_ratings)
-        if self.source.has("tags.csv"):
-            await self._timed("tags.csv", self._count_tags)
-        if not self.dry_run:
-            started = time.perf_counter()
-            await aggregation.recompute_many(
-                movie_ids=self.touched_movies,
-                user_ids=self.touched_users,
-                prior_votes=self.prior_votes,
-            )
-            self.report.timings["aggregation"] = round(time.perf_counter() - started, 3)
-        return self.report
-
-    async def _timed(self, name: str, step: Any) -> Any:
-        await self.hooks.file_started(name, self.report.progress[name]["total"])
-        started = time.perf_counter()
-        result = await step()
-        self.report.timings[name] = round(time.perf_counter() - started, 3)
-        await self.hooks.file_finished(name, self.report)
-        return result
-
-    async def _advance(self, name: str, rows: int) -> None:
-        self.report.progress[name]["done"] += rows
-        await self.hooks.advanced(name, rows, self.report)
-        if await self.hooks.cancelled():
-            raise ImportCancelled()
-
-    # links.csv: small (one row per movie), kept in memory to join onto movies.csv
-
-    async def _read_links(self) -> dict[int, tuple[str | None, int | None]]:
-        links: dict[int, tuple[str | None, int | None]] = {}
-        name = "links.csv"
-        with self.source.rows(name) as rows:
-            for batch in chunked(rows, self.batch_size):
-                for line, fields, why in batch:
-                    if fields is None or len(fields) != 3:
-                        self.report.bad(name, line, why or "expected 3 fields")
-                        continue
-                    movie_id = _positive_int(fields[0])
-                    imdb, tmdb_raw = fields[1].strip(), fields[2].strip()
-                    tmdb = _positive_int(tmdb_raw) if tmdb_raw else None
-                    if movie_id is None or (imdb and not imdb.isdigit()) or (tmdb_raw and not tmdb):
-                        self.report.bad(name, line, "movieId, imdbId or tmdbId is not a number")
-                        continue
-                    links[movie_id] = (f"tt{imdb}" if imdb else None, tmdb)
-                await self._advance(name, len(batch))
-        return links
-
-    async def _import_movies(self, links: dict[int, tuple[str | None, int | None]]) -> None:
-        name = "movies.csv"
-        collection = Movie.get_motor_collection()
-        with self.source.rows(name) as rows:
-            for batch in chunked(rows, self.batch_size):
-                wanted: dict[int, dict[str, Any]] = {}
-                for line, fields, why in batch:
-                    if fields is None or len(fields) != 3:
-                        self.report.bad(name, line, why or "expected 3 fields")
-                        continue
-                    movie_id = _positive_int(fields[0])
-                    if movie_id is None or not fields[1].strip():
-                        self.report.bad(name, line, "movieId must be a positive integer, title set")
-                        continue
-                    if movie_id in wanted or movie_id in self.movie_ids:
-                        self.report.bad(name, line, f"duplicate movieId {movie_id}")
-                        continue
-                    title, year = parse_title(fields[1])
-                    imdb, tmdb = links.get(movie_id, (None, None))
-                    wanted[movie_id] = {
-                        "title": title,
-                        "title_key": title_key(title),
-                        "year": year,
-                        "genres": parse_genres(fields[2]),
-                        "external_ids": {"movielens": movie_id, "imdb": imdb, "tmdb": tmdb},
-                    }
-                await self._write_movies(collection, wanted)
-                await self._advance(name, len(batch))
-
-    async def _write_movies(self, collection: Any, wanted: dict[int, dict[str, Any]]) -> None:
-        if not wanted:
-            return
-        projection = {key: 1 for key in ("title", "year", "genres", "external_ids")}
-        existing = {}
-        for part in chunked(wanted):
-            async for doc in collection.find({"external_ids.movielens": {"$in": part}}, projection):
-                existing[doc["external_ids"]["movielens"]] = doc
-        now = utcnow()
-        inserts, updates = [], []
-        for movie_id, want in wanted.items():
-            have = existing.get(movie_id)
-            if have is None:
-                doc = Movie(**want).model_dump(by_alias=True, exclude={"id"})
-                doc["_id"] = ObjectId()
-                inserts.append(doc)
-                self.movie_ids[movie_id] = doc["_id"]
-                self.report.movies.inserted += 1
-                continue
-            self.movie_ids[movie_id] = have["_id"]
-            current = {k: have.get(k) for k in ("title", "year", "genres", "external_ids")}
-            target = {k: want[k] for k in current}
-            if current == target:
-                self.report.movies.unchanged += 1
-            else:
-                updates.append(
-                    UpdateOne({"_id": have["_id"]}, {"$set": {**want, "updated_at": now}})
-                )
-                self.report.movies.updated += 1
-        if not self.dry_run:
-            await _apply(collection, inserts, updates)
-
-    # ratings.csv: the large file, grouped by user in every MovieLens release
-
-    async def _import_ratings(self) -> None:
-        name = "ratings.csv"
-        with self.source.rows(name) as rows:
-            for batch in chunked(rows, self.batch_size):
-                parsed: list[tuple[int, int, ObjectId, float, datetime]] = []
-                for line, fields, why in batch:
-                    if fields is None or len(fields) != 4:
-                        self.report.bad(name, line, why or "expected 4 fields")
-                        continue
-                    user_id, movie_id = _positive_int(fields[0]), _positive_int(fields[1])
-                    score = parse_score(fields[2])
-                    try:
-                        rated_at = datetime.fromtimestamp(int(fields[3]), UTC)
-                    except (ValueError, OverflowError, OSError):
-                        rated_at = None
-                    if user_id is None or movie_id is None:
-                        self.report.bad(name, line, "userId and movieId must be positive integers")
-                    elif score is None:
-                        self.report.bad(
-                            name, line, f"rating {fields[2]!r} is not 0.5-5.0 in halves"
-                        )
-                    elif rated_at is None:
-                        self.report.bad(name, line, f"timestamp {fields[3]!r} is not a Unix time")
-                    elif movie_id not in self.movie_ids:
-                        self.report.bad(name, line, f"unknown movieId {movie_id}")
-                    else:
-                        parsed.append((line, user_id, self.movie_ids[movie_id], score, rated_at))
-                await self._write_ratings(parsed)
-                await self._advance(name, len(batch))
-
-    async def _resolve_users(self, movielens_ids: set[int]) -> None:
-        missing = [u for u in movielens_ids if u not in self.user_ids]
-        if not missing:
-            return
-        collection = User.get_motor_collection()
-        for part in chunked(missing):
-            query = {"external_ids.movielens": {"$in": part}}
-            async for doc in collection.find(query, {"_id": 1, "external_ids": 1}):
-                self.user_ids[doc["external_ids"]["movielens"]] = doc["_id"]
-                self.report.users.unchanged += 1
-        new = []
-        for movielens_id in missing:
-            if movielens_id in self.user_ids:
-                continue
-            user = User(
-                username=f"movielens-{movielens_id}",
-                display_name=f"MovieLens user {movielens_id}",
-                external_ids={"movielens": movielens_id},
-            )
-            doc = user.model_dump(by_alias=True, exclude={"id"})
-            doc["_id"] = ObjectId()
-            new.append(doc)
-            self.user_ids[movielens_id] = doc["_id"]
-            self.new_users.add(doc["_id"])
-        self.report.users.inserted += len(new)
-        if new and not self.dry_run:
-            await collection.insert_many(new, ordered=False)
-
-    async def _load_existing(self, users: set[ObjectId]) -> None:
-        # MovieLens files are grouped by user, so a small cache holds everyone still to come;
-        # an evicted user who does come back is read again from the database.
-        if len(self._existing) > _USER_CACHE:
-            for user in [u for u in self._existing if u not in users]:
-                del self._existing[user]
-                self.new_users.discard(user)
-        wanted = [u for u in users if u not in self._existing and u not in self.new_users]
-        for user in users:
-            self._existing.setdefault(user, {})
-        if not wanted:
-            return
-        projection = {"movie_id": 1, "user_id": 1, "score": 1, "rated_at": 1}
-        for part in chunked(wanted):
-            async for doc in Rating.get_motor_collection().find(
-                {"user_id": {"$in": part}}, projection
-            ):
-                self._existing[doc["user_id"]][doc["movie_id"]] = (
-                    doc["_id"],
-                    doc["score"],
-                    doc["rated_at"],
-                )
-
-    async def _write_ratings(
-        self, parsed: list[tuple[int, int, ObjectId, float, datetime]]
-    ) -> None:
-        if not parsed:
-            return
-        await self._resolve_users({p[1] for p in parsed})
-        users = {self.user_ids[p[1]] for p in parsed}
-        await self._load_existing(users)
-        inserts: list[dict[str, Any]] = []
-        updates: list[UpdateOne] = []
-        for _line, movielens_user, movie, score, rated_at in parsed:
-            user = self.user_ids[movielens_user]
-            have = self._existing[user].get(movie)
-            if have is None:
-                rating_id = ObjectId()
-                inserts.append(
-                    {
-                        "_id": rating_id,
-                        "movie_id": movie,
-                        "user_id": user,
-                        "score": score,
-                        "rated_at": rated_at,
-                        "updated_at": rated_at,
-                    }
-                )
-                self._existing[user][movie] = (rating_id, score, rated_at)
-                self.report.ratings.inserted += 1
-            elif have[1] == score and have[2] == rated_at:
-                self.report.ratings.unchanged += 1
-                continue
-            else:
-                change = {"score": score, "rated_at": rated_at, "updated_at": rated_at}
-                updates.append(UpdateOne({"_id": have[0]}, {"$set": change}))
-                self._existing[user][movie] = (have[0], score, rated_at)
-                self.report.ratings.updated += 1
-            self.touched_movies.add(movie)
-            self.touched_users.add(user)
-        if self.dry_run:
-            return
-        await _apply(Rating.get_motor_collection(), inserts, updates)
-
-    async def _count_tags(self) -> None:
-        # Tags are validated and counted; the product has no use for them yet.
-        name = "tags.csv"
-        with self.source.rows(name) as rows:
-            for batch in chunked(rows, self.batch_size):
-                for line, fields, why in batch:
-                    if fields is None or len(fields) != 4:
-                        self.report.bad(name, line, why or "expected 4 fields")
-                    else:
-                        self.report.tags += 1
-                await self._advance(name, len(batch))
+def parse_movie(fields: list[str]) -> MovieRow | str:
+    """movieId,title (year),genres|separated."""
+    movie_id = _positive_int(fields[0])
+    if movie_id is None or not fields[1].strip():
+        return "movieId must be a positive integer, title set"
+    title, year = parse_title(fields[1])
+    return MovieRow(movielens=movie_id, title=title, year=year, genres=parse_genres(fields[2]))
 
 
-async def _apply(collection: Any, inserts: list[dict[str, Any]], updates: list[UpdateOne]) -> None:
-    """Write one batch's difference: new documents, then changed ones."""
+def parse_rating(fields: list[str]) -> RatingRow | str:
+    """userId,movieId,rating,timestamp."""
+    user_id, movie_id = _positive_int(fields[0]), _positive_int(fields[1])
+    score = parse_score(fields[2])
     try:
-        # insert_many is several times faster than the same inserts inside a bulk_write.
-        if inserts:
-            await collection.insert_many(inserts, ordered=False)
-    except BulkWriteError as exc:
-        # Only a concurrent import of the same key can collide; anything else is real.
-        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-            raise
-    if updates:
-        await collection.bulk_write(updates, ordered=False)
+        rated_at = datetime.fromtimestamp(int(fields[3]), UTC)
+    except (ValueError, OverflowError, OSError):
+        rated_at = None
+    if user_id is None or movie_id is None:
+        return "userId and movieId must be positive integers"
+    if score is None:
+        return f"rating {fields[2]!r} is not 0.5-5.0 in halves"
+    if rated_at is None:
+        return f"timestamp {fields[3]!r} is not a Unix time"
+    return RatingRow(user=user_id, movie=movie_id, score=score, rated_at=rated_at)
 
 
-async def import_movielens(source: Source, **options: Any) -> ImportReport:
-    """Import one MovieLens release (see MovieLensImport for the options)."""
-    return await MovieLensImport(source, **options).run()
+def parse_tag(fields: list[str]) -> TagRow | str:
+    """userId,movieId,tag,timestamp: checked for shape only."""
+    user, movie = _positive_int(fields[0]) or 0, _positive_int(fields[1]) or 0
+    return TagRow(user=user, movie=movie, tag=fields[2])
+
+
+# file name -> (fields per line, parser)
+PARSERS: dict[str, tuple[int, Callable[[list[str]], Any]]] = {
+    "links.csv": (3, parse_link),
+    "movies.csv": (3, parse_movie),
+    "ratings.csv": (4, parse_rating),
+    "tags.csv": (4, parse_tag),
+}
+
+
+class MovieLensRelease:
+    """A MovieLens release as batches of parsed rows (`core.services.movielens.Release`)."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    def has(self, name: str) -> bool:
+        return self.source.has(name)
+
+    def count_rows(self, name: str) -> int:
+        return self.source.count_rows(name)
+
+    @contextmanager
+    def batches(self, name: str, size: int) -> Iterator[Iterator[list[Parsed]]]:
+        width, parse = PARSERS[name]
+
+        def parsed(rows: Any) -> Iterator[list[Parsed]]:
+            for batch in chunked(rows, size):
+                yield [
+                    (line, parse(fields))
+                    if fields is not None and len(fields) == width
+                    else (line, why or f"expected {width} fields")
+                    for line, fields, why in batch
+                ]
+
+        with self.source.rows(name) as rows:
+            yield parsed(rows)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+async def open_job_release(job: ImportJob, settings: Settings) -> MovieLensRelease:
+    """The release an import job names: downloaded (cached) from its URL, or read from its
+    path under the import root."""
+    if job.url:
+        path = await asyncio.to_thread(
+            fetch, job.url, cache_dir=settings.cache_dir, require_checksum=False, progress=False
+        )
+    else:
+        path = resolve_import_path(settings.imports_dir, job.path or "")[0]
+    return MovieLensRelease(Source(path))

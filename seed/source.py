@@ -10,12 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from core.services.movielens import ReleaseError
+
 REQUIRED = ("movies.csv", "links.csv", "ratings.csv")
 OPTIONAL = ("tags.csv",)
 _CHUNK = 1 << 20
 
 
-class SourceError(Exception):
+class SourceError(ReleaseError):
     """The dataset cannot be read at all (missing or unreadable file): the import fails."""
 
 

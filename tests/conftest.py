@@ -16,8 +16,8 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
 from api.app import create_app
-from api.cache import cache_for
-from api.settings import Settings
+from core.cache import cache_for
+from core.settings import Settings
 from models import DOCUMENT_MODELS
 from tests.services import TestServices, start_services, start_worker, stop_services
 
@@ -75,7 +75,7 @@ async def mongo(settings: Settings) -> AsyncIterator[AsyncIOMotorClient]:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    async with Redis.from_url(settings.broker_url, socket_timeout=10) as client:
+    async with Redis.from_url(settings.redis_url_required, socket_timeout=10) as client:
         yield client
 
 

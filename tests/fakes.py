@@ -6,7 +6,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from api.cache import Cache
+from core.cache import Cache
 
 # A disabled cache never talks to Redis.
 NO_CACHE = Cache(Redis(), prefix="unit:", ttl=1, enabled=False)

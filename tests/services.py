@@ -16,9 +16,10 @@ from pathlib import Path
 
 import redis
 
-from api import embedded
-from api.security import generate_keyset
-from api.settings import Settings
+from core import processes
+from core.security import generate_keyset
+from core.settings import Settings
+from embedded import stack as embedded
 
 
 @dataclass
@@ -46,7 +47,7 @@ def start_services(tmp: Path) -> TestServices:
     procs: list[subprocess.Popen] = []
     mongodb_url = os.environ.get("TEST_MONGODB_URL")
     if not mongodb_url:
-        port = embedded.free_port()
+        port = processes.free_port()
         procs.append(
             embedded.start_secantus(
                 storage=":memory:", port=port, log_file=tmp / "secantus.log", env=database_env()
@@ -55,7 +56,7 @@ def start_services(tmp: Path) -> TestServices:
         mongodb_url = f"mongodb://127.0.0.1:{port}"
     redis_url = os.environ.get("REDIS_URL", "")
     if not redis_url or not _redis_answers(redis_url):
-        port = embedded.free_port()
+        port = processes.free_port()
         procs.append(
             embedded.start_redis(port=port, workdir=tmp / "redis", log_file=tmp / "redis.log")
         )
@@ -99,7 +100,7 @@ def start_worker(services: TestServices, tmp: Path) -> None:
     """A real `celery -A workers worker` consuming this session's queue."""
     settings = services.settings
     log_file = tmp / "worker.log"
-    proc = embedded.spawn(
+    proc = processes.spawn(
         embedded.worker_command(settings.celery_queue, "--without-heartbeat"),
         env=settings_env(settings),
         log_file=log_file,
@@ -119,4 +120,4 @@ def stop_services(services: TestServices) -> None:
     procs = list(services.procs)
     if services.worker is not None:
         procs.append(services.worker)
-    embedded.stop(procs, timeout=20)
+    processes.stop(procs, timeout=20)

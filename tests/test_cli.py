@@ -10,7 +10,7 @@ import sys
 
 import aiohttp
 
-from api.embedded import free_port
+from core.processes import free_port
 from tests.conftest import PASSWORD
 from tests.services import settings_env
 

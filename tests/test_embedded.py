@@ -1,4 +1,4 @@
-"""`python -m api embedded` (what `make run` starts): the whole stack, then a clean stop."""
+"""`python -m embedded` (what `make run` starts): the whole stack, then a clean stop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import aiohttp
 
-from api.embedded import free_port
+from core.processes import free_port
 from tests.conftest import PASSWORD
 
 
@@ -40,7 +40,7 @@ async def test_embedded_stack_serves_rates_converges_and_stops(tmp_path):
         PORT=str(port), DATA_DIR=str(tmp_path), ENVIRONMENT="development", AGGREGATION_DELAY="0.05"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api", "embedded"],
+        [sys.executable, "-m", "embedded"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

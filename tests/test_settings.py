@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from api.security import TokenService, generate_keyset, load_keyset
-from api.settings import Settings
+from core.security import TokenService, generate_keyset, load_keyset
+from core.settings import Settings
 
 URLS = {"mongodb_url": "mongodb://db", "redis_url": "redis://cache"}
 

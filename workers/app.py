@@ -6,9 +6,9 @@ from typing import Any
 
 from celery import Celery, signals
 
-from api.logs import configure_logging
-from api.queue import RECONCILE, REFRESH_WEIGHTED, REQUEUE_STALE_IMPORTS, celery_config
-from api.settings import Settings
+from core.logs import configure_logging
+from core.queue import RECONCILE, REFRESH_WEIGHTED, REQUEUE_STALE_IMPORTS, celery_config
+from core.settings import Settings
 
 app = Celery("movie-ratings", include=["workers.tasks"])
 

@@ -17,11 +17,11 @@ from celery import signals
 from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
-from api import db
-from api.cache import Cache, cache_for
-from api.logs import request_id_var
-from api.queue import TaskQueue
-from api.settings import Settings
+from core import db
+from core.cache import Cache, cache_for
+from core.logs import request_id_var
+from core.queue import TaskQueue
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,7 +50,7 @@ def start_runtime() -> Runtime:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         mongo = loop.run_until_complete(db.connect(settings))
-        redis = Redis.from_url(settings.broker_url, socket_timeout=5)
+        redis = Redis.from_url(settings.redis_url_required, socket_timeout=5)
         cache = cache_for(settings, redis)
         _runtime = Runtime(
             settings=settings,

@@ -1,17 +1,16 @@
-"""Thin tasks: take ids, stay idempotent under acks_late, retry explicitly, call services."""
+"""Thin tasks: take ids, stay idempotent under acks_late, retry through Celery, call services."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from api.queue import (
+from core.queue import (
     AGGREGATE_MOVIE,
     AGGREGATE_USER,
     PURGE_MOVIE_RATINGS,
@@ -20,15 +19,23 @@ from api.queue import (
     REQUEUE_STALE_IMPORTS,
     RUN_IMPORT,
 )
-from api.services import aggregation
-from seed import jobs
+from core.services import aggregation, imports
+from seed.movielens import open_job_release
 from workers.app import app
 from workers.runtime import run, start_runtime
 
 log = logging.getLogger(__name__)
 TRANSIENT = (PyMongoError, RedisError, OSError)
-T = TypeVar("T")
-RETRY = {"acks_late": True, "bind": True, "max_retries": 8}
+# Transient database or broker errors retry with Celery's exponential backoff (1, 2, 4 … s,
+# at most 30 s, jittered), up to 8 times.
+RETRY = {
+    "acks_late": True,
+    "bind": True,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "max_retries": 8,
+}
 
 
 def _object_id(value: str) -> PydanticObjectId | None:
@@ -37,16 +44,6 @@ def _object_id(value: str) -> PydanticObjectId | None:
     except (InvalidId, TypeError):
         log.error("task got a malformed id; dropped", extra={"id": value})
         return None
-
-
-def _run(task: Any, coro: Coroutine[Any, Any, T]) -> T:
-    """Run a task's coroutine; transient database or broker errors retry with backoff."""
-    try:
-        return run(coro)
-    except TRANSIENT as exc:
-        countdown = min(2**task.request.retries * 0.5, 30)
-        log.warning("transient failure; retrying", extra={"task": task.name, "in": countdown})
-        raise task.retry(exc=exc, countdown=countdown) from exc
 
 
 @app.task(name=AGGREGATE_MOVIE, **RETRY)
@@ -58,7 +55,7 @@ def aggregate_movie(self: Any, movie_id: str) -> None:
     rt = start_runtime()
 
     async def work() -> None:
-        await rt.queue.claim("movie", movie_id)
+        await rt.queue.release_pending("movie", movie_id)
         found = await aggregation.recompute_movie_summary(
             movie_id=oid, prior_votes=rt.settings.rating_prior_votes
         )
@@ -66,7 +63,7 @@ def aggregate_movie(self: Any, movie_id: str) -> None:
             await rt.cache.movies_changed([movie_id])
         log.info("movie summary recomputed", extra={"movie_id": movie_id, "stored": found})
 
-    _run(self, work())
+    run(work())
 
 
 @app.task(name=AGGREGATE_USER, **RETRY)
@@ -78,13 +75,13 @@ def aggregate_user(self: Any, user_id: str) -> None:
     rt = start_runtime()
 
     async def work() -> None:
-        await rt.queue.claim("user", user_id)
+        await rt.queue.release_pending("user", user_id)
         found = await aggregation.recompute_user_stats(user_id=oid)
         if found:
             await rt.cache.users_changed([user_id])
         log.info("user stats recomputed", extra={"user_id": user_id, "stored": found})
 
-    _run(self, work())
+    run(work())
 
 
 @app.task(name=PURGE_MOVIE_RATINGS, **RETRY)
@@ -100,7 +97,7 @@ def purge_movie_ratings(self: Any, movie_id: str) -> None:
         await rt.queue.schedule_aggregation(user_ids=user_ids)
         log.info("movie ratings purged", extra={"movie_id": movie_id, "users": len(user_ids)})
 
-    _run(self, work())
+    run(work())
 
 
 @app.task(name=REFRESH_WEIGHTED, **RETRY)
@@ -112,7 +109,7 @@ def refresh_weighted(self: Any) -> None:
         if await aggregation.refresh_weighted_scores(prior_votes=rt.settings.rating_prior_votes):
             await rt.cache.everything_changed()
 
-    _run(self, work())
+    run(work())
 
 
 @app.task(name=RECONCILE, **RETRY)
@@ -126,7 +123,7 @@ def reconcile(self: Any) -> None:
             # recompute_many may also have moved C, and with it every weighted score.
             await rt.cache.everything_changed()
 
-    _run(self, work())
+    run(work())
 
 
 @app.task(name=RUN_IMPORT, **RETRY)
@@ -139,13 +136,15 @@ def run_import(self: Any, job_id: str) -> None:
 
     async def work() -> str | None:
         try:
-            return await jobs.run_job(job_id=oid, settings=rt.settings)
+            return await imports.run_job(
+                job_id=oid, settings=rt.settings, open_release=open_job_release
+            )
         finally:
             await rt.cache.everything_changed()  # even a failed import wrote some batches
 
     try:
-        status = _run(self, work())
-    except jobs.JobBusy as exc:
+        status = run(work())
+    except imports.JobBusy as exc:
         # A redelivery while the first worker may still be alive: look again once its
         # heartbeat would have gone stale.
         raise self.retry(exc=exc, countdown=rt.settings.import_stale_after, max_retries=20) from exc
@@ -158,11 +157,11 @@ def requeue_stale_imports(self: Any) -> None:
     rt = start_runtime()
 
     async def work() -> list[str]:
-        stale = await jobs.stale_jobs(stale_after=rt.settings.import_stale_after * 4)
+        stale = await imports.stale_jobs(stale_after=rt.settings.import_stale_after * 4)
         for job_id in stale:
             await rt.queue.send(RUN_IMPORT, job_id)
         return stale
 
-    stale = _run(self, work())
+    stale = run(work())
     if stale:
         log.warning("stale import jobs queued again", extra={"jobs": stale})

@@ -8,12 +8,12 @@ from urllib.parse import unquote_plus
 
 from aiohttp import web
 
-from api.errors import OAuthError
-from api.http import PUBLIC, docs, errors, json_response, problem
-from api.keys import LIMITER, OIDC, SETTINGS, TOKENS
+from api.appkeys import LIMITER, OIDC, SETTINGS, TOKENS
+from api.http import PUBLIC, docs, errors, json_response
 from api.ratelimit import Verdict
 from api.schemas import OAuthErrorSchema, TokenSchema
-from api.services import tokens as token_service
+from core.errors import OAuthError, TooManyRequests
+from core.services import tokens as token_service
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM = "application/x-www-form-urlencoded"
@@ -87,23 +87,19 @@ def _client_credentials(request: web.Request, form: dict[str, str]) -> tuple[str
 
 
 async def rate_limit(request: web.Request, account: str | None) -> Verdict | None:
+    """Count a login attempt per client IP (and per account); TooManyRequests past a limit."""
     settings = request.app[SETTINGS]
     window = settings.login_rate_window
     limits = [("ip", request.remote or "unknown", settings.login_rate_per_ip, window)]
     if account:
         limits.append(("account", account.lower(), settings.login_rate_per_account, window))
-    return await request.app[LIMITER].hit(limits)
-
-
-def too_many(request: web.Request, verdict: Verdict) -> web.Response:
-    return problem(
-        request,
-        status=429,
-        title="Too Many Requests",
-        detail=f"Too many attempts; try again in {verdict.reset} s.",
-        slug="rate-limited",
-        headers={**verdict.headers(), **NO_STORE},
-    )
+    verdict = await request.app[LIMITER].hit(limits)
+    if verdict is not None and not verdict.allowed:
+        raise TooManyRequests(
+            f"Too many attempts; try again in {verdict.reset} s.",
+            headers={**verdict.headers(), **NO_STORE},
+        )
+    return verdict
 
 
 async def _form(request: web.Request) -> dict[str, str]:
@@ -154,8 +150,6 @@ async def token(request: web.Request) -> web.Response:
             client = _client_credentials(request, form)
             account = f"client:{client[0]}"
         verdict = await rate_limit(request, account)
-        if verdict is not None and not verdict.allowed:
-            return too_many(request, verdict)
         if grant == "password":
             username, password = _required(form, "username", "password")
             pair = await token_service.password_grant(
@@ -228,9 +222,7 @@ async def revoke(request: web.Request) -> web.Response:
     """Revoke a refresh token (its whole family)."""
     try:
         form = await _form(request)
-        verdict = await rate_limit(request, None)
-        if verdict is not None and not verdict.allowed:
-            return too_many(request, verdict)
+        await rate_limit(request, None)
         (value,) = _required(form, "token")
         await token_service.revoke(token=value, hint=form.get("token_type_hint"))
     except OAuthError as exc:

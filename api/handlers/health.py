@@ -8,8 +8,8 @@ import os
 from aiohttp import web
 from aiohttp_apigami import response_schema
 
+from api.appkeys import MONGO, REDIS
 from api.http import docs, errors, json_response, problem
-from api.keys import MONGO, REDIS
 from api.schemas import HealthSchema
 
 _PROBE_TIMEOUT = 2.0

@@ -8,10 +8,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 
-from api.errors import InvalidInput
-from api.handlers import caller_id
+from api.appkeys import QUEUE, SETTINGS
+from api.handlers import person_id
 from api.http import authenticated, docs, errors, json_response, next_url
-from api.keys import QUEUE, SETTINGS
 from api.schemas import (
     ImportCreateSchema,
     ImportIdPath,
@@ -19,13 +18,13 @@ from api.schemas import (
     ImportPageSchema,
     PageQuery,
 )
-from api.services import imports as import_service
+from core.errors import InvalidInput
+from core.services import imports as import_service
 from models import ImportJob
 
 _job = ImportJobSchema()
 _jobs = ImportJobSchema(many=True)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-_EMPTY_COUNTS = {"inserted": 0, "updated": 0, "unchanged": 0}
 
 
 def job_view(job: ImportJob) -> dict[str, Any]:
@@ -48,15 +47,13 @@ def job_view(job: ImportJob) -> dict[str, Any]:
                 "finished_at",
             }
         ),
-        "progress": report.get("progress", {}),
-        "counts": {
-            "movies": report.get("movies", _EMPTY_COUNTS),
-            "users": report.get("users", _EMPTY_COUNTS),
-            "ratings": report.get("ratings", _EMPTY_COUNTS),
-            "tags": report.get("tags", 0),
+        "progress": {name: p.model_dump() for name, p in report.progress.items()},
+        "counts": report.model_dump(include={"movies", "users", "ratings", "tags"}),
+        "bad_rows": {
+            "count": report.bad_rows,
+            "samples": [b.model_dump() for b in report.bad_samples],
         },
-        "bad_rows": {"count": report.get("bad_rows", 0), "samples": report.get("bad_samples", [])},
-        "timings": report.get("timings", {}),
+        "timings": report.timings,
     }
 
 
@@ -83,7 +80,7 @@ async def create_import(request: web.Request) -> web.Response:
     job, _ = await import_service.create_job(
         body=request["json"],
         idempotency_key=key,
-        created_by=caller_id(request),
+        created_by=person_id(request),
         import_root=request.app[SETTINGS].imports_dir,
         queue=request.app[QUEUE],
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 
-from api.cache import CACHED_ROWS
+from api.appkeys import CACHE, QUEUE
 from api.http import (
     PUBLIC,
     authenticated,
@@ -16,7 +16,6 @@ from api.http import (
     json_response,
     next_url,
 )
-from api.keys import CACHE, QUEUE
 from api.schemas import (
     MovieCreateSchema,
     MovieIdPath,
@@ -25,7 +24,8 @@ from api.schemas import (
     MoviePublicSchema,
     MovieUpdateSchema,
 )
-from api.services import movies as movie_service
+from core.cache import CACHED_ROWS
+from core.services import movies as movie_service
 
 _movie = MoviePublicSchema()
 _movies = MoviePublicSchema(many=True)

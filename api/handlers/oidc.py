@@ -5,13 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 from authlib.common.urls import add_params_to_uri
 
-from api.handlers import caller_id
-from api.handlers.auth import NO_STORE, rate_limit, token_body, too_many
+from api.appkeys import OIDC, SETTINGS, TOKENS
+from api.handlers import person_id
+from api.handlers.auth import NO_STORE, rate_limit, token_body
 from api.http import authenticated, docs, errors, json_response
-from api.keys import OIDC, SETTINGS, TOKENS
-from api.oidc import LoginFailed
-from api.services import identities as identity_service
-from api.services import tokens as token_service
+from core.oidc import LoginFailed
+from core.services import identities as identity_service
+from core.services import tokens as token_service
 
 _RESPONSE_PARAM = {
     "in": "query",
@@ -44,9 +44,7 @@ def _response_mode(request: web.Request) -> str:
 )
 async def login(request: web.Request) -> web.StreamResponse:
     """Start the authorization code flow."""
-    verdict = await rate_limit(request, None)
-    if verdict is not None and not verdict.allowed:
-        return too_many(request, verdict)
+    await rate_limit(request, None)
     provider = request.match_info["provider"]
     url = await request.app[OIDC].authorization_url(
         provider,
@@ -70,7 +68,7 @@ async def link(request: web.Request) -> web.Response:
         provider,
         redirect_uri=_redirect_uri(request, provider),
         response=_response_mode(request),
-        link_user=str(caller_id(request)),
+        link_user=str(person_id(request)),
     )
     return json_response({"authorization_url": url}, headers=NO_STORE)
 
@@ -90,9 +88,7 @@ async def link(request: web.Request) -> web.Response:
 )
 async def callback(request: web.Request) -> web.StreamResponse:
     """Check state, exchange the code, verify the ID token, find or create the user."""
-    verdict = await rate_limit(request, None)
-    if verdict is not None and not verdict.allowed:
-        return too_many(request, verdict)
+    await rate_limit(request, None)
     oidc, settings = request.app[OIDC], request.app[SETTINGS]
     provider = request.match_info["provider"]
     oidc.provider(provider)  # 404 for an unknown one, before anything else

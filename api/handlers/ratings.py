@@ -6,8 +6,8 @@ from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 from beanie import PydanticObjectId
 
-from api.cache import CACHED_ROWS
-from api.handlers import caller_id
+from api.appkeys import CACHE, QUEUE
+from api.handlers import person_id
 from api.http import (
     PRIVATE,
     PUBLIC,
@@ -19,7 +19,6 @@ from api.http import (
     json_response,
     next_url,
 )
-from api.keys import CACHE, QUEUE
 from api.schemas import (
     MovieIdPath,
     PageQuery,
@@ -31,7 +30,8 @@ from api.schemas import (
     RatingPutSchema,
     UserIdPath,
 )
-from api.services import ratings as rating_service
+from core.cache import CACHED_ROWS
+from core.services import ratings as rating_service
 
 _rating = RatingPublicSchema()
 _ratings = RatingPublicSchema(many=True)
@@ -51,7 +51,7 @@ _profile_items = ProfileItemSchema(many=True)
 async def put_rating(request: web.Request) -> web.Response:
     """Set the caller's score for a movie."""
     rating, created = await rating_service.put_rating(
-        user_id=caller_id(request),
+        user_id=person_id(request),
         movie_id=request["match_info"]["movie_id"],
         score=request["json"]["score"],
         queue=request.app[QUEUE],
@@ -67,7 +67,7 @@ async def put_rating(request: web.Request) -> web.Response:
 async def get_rating(request: web.Request) -> web.Response:
     """The caller's rating of one movie."""
     rating = await rating_service.get_rating(
-        user_id=caller_id(request), movie_id=request["match_info"]["movie_id"]
+        user_id=person_id(request), movie_id=request["match_info"]["movie_id"]
     )
     return cached_json(request, _rating.dump(rating), cache_control=PRIVATE)
 
@@ -82,7 +82,7 @@ async def get_rating(request: web.Request) -> web.Response:
 async def delete_rating(request: web.Request) -> web.Response:
     """Delete the caller's rating of one movie."""
     await rating_service.delete_rating(
-        user_id=caller_id(request),
+        user_id=person_id(request),
         movie_id=request["match_info"]["movie_id"],
         queue=request.app[QUEUE],
         cache=request.app[CACHE],
@@ -104,9 +104,8 @@ async def list_movie_ratings(request: web.Request) -> web.Response:
     return cached_json(request, body, cache_control=PUBLIC)
 
 
-async def _profile(
-    request: web.Request, user_id: PydanticObjectId, cache_control: str
-) -> web.Response:
+async def _profile(request: web.Request, user_id: PydanticObjectId, *, own: bool) -> web.Response:
+    cache_control = PRIVATE if own else PUBLIC
     sort, offset, limit = (request["querystring"][k] for k in ("sort", "offset", "limit"))
 
     async def load() -> dict:
@@ -122,9 +121,7 @@ async def _profile(
         return cached_json(request, await load(), cache_control=cache_control)
     key = request.app[CACHE].profile(user_id, sort, offset, limit)
     # One's own profile skips the process-local copy: it must show one's write at once.
-    return await cached_read(
-        request, key, load, cache_control=cache_control, near=cache_control is not PRIVATE
-    )
+    return await cached_read(request, key, load, cache_control=cache_control, near=not own)
 
 
 @docs(tags=["ratings"], summary="What a user rated", responses=errors(404, 422))
@@ -133,7 +130,7 @@ async def _profile(
 @response_schema(ProfilePageSchema, 200)
 async def user_ratings(request: web.Request) -> web.Response:
     """A page of a user's rated movies."""
-    return await _profile(request, request["match_info"]["user_id"], PUBLIC)
+    return await _profile(request, request["match_info"]["user_id"], own=False)
 
 
 @docs(tags=["ratings"], summary="What you rated", responses=errors(422))
@@ -142,4 +139,4 @@ async def user_ratings(request: web.Request) -> web.Response:
 @response_schema(ProfilePageSchema, 200)
 async def my_ratings(request: web.Request) -> web.Response:
     """A page of the caller's rated movies."""
-    return await _profile(request, caller_id(request), PRIVATE)
+    return await _profile(request, person_id(request), own=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, response_schema
 
-from api.handlers import caller_id
+from api.appkeys import CACHE
+from api.handlers import person_id
 from api.http import (
     PRIVATE,
     PUBLIC,
@@ -16,7 +17,6 @@ from api.http import (
     errors,
     json_response,
 )
-from api.keys import CACHE
 from api.schemas import (
     UserCreateSchema,
     UserIdPath,
@@ -24,7 +24,7 @@ from api.schemas import (
     UserPublicSchema,
     UserUpdateSchema,
 )
-from api.services import users as user_service
+from core.services import users as user_service
 
 _public = UserPublicSchema()
 _private = UserPrivateSchema()
@@ -66,7 +66,7 @@ async def get_user(request: web.Request) -> web.Response:
 @response_schema(UserPrivateSchema, 200)
 async def get_me(request: web.Request) -> web.Response:
     """The caller's own account."""
-    user = await user_service.get_user(user_id=caller_id(request))
+    user = await user_service.get_user(user_id=person_id(request))
     return cached_json(request, _private.dump(user), cache_control=PRIVATE)
 
 
@@ -80,6 +80,6 @@ async def get_me(request: web.Request) -> web.Response:
 @response_schema(UserPrivateSchema, 200)
 async def update_me(request: web.Request) -> web.Response:
     """Apply the caller's changes to their own account."""
-    user = await user_service.get_user(user_id=caller_id(request))
+    user = await user_service.get_user(user_id=person_id(request))
     user = await user_service.update_user(user=user, cache=request.app[CACHE], **request["json"])
     return json_response(_private.dump(user))

@@ -109,7 +109,7 @@ def _forge(settings, claims, *, key=None, alg="ES256", kid=None):
 
 
 def _real_key(settings):
-    from api.security import load_keyset
+    from core.security import load_keyset
 
     return load_keyset(settings).keys[0]
 

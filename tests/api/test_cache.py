@@ -13,10 +13,11 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from api import embedded
 from api.app import create_app
-from api.cache import cache_for
-from api.queue import RECONCILE, make_producer
+from core import processes
+from core.cache import cache_for
+from core.queue import RECONCILE, make_producer
+from embedded import stack as embedded
 from tests.conftest import API, Api, eventually
 
 
@@ -46,7 +47,7 @@ async def test_another_process_invalidation_reaches_the_in_process_copy(api, cli
     await client.get(url)
     assert calls(await client.get(url)) == 0
     # A worker (another process, another Cache) stores a new summary and says so.
-    async with Redis.from_url(settings.broker_url) as redis:
+    async with Redis.from_url(settings.redis_url_required) as redis:
         await cache_for(settings, redis).movies_changed([movie["id"]])
 
     async def reloaded() -> bool:
@@ -126,7 +127,7 @@ async def test_a_value_loaded_before_an_invalidation_is_never_served_after_it(se
 async def test_reads_bypass_a_stopped_redis_and_aggregation_catches_up(
     aiohttp_client: Any, settings, db, tmp_path, caplog
 ):
-    port = embedded.free_port()
+    port = processes.free_port()
     own_redis = embedded.start_redis(port=port, workdir=tmp_path / "redis")
     # Without the in-process copy, so every read below shows where it was served from.
     app_settings = settings.model_copy(
@@ -141,8 +142,8 @@ async def test_reads_bypass_a_stopped_redis_and_aggregation_catches_up(
         await client.get(url)
         assert calls(await client.get(url)) == 0  # cached
 
-        embedded.stop([own_redis])
-        caplog.set_level(logging.WARNING, logger="api.cache")
+        processes.stop([own_redis])
+        caplog.set_level(logging.WARNING, logger="core.cache")
         for _ in range(3):
             resp = await client.get(url)
             assert resp.status == 200 and calls(resp) == 1  # straight from MongoDB
@@ -170,7 +171,7 @@ async def test_reads_bypass_a_stopped_redis_and_aggregation_catches_up(
         user = await db.users.find_one({"_id": _oid(fan["id"])})
         assert user["stats"]["count"] == 1
     finally:
-        embedded.stop([own_redis])
+        processes.stop([own_redis])
 
 
 def _oid(value: str) -> Any:
@@ -186,7 +187,7 @@ async def test_shutdown_ends_the_listener_even_when_redis_swallows_its_cancellat
     # expires; this makes every cancellation land that way.
     from redis.asyncio.client import PubSub
 
-    from api.keys import CACHE
+    from api.appkeys import NEAR
 
     get_message = PubSub.get_message
 
@@ -200,7 +201,7 @@ async def test_shutdown_ends_the_listener_even_when_redis_swallows_its_cancellat
     client = await aiohttp_client(create_app(settings))
 
     async def subscribed() -> bool:
-        return client.app[CACHE].near.live
+        return client.app[NEAR].live
 
     await eventually(subscribed)
     await asyncio.wait_for(client.close(), timeout=10)

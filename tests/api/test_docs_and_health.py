@@ -46,7 +46,7 @@ async def test_health_and_ready(client, db):
 
 
 async def test_ready_reports_a_dead_dependency(client, db, monkeypatch):
-    from api.keys import REDIS
+    from api.appkeys import REDIS
 
     redis = client.app[REDIS]
 

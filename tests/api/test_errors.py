@@ -54,7 +54,7 @@ async def test_request_id_is_echoed_or_generated(client, db):
 
 
 async def test_unexpected_error_is_logged_once_and_hidden(client, db, monkeypatch, caplog):
-    from api.services import movies
+    from core.services import movies
 
     async def boom(**kwargs):
         raise RuntimeError("secret internals")
@@ -71,7 +71,7 @@ async def test_json_log_lines_carry_the_request_id():
     import json
     import logging
 
-    from api.logs import JsonFormatter, request_id_var
+    from core.logs import JsonFormatter, request_id_var
 
     token = request_id_var.set("rid-1")
     try:

@@ -25,11 +25,11 @@ from joserfc.jwk import KeySet, RSAKey
 from pydantic import SecretStr
 from yarl import URL
 
-from api import embedded
 from api.app import create_app
-from api.keys import OIDC, SETTINGS
-from api.oidc import LoginFailed, OIDCClient
-from api.settings import OIDCProvider
+from api.appkeys import OIDC, SETTINGS
+from core import processes
+from core.oidc import LoginFailed, OIDCClient
+from core.settings import OIDCProvider
 from tests.conftest import API, Api
 
 FRONTEND = "http://127.0.0.1:9/app"  # never fetched: the test reads the redirect itself
@@ -96,7 +96,7 @@ async def register_client(iam: Any, redirect_uri: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def loopback(aiohttp_client, settings, db, redis, iam_server) -> Loopback:
-    port = embedded.free_port()
+    port = processes.free_port()
     base = f"http://127.0.0.1:{port}"
     registered = await register_client(iam_server, f"{base}{API}/auth/callback/loopback")
     provider = OIDCProvider(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from core import db as core_db
 from tests.conftest import API, eventually
 
 
@@ -40,6 +41,12 @@ async def test_put_get_change_delete_rating(api, client, db):
     assert (await client.delete(url, headers=alice["auth"])).status == 404
     summary = await eventually(lambda: _summary(client, movie["id"], 0))
     assert summary["mean"] is None and summary["weighted"] is None
+
+
+async def test_put_rating_through_find_and_modify(api, client, db, monkeypatch):
+    """The MongoDB profile's path (one findAndModify per write), on whatever server runs here."""
+    monkeypatch.setattr(core_db, "_profile", core_db.MONGODB)
+    await test_put_get_change_delete_rating(api, client, db)
 
 
 async def test_invalid_scores_are_422_and_change_nothing(api, client, db):

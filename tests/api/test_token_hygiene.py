@@ -12,7 +12,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from api.app import create_app
-from api.logs import JsonFormatter
+from core.logs import JsonFormatter
 from tests.conftest import API, PASSWORD, Api
 from tests.services import settings_env
 

@@ -87,7 +87,7 @@ def test_bad_names_and_schemes(tmp_path):
 
 
 async def test_unreachable_server_is_a_clear_error(tmp_path):
-    from api.embedded import free_port
+    from core.processes import free_port
 
     url = f"http://127.0.0.1:{free_port()}/ml-latest-small.zip"
     with pytest.raises(DownloadError, match="checksum request failed"):

@@ -10,9 +10,11 @@ import pytest
 from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from api import embedded
+from core import processes
+from core.services.movielens import Hooks, ImportCancelled, MovieLensImport
+from embedded import stack as embedded
 from models import DOCUMENT_MODELS
-from seed.movielens import Hooks, ImportCancelled, MovieLensImport, parse_genres, parse_title
+from seed.movielens import MovieLensRelease, parse_genres, parse_title
 from seed.source import Source
 from tests.seed.releases import MOVIES, RATINGS, write_release, zip_release
 from tests.services import database_env
@@ -26,7 +28,7 @@ async def own_db(tmp_path):
     """Beanie on a SecantusDB of this test's own, gone with it: 100k ratings written and then
     deleted in the session's shared server leave it slower for every later test (deleting
     them alone took 21 s, and a second import 3.5x as long as the first)."""
-    port = embedded.free_port()
+    port = processes.free_port()
     proc = embedded.start_secantus(
         storage=str(tmp_path / "db"),
         port=port,
@@ -42,11 +44,11 @@ async def own_db(tmp_path):
         yield database
     finally:
         client.close()
-        embedded.stop([proc])
+        processes.stop([proc])
 
 
 async def _import(path, **options):
-    source = Source(path)
+    source = MovieLensRelease(Source(path))
     try:
         return await MovieLensImport(
             source, batch_size=options.pop("batch_size", 2), **options
@@ -100,7 +102,7 @@ async def test_import_then_reimport_changes_nothing(odm, tmp_path):
     first = await _import(folder)
     assert (first.movies.inserted, first.users.inserted, first.ratings.inserted) == (4, 3, 6)
     assert first.tags == 2 and first.bad_rows == 0
-    assert first.progress["ratings.csv"] == {"done": 6, "total": 6}
+    assert first.progress["ratings.csv"].model_dump() == {"done": 6, "total": 6}
     before = await _snapshot(odm)
     second = await _import(zip_release(folder, tmp_path / "rel.zip"))
     assert (second.movies.unchanged, second.users.unchanged, second.ratings.unchanged) == (4, 3, 6)

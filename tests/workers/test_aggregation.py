@@ -9,8 +9,8 @@ from beanie import PydanticObjectId
 from redis.asyncio import Redis
 
 from api.app import create_app
-from api.queue import AGGREGATE_MOVIE, REFRESH_WEIGHTED, TaskQueue, make_producer, pending_key
-from api.services import aggregation
+from core.queue import AGGREGATE_MOVIE, REFRESH_WEIGHTED, TaskQueue, make_producer, pending_key
+from core.services import aggregation
 from models import Movie
 from tests.conftest import API, Api, eventually, worker_log
 
@@ -25,13 +25,14 @@ class RecordingCelery:
 
 async def test_writes_are_coalesced_while_a_recomputation_is_pending(settings, client):
     celery = RecordingCelery()
-    async with Redis.from_url(settings.broker_url) as redis:
+    async with Redis.from_url(settings.redis_url_required) as redis:
         queue = TaskQueue(celery=celery, redis=redis, settings=settings)  # type: ignore[arg-type]
         movie_id = str(PydanticObjectId())
         for _ in range(10):
             await queue.schedule_aggregation(movie_ids=[movie_id])
         assert celery.sent == [(AGGREGATE_MOVIE, [movie_id])]
-        await queue.claim("movie", movie_id)  # the task started: the next write needs a task
+        # The task started: the next write needs a task of its own.
+        await queue.release_pending("movie", movie_id)
         await queue.schedule_aggregation(movie_ids=[movie_id])
         assert len(celery.sent) == 2
         await redis.delete(pending_key("movie", movie_id))

@@ -1,4 +1,4 @@
-"""Services: keyword-only async functions that own every query."""
+"""Services: keyword-only async functions that own every query and raise domain errors."""
 
 from __future__ import annotations
 
@@ -6,15 +6,23 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from pymongo.errors import DuplicateKeyError
+
+from core.db import server_profile
+
 T = TypeVar("T")
 
-# SecantusDB matches $in by scanning its list for every document, so a long list costs
-# quadratically (5,000 ids: 15 s; 100 ids: 13 ms). Long lists are sent in chunks of this size.
-IN_CHUNK = 100
+
+def duplicate_field(exc: DuplicateKeyError) -> str | None:
+    """The first field of the unique index a write collided with (the server's keyPattern)."""
+    pattern = (exc.details or {}).get("keyPattern") or {}
+    return next(iter(pattern), None)
 
 
-def chunked(items: Iterable[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
-    """Consecutive lists of at most `size` items."""
+def chunked(items: Iterable[T], size: int | None = None) -> Iterator[list[T]]:
+    """Consecutive lists of at most `size` items; by default as many as one $in may hold on
+    the server in use (see `core.db.ServerProfile`)."""
+    size = size or server_profile().in_list_max
     batch: list[T] = []
     for item in items:
         batch.append(item)

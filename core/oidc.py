@@ -28,8 +28,8 @@ from joserfc.jwk import KeySet
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from api.errors import DomainError, NotFound, ServiceUnavailable
-from api.settings import OIDCProvider, Settings
+from core.errors import DomainError, NotFound, ServiceUnavailable
+from core.settings import OIDCProvider, Settings
 
 # Asymmetric algorithms only: never "none", never an HMAC keyed with the client secret.
 SIGNING_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"}

@@ -12,9 +12,9 @@ from datetime import timedelta
 
 from beanie import PydanticObjectId
 
-from api.errors import InvalidInput, OAuthError
-from api.security import CLIENT_SCOPES, CLIENT_SUBJECT, TokenService, scopes_for_role
-from api.services import users as user_service
+from core.errors import InvalidInput, OAuthError
+from core.security import CLIENT_SCOPES, CLIENT_SUBJECT, TokenService, scopes_for_role
+from core.services import users as user_service
 from models import ApiClient, RefreshToken, User, utcnow
 
 log = logging.getLogger(__name__)

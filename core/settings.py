@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Where `make run` records the URLs of the stack it started, inside DATA_DIR.
+EMBEDDED_FILE = "embedded.json"
 PLACEHOLDERS = {"changethis", "changeme", "secret", "password", ""}
 
 
@@ -104,7 +107,8 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def broker_url(self) -> str:
+    def redis_url_required(self) -> str:
+        """REDIS_URL, which every process needs (broker, cache, rate limits, login state)."""
         if self.redis_url is None:
             raise ValueError("REDIS_URL is not set")
         return self.redis_url
@@ -120,3 +124,19 @@ class Settings(BaseSettings):
     @property
     def signing_keys_file(self) -> Path:
         return self.data_dir / "jwks.json"
+
+
+def read_embedded_urls(data_dir: Path) -> dict[str, str]:
+    """URLs of a running embedded stack, for commands such as create-admin."""
+    path = data_dir / EMBEDDED_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def with_embedded_urls(settings: Settings) -> Settings:
+    """Settings for an operator command: MONGODB_URL unset means the running `make run`."""
+    if settings.mongodb_url is not None:
+        return settings
+    urls = read_embedded_urls(settings.data_dir)
+    if not urls:
+        raise RuntimeError("MONGODB_URL is not set and no embedded stack (make run) is running")
+    return settings.model_copy(update=urls)

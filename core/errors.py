@@ -12,10 +12,11 @@ class DomainError(Exception):
     title = "Bad Request"
     slug = "bad-request"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any):
         super().__init__(detail)
         self.detail = detail
-        self.extra = extra
+        self.headers = headers or {}  # response headers the answer must carry
+        self.extra = extra  # further members of the problem body
 
 
 class NotFound(DomainError):
@@ -48,6 +49,12 @@ class InvalidInput(DomainError):
     def __init__(self, detail: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
         self.errors = errors or {}
+
+
+class TooManyRequests(DomainError):
+    """Over a rate limit; `headers` carry Retry-After and the RateLimit fields."""
+
+    status, title, slug = 429, "Too Many Requests", "rate-limited"
 
 
 class ServiceUnavailable(DomainError):

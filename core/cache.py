@@ -21,13 +21,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from api.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,83 +76,16 @@ class RedisHealth:
         return True
 
 
-@dataclass(frozen=True, slots=True)
-class NearEntry:
-    """A whole public response, as this process last served it."""
+class LocalCopy(Protocol):
+    """A process's own copy of cached responses (the API's near cache), kept in step with
+    every invalidation; `live` only while the invalidation channel is subscribed."""
 
-    expires: float
-    version: str
-    stamp: tuple[int, int]
-    body: bytes
-    etag: str
-    cache_control: str
+    live: bool
+    hits: int
 
+    def invalidate(self, version_keys: Iterable[str], *, epoch_key: str) -> None: ...
 
-class NearCache:
-    """This process's copy of hot public responses, keyed by URL: served before routing
-    checks, validation or Redis.
-
-    Entries are stamped with the local generation of their version key (and a local epoch)
-    taken before their value was read. Every invalidation bumps the generation here at once
-    (this process's writes) or when the Redis channel announces it (other processes'
-    writes), so an entry read before an invalidation never matches afterwards. It is used
-    only while subscribed: a dropped subscription may have missed invalidations, so
-    resubscribing starts from empty. `ttl` bounds what a lost message could cost.
-    """
-
-    def __init__(self, *, ttl: float, max_entries: int = 20_000) -> None:
-        self._ttl = ttl
-        self._max = max_entries
-        self._entries: dict[str, NearEntry] = {}
-        self._generations: dict[str, int] = {}
-        self._epoch = 0
-        self.live = False
-        self.hits = 0  # since the last flush to the shared counters
-
-    def stamp(self, version: str) -> tuple[int, int]:
-        return (self._epoch, self._generations.get(version, 0))
-
-    def get(self, url: str) -> NearEntry | None:
-        if not self.live:
-            return None
-        entry = self._entries.get(url)
-        if entry is None or entry.stamp != self.stamp(entry.version):
-            return None
-        if entry.expires < time.monotonic():
-            del self._entries[url]
-            return None
-        self.hits += 1
-        return entry
-
-    def put(
-        self,
-        url: str,
-        *,
-        version: str,
-        stamp: tuple[int, int],
-        body: bytes,
-        etag: str,
-        cache_control: str,
-    ) -> None:
-        if not self.live or stamp != self.stamp(version):
-            return  # invalidated while it was read: do not keep it
-        if len(self._entries) >= self._max:
-            self.reset()  # crude but safe: a new epoch, nothing stale survives
-            return
-        expires = time.monotonic() + self._ttl
-        self._entries[url] = NearEntry(expires, version, stamp, body, etag, cache_control)
-
-    def invalidate(self, version_keys: Iterable[str], *, epoch_key: str) -> None:
-        for version_key in version_keys:
-            if version_key == epoch_key:
-                self.reset()
-            else:
-                self._generations[version_key] = self._generations.get(version_key, 0) + 1
-
-    def reset(self) -> None:
-        self._entries.clear()
-        self._generations.clear()
-        self._epoch += 1
+    def reset(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +106,7 @@ class Cache:
         jitter: float = 0.1,
         health: RedisHealth | None = None,
         enabled: bool = True,
-        near_ttl: float = 0.0,
+        near: LocalCopy | None = None,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -186,7 +119,7 @@ class Cache:
         self.epoch_key = f"{prefix}v:epoch"
         self.stats_key = f"{prefix}cache:stats"
         self.channel = f"{prefix}cache:invalidations"
-        self.near = NearCache(ttl=near_ttl) if near_ttl > 0 and enabled else None
+        self.near = near if enabled else None
 
     # ---- keys ------------------------------------------------------------------------------
 
@@ -336,12 +269,6 @@ class Cache:
             finally:
                 self.near.live = False
 
-    async def stats(self) -> dict[str, int]:
-        """Hits and misses counted by every process sharing this Redis: `near_hits` were
-        served from a process's own copy, `hits` and `misses` asked Redis."""
-        raw = await self._redis.hgetall(self.stats_key)  # type: ignore[misc]
-        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
-
     async def clear(self) -> None:
         """Drop every key of this namespace (tests, operators)."""
         keys = [k async for k in self._redis.scan_iter(match=f"{self._prefix}*", count=1000)]
@@ -349,7 +276,12 @@ class Cache:
             await self._redis.delete(*keys[start : start + 1000])
 
 
-def cache_for(settings: Settings, redis: Redis, health: RedisHealth | None = None) -> Cache:
+def cache_for(
+    settings: Settings,
+    redis: Redis,
+    health: RedisHealth | None = None,
+    near: LocalCopy | None = None,
+) -> Cache:
     """The cache every process of one deployment shares: namespaced by its database."""
     return Cache(
         redis,
@@ -357,5 +289,5 @@ def cache_for(settings: Settings, redis: Redis, health: RedisHealth | None = Non
         ttl=settings.cache_ttl,
         health=health,
         enabled=settings.cache_enabled,
-        near_ttl=settings.cache_near_ttl,
+        near=near,
     )

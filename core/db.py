@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextvars
+from dataclasses import dataclass
 
 from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import monitoring
 
-from api.settings import Settings
+from core.settings import Settings
 from models import DOCUMENT_MODELS
 
 # The commands sent on behalf of the current request (motor copies the context into the
@@ -33,6 +34,36 @@ class CommandCounter(monitoring.CommandListener):
         pass
 
 
+@dataclass(frozen=True, slots=True)
+class ServerProfile:
+    """What is cheap on the database server in use: the one switch every workaround for the
+    embedded server (SecantusDB) reads. MongoDB gets the plain form. Figures from
+    `make bench-embedded` (python -m bench.embedded_server), on SecantusDB."""
+
+    name: str
+    in_list_max: int  # the longest $in list sent in one query
+    find_and_modify: bool  # change-and-read in one findAndModify, else a write plus a read
+
+
+MONGODB = ServerProfile("mongodb", in_list_max=10_000, find_and_modify=True)
+# SecantusDB matches $in by scanning the list for every document (2,000 ids at once: 44 s;
+# in chunks of 100: 2.1 s), and findAndModify on an existing document takes ~85 ms against
+# ~3.3 ms for update_one plus find_one.
+SECANTUSDB = ServerProfile("secantusdb", in_list_max=100, find_and_modify=False)
+_profile = SECANTUSDB  # the cautious default until connect() has asked the server
+
+
+def server_profile() -> ServerProfile:
+    """The profile of the server this process connected to."""
+    return _profile
+
+
+def use_profile(profile: ServerProfile) -> None:
+    """Set the profile (connect() does; tests force one to cover both code paths)."""
+    global _profile
+    _profile = profile
+
+
 async def connect(settings: Settings) -> AsyncIOMotorClient:
     """A motor client bound to the running loop, with every document model initialised."""
     if not settings.mongodb_url:
@@ -48,4 +79,6 @@ async def connect(settings: Settings) -> AsyncIOMotorClient:
         database=client[settings.mongodb_db],
         document_models=DOCUMENT_MODELS,  # type: ignore[arg-type]
     )
+    build = await client.admin.command("buildInfo")
+    use_profile(SECANTUSDB if "secantusVersion" in build else MONGODB)
     return client

@@ -7,14 +7,15 @@ import asyncio
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
-from api.cache import Cache
-from api.errors import Conflict, InvalidInput, NotFound
-from api.security import hash_password, verify_password
+from core.cache import Cache
+from core.errors import Conflict, InvalidInput, NotFound
+from core.security import hash_password, verify_password
+from core.services import duplicate_field
 from models import User, utcnow
 
 
 def _conflict(exc: DuplicateKeyError) -> Conflict:
-    field = "email" if "email" in str(exc) else "username"
+    field = "email" if duplicate_field(exc) == "email" else "username"
     return Conflict(f"That {field} is already taken.", field=field)
 
 

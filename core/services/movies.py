@@ -9,10 +9,10 @@ from typing import Any
 from beanie import PydanticObjectId, SortDirection
 from pymongo.errors import DuplicateKeyError
 
-from api.cache import Cache
-from api.errors import Conflict, NotFound
-from api.queue import PURGE_MOVIE_RATINGS, TaskQueue
-from api.services import Page, page_of
+from core.cache import Cache
+from core.errors import Conflict, NotFound
+from core.queue import PURGE_MOVIE_RATINGS, TaskQueue
+from core.services import Page, page_of
 from models import ExternalIds, Movie, title_key, utcnow
 
 # Sort name -> Mongo sort; every one ends in _id (total order) and has an index (models.movie).

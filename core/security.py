@@ -15,8 +15,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from api.errors import Unauthorized
-from api.settings import Settings
+from core.errors import Unauthorized
+from core.settings import Settings
 
 ALGORITHM = "ES256"
 USER_SCOPES = ("ratings:write",)
@@ -51,7 +51,6 @@ class Principal:
 
     subject: str
     scopes: frozenset[str]
-    token_id: str
 
     @property
     def is_client(self) -> bool:
@@ -128,5 +127,4 @@ class TokenService:
         return Principal(
             subject=str(claims["sub"]),
             scopes=frozenset(str(claims.get("scope", "")).split()),
-            token_id=str(claims.get("jti", "")),
         )

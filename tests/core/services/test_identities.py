@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.errors import Conflict
-from api.services.identities import login_with_identity
+from core.errors import Conflict
+from core.services.identities import login_with_identity
 from models import User
 
 

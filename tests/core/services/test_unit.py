@@ -6,10 +6,10 @@ import pytest
 from beanie import PydanticObjectId, init_beanie
 from mongomock_motor import AsyncMongoMockClient
 
-from api.errors import Conflict, NotFound
 from api.middlewares import flatten_errors
-from api.services import movies
-from api.services.aggregation import weighted_score
+from core.errors import Conflict, NotFound
+from core.services import movies
+from core.services.aggregation import weighted_score
 from models import DOCUMENT_MODELS
 from tests.fakes import NO_CACHE
 

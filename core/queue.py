@@ -13,9 +13,9 @@ from celery import Celery
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from api.cache import RedisHealth
-from api.logs import request_id_var
-from api.settings import Settings
+from core.cache import RedisHealth
+from core.logs import request_id_var
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def pending_key(kind: str, object_id: str) -> str:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Configuration shared by the API's producer and the workers."""
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": settings.redis_url_required,
         "task_default_queue": settings.celery_queue,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -140,6 +140,6 @@ class TaskQueue:
                     pass
         return missed
 
-    async def claim(self, kind: str, object_id: str) -> None:
-        """Called by the task as it starts: later writes must enqueue a new task."""
+    async def release_pending(self, kind: str, object_id: str) -> None:
+        """Delete the pending key as the task starts: later writes must enqueue a new task."""
         await self._redis.delete(pending_key(kind, object_id))

@@ -1,4 +1,4 @@
-"""Import benchmark (not a test): `python -m seed.bench` or `make bench-import`.
+"""Import benchmark (not a test): `python -m bench.imports` or `make bench-import`.
 
 Starts its own SecantusDB, imports ml-latest-small and a synthetic release of 1,000,000
 ratings with the real CLI (a child process, so its peak RSS is the importer's alone), then
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
-from api import embedded
+from core import processes
+from embedded import stack as embedded
 from models import Rating
 from seed.synth import generate
 
@@ -69,7 +70,7 @@ def raw_insert(client: MongoClient, db_name: str, *, batch: int = 5000) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seed.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.imports", description=__doc__)
     parser.add_argument("--movielens", type=Path, default=DEFAULT_SMALL)
     parser.add_argument("--synthetic-ratings", type=int, default=1_000_000)
     args = parser.parse_args(argv)
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="import-bench-") as tmp:
         work = Path(tmp)
-        port = embedded.free_port()
+        port = processes.free_port()
         # On disk with a larger cache: in memory, two copies of a 1M-rating collection
         # overflow the default 1 GB WiredTiger cache (WT_CACHE_FULL on insert).
         server = embedded.start_secantus(
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((label, ratings, result, raw_seconds, count))
         finally:
             client.close()
-            embedded.stop([server])
+            processes.stop([server])
 
     print()
     print(

@@ -1,4 +1,4 @@
-"""API benchmark (not a test): `make bench` or `python -m seed.bench_api`.
+"""API benchmark (not a test): `make bench` or `python -m bench.api`.
 
 Starts its own stack (SecantusDB on disk, a private redis-server, a Celery worker, and two
 single-process API servers: one with the Redis cache, one without it, so every read there
@@ -38,9 +38,10 @@ import aiohttp
 from bson import ObjectId
 from pymongo import MongoClient
 
-from api import embedded
-from api.security import TokenService, generate_keyset
-from api.settings import Settings
+from core import processes
+from core.security import TokenService, generate_keyset
+from core.settings import Settings
+from embedded import stack as embedded
 from models import SCORES, RatingStats, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +145,7 @@ class Stack:
         self.work = work
         self.procs: list[subprocess.Popen] = []
         self.keyset = generate_keyset()
-        db_port, redis_port = embedded.free_port(), embedded.free_port()
+        db_port, redis_port = processes.free_port(), processes.free_port()
         self.procs.append(
             embedded.start_secantus(
                 storage=str(work / "db"), port=db_port, log_file=work / "db.log",
@@ -178,7 +179,7 @@ class Stack:
         self.worker_log = work / "worker.log"
 
     def start(self, cmd: list[str], log: str, **env: str) -> subprocess.Popen:
-        proc = embedded.spawn(cmd, env={**self.env, **env}, log_file=self.work / log)
+        proc = processes.spawn(cmd, env={**self.env, **env}, log_file=self.work / log)
         self.procs.append(proc)
         return proc
 
@@ -187,13 +188,13 @@ class Stack:
             [sys.executable, "-m", "api", "serve"], f"api-{port}.log",
             PORT=str(port), EXPOSE_DB_CALLS="true", **env,
         )  # fmt: skip
-        embedded.wait_until(
-            lambda: embedded._port_open(port), timeout=60, what=f"API on {port}", proc=proc
+        processes.wait_until(
+            lambda: processes.port_open(port), timeout=60, what=f"API on {port}", proc=proc
         )
         return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
-        embedded.stop(self.procs)
+        processes.stop(self.procs)
 
 
 def make_users(db: Any, prefix: str, n: int) -> list[ObjectId]:
@@ -285,7 +286,7 @@ async def raw_upserts(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seed.bench_api", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__)
     parser.add_argument("--movielens", type=Path, default=DEFAULT_SMALL)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
@@ -320,8 +321,8 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     stack.start(
         embedded.worker_command("bench", "--without-heartbeat"), "worker.log", LOG_LEVEL="INFO"
     )
-    cached = stack.api(embedded.free_port())
-    uncached = stack.api(embedded.free_port(), CACHE_ENABLED="false")
+    cached = stack.api(processes.free_port())
+    uncached = stack.api(processes.free_port(), CACHE_ENABLED="false")
 
     client: MongoClient = MongoClient(stack.mongodb_url)
     db = client[DB]
@@ -394,12 +395,12 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     sizes = asyncio.run(warm(cached, movie_paths + profile_paths + list_paths))
     sizes_file = work / "sizes.json"
     sizes_file.write_text(json.dumps([("/", sizes[movie_paths[0]]), *sizes.items()]))
-    bare_port = embedded.free_port()
+    bare_port = processes.free_port()
     bare = stack.start(
-        [sys.executable, "-m", "seed.bench_api", "--bare", str(bare_port), str(sizes_file)],
+        [sys.executable, "-m", "bench.api", "--bare", str(bare_port), str(sizes_file)],
         "bare.log",
     )
-    embedded.wait_until(lambda: embedded._port_open(bare_port), timeout=30, what="bare", proc=bare)
+    processes.wait_until(lambda: processes.port_open(bare_port), timeout=30, what="bare", proc=bare)
     bare_url = f"http://127.0.0.1:{bare_port}"
     redis_stats_before = _cache_stats(stack)
     put_script = work / "put.lua"

@@ -14,7 +14,8 @@ from typing import Any
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
-from api.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
+from core.services import duplicate_field
 from models import Identity, User
 
 _NOT_ALLOWED = re.compile(r"[^a-z0-9_.-]+")
@@ -44,7 +45,7 @@ async def _create_user(claims: dict[str, Any]) -> User:
             await user.insert()
             return user
         except DuplicateKeyError as exc:
-            if "email" in str(exc):
+            if duplicate_field(exc) == "email":
                 email = None  # the address belongs to another account: do not link, do not copy
             else:
                 username = f"{base}-{secrets.randbelow(10**6):06d}"

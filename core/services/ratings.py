@@ -9,15 +9,17 @@ from beanie import PydanticObjectId, SortDirection
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from api.cache import Cache
-from api.errors import NotFound, ServiceUnavailable
-from api.queue import TaskQueue
-from api.services import Page, aggregation, page_of
+from core.cache import Cache
+from core.db import server_profile
+from core.errors import NotFound, ServiceUnavailable
+from core.queue import TaskQueue
+from core.services import Page, aggregation, page_of
 from models import Movie, Rating, User, utcnow
 
 DESC = SortDirection.DESCENDING
+NEWEST_FIRST = [("rated_at", DESC), ("_id", DESC)]
 PROFILE_SORTS: dict[str, list[tuple[str, SortDirection]]] = {
-    "recent": [("rated_at", DESC), ("_id", DESC)],
+    "recent": NEWEST_FIRST,
     "score": [("score", DESC), ("_id", DESC)],
 }
 MOVIE_CARD = {"title": 1, "year": 1, "rating.count": 1, "rating.mean": 1}
@@ -55,28 +57,36 @@ async def put_rating(
 ) -> tuple[Rating, bool]:
     """Set the caller's score for a movie; True when the rating is new.
 
-    Two round trips either way: an upsert, then the movie check (new rating) or the stored
-    rating (changed one). findAndModify would be one, but on SecantusDB it is ~600 ms when
-    it modifies an existing document, against ~2 ms for update_one.
+    One upsert on the unique (user, movie) pair, plus the movie check for a new rating. On
+    MongoDB the upsert is a findAndModify returning the document before it, which tells
+    "created" from "changed" and gives rated_at; on SecantusDB, where that is slow, an
+    update_one with our own _id on insert tells them apart and a read gives rated_at.
     """
     now = utcnow()
     collection = Rating.get_motor_collection()
     pair = {"user_id": user_id, "movie_id": movie_id}
-    # Our own _id on insert tells "created" from "changed" without a read-before-write.
     new_id = ObjectId()
     update = {
         "$set": {"score": score, "updated_at": now},
         "$setOnInsert": {"_id": new_id, "rated_at": now},
     }
+    single_call = server_profile().find_and_modify
     for _ in range(3):
         try:
-            result = await collection.update_one(pair, update, upsert=True)
+            if single_call:
+                before = await collection.find_one_and_update(
+                    pair, update, {"_id": 1, "rated_at": 1}, upsert=True
+                )
+                created = before is None
+            else:
+                result = await collection.update_one(pair, update, upsert=True)
+                created = result.upserted_id is not None
             break
         except DuplicateKeyError:
             continue  # two first ratings raced: the loser retries, as an update
     else:
         raise ServiceUnavailable("The rating could not be stored; please retry.")
-    if result.upserted_id is not None:
+    if created:
         # A rating that exists implies its movie did; a new one must check.
         if await Movie.get_motor_collection().find_one({"_id": movie_id}, {"_id": 1}) is None:
             await collection.delete_one({"_id": new_id})
@@ -87,12 +97,21 @@ async def put_rating(
             id=new_id, user_id=user_id, movie_id=movie_id, score=score, rated_at=now, updated_at=now
         )
     else:
-        stored = await collection.find_one(pair)
-        if stored is None:  # removed by a concurrent DELETE or a movie purge
-            raise NotFound("No movie with that id.")
-        rating = Rating.model_validate(stored)
+        if not single_call:
+            before = await collection.find_one(pair, {"_id": 1, "rated_at": 1})
+            if before is None:  # removed by a concurrent DELETE or a movie purge
+                raise NotFound("No movie with that id.")
+        assert before is not None
+        rating = Rating(
+            id=before["_id"],
+            user_id=user_id,
+            movie_id=movie_id,
+            score=score,
+            rated_at=before["rated_at"],
+            updated_at=now,
+        )
     await _rated(user_id=user_id, movie_id=movie_id, queue=queue, cache=cache)
-    return rating, result.upserted_id is not None
+    return rating, created
 
 
 async def get_rating(*, user_id: PydanticObjectId, movie_id: PydanticObjectId) -> Rating:
@@ -107,7 +126,6 @@ async def delete_rating(
     *, user_id: PydanticObjectId, movie_id: PydanticObjectId, queue: TaskQueue, cache: Cache
 ) -> None:
     """Remove the caller's rating of a movie, or NotFound."""
-    # delete_one, not findAndModify: the latter is slow on SecantusDB (see put_rating).
     deleted = await Rating.get_motor_collection().delete_one(
         {"user_id": user_id, "movie_id": movie_id}
     )
@@ -144,7 +162,7 @@ async def list_movie_ratings(
     """A movie's ratings, newest first."""
     rows = (
         await Rating.find({"movie_id": movie_id})
-        .sort(PROFILE_SORTS["recent"])
+        .sort(NEWEST_FIRST)
         .skip(offset)
         .limit(limit + 1)
         .to_list()

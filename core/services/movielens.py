@@ -1,0 +1,374 @@
+"""Writing a MovieLens release into the catalogue: streaming, batched, idempotent upserts
+keyed by MovieLens ids.
+
+Every batch reads what already exists for its keys with one index-served query, then writes
+only the difference: new documents with insert_many, changed ones with one bulk write, and
+nothing for unchanged ones. Running the same release twice therefore writes nothing, and a
+run that was killed half-way can simply be run again.
+
+The rows come parsed from a `Release` (the dataset readers in `seed` implement it): this
+module owns the queries, not the file formats.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from bson import ObjectId
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
+
+from core.services import aggregation, chunked
+from models import ImportReport, Movie, Rating, User, title_key, utcnow
+from models.import_job import FileProgress
+
+BATCH_SIZE = 5000
+_USER_CACHE = 256
+FILES = ("links.csv", "movies.csv", "ratings.csv")
+OPTIONAL_FILES = ("tags.csv",)
+
+
+class ReleaseError(Exception):
+    """The dataset cannot be read at all (missing, unreadable, not fetched): the import fails."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRow:
+    movielens: int
+    imdb: str | None  # "tt0114709"
+    tmdb: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MovieRow:
+    movielens: int
+    title: str
+    year: int | None
+    genres: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RatingRow:
+    user: int  # MovieLens ids
+    movie: int
+    score: float
+    rated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TagRow:
+    user: int
+    movie: int
+    tag: str
+
+
+# (line number, the parsed row, or why the line is bad)
+Parsed = tuple[int, Any]
+
+
+class Release(Protocol):
+    """A MovieLens release, read as batches of parsed rows."""
+
+    def has(self, name: str) -> bool: ...
+
+    def count_rows(self, name: str) -> int: ...
+
+    def batches(self, name: str, size: int) -> AbstractContextManager[Iterator[list[Parsed]]]:
+        """Batches of (line, row or reason) for one file; a `str` row is a bad line's reason."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ImportCancelled(Exception):
+    """The operator cancelled the job; what was written so far stays (and is consistent)."""
+
+
+class Hooks:
+    """Progress and cancellation callbacks; the CLI draws bars, a job writes its document."""
+
+    async def file_started(self, name: str, total: int) -> None:
+        """Called before a file is read, with its number of data rows."""
+
+    async def advanced(self, name: str, rows: int, report: ImportReport) -> None:
+        """Called after each batch with the rows it covered."""
+
+    async def file_finished(self, name: str, report: ImportReport) -> None:
+        """Called when a file is done."""
+
+    async def cancelled(self) -> bool:
+        return False
+
+
+class MovieLensImport:
+    """One run over one release; `dry_run` computes every count and writes nothing."""
+
+    def __init__(
+        self,
+        release: Release,
+        *,
+        hooks: Hooks | None = None,
+        dry_run: bool = False,
+        batch_size: int = BATCH_SIZE,
+        prior_votes: float = 10.0,
+    ) -> None:
+        self.release = release
+        self.hooks = hooks or Hooks()
+        self.dry_run = dry_run
+        self.batch_size = batch_size
+        self.prior_votes = prior_votes
+        self.report = ImportReport()
+        self.movie_ids: dict[int, ObjectId] = {}
+        self.user_ids: dict[int, ObjectId] = {}
+        self.new_users: set[ObjectId] = set()
+        self.touched_movies: set[ObjectId] = set()
+        self.touched_users: set[ObjectId] = set()
+        # Existing ratings of the users in the current batch (files are grouped by user).
+        self._existing: dict[ObjectId, dict[ObjectId, tuple[ObjectId, float, datetime]]] = {}
+
+    async def run(self) -> ImportReport:
+        names = [*FILES, *(n for n in OPTIONAL_FILES if self.release.has(n))]
+        for name in names:
+            self.report.progress[name] = FileProgress(total=self.release.count_rows(name))
+        links = await self._timed("links.csv", self._read_links)
+        await self._timed("movies.csv", lambda: self._import_movies(links))
+        await self._timed("ratings.csv", self._import_ratings)
+        if self.release.has("tags.csv"):
+            await self._timed("tags.csv", self._count_tags)
+        if not self.dry_run:
+            started = time.perf_counter()
+            await aggregation.recompute_many(
+                movie_ids=self.touched_movies,
+                user_ids=self.touched_users,
+                prior_votes=self.prior_votes,
+            )
+            self.report.timings["aggregation"] = round(time.perf_counter() - started, 3)
+        return self.report
+
+    async def _timed(self, name: str, step: Any) -> Any:
+        await self.hooks.file_started(name, self.report.progress[name].total)
+        started = time.perf_counter()
+        result = await step()
+        self.report.timings[name] = round(time.perf_counter() - started, 3)
+        await self.hooks.file_finished(name, self.report)
+        return result
+
+    async def _advance(self, name: str, rows: int) -> None:
+        self.report.progress[name].done += rows
+        await self.hooks.advanced(name, rows, self.report)
+        if await self.hooks.cancelled():
+            raise ImportCancelled()
+
+    # links.csv: small (one row per movie), kept in memory to join onto movies.csv
+
+    async def _read_links(self) -> dict[int, LinkRow]:
+        links: dict[int, LinkRow] = {}
+        name = "links.csv"
+        with self.release.batches(name, self.batch_size) as batches:
+            for batch in batches:
+                for line, row in batch:
+                    if isinstance(row, str):
+                        self.report.bad(name, line, row)
+                    else:
+                        links[row.movielens] = row
+                await self._advance(name, len(batch))
+        return links
+
+    async def _import_movies(self, links: dict[int, LinkRow]) -> None:
+        name = "movies.csv"
+        collection = Movie.get_motor_collection()
+        with self.release.batches(name, self.batch_size) as batches:
+            for batch in batches:
+                wanted: dict[int, dict[str, Any]] = {}
+                for line, row in batch:
+                    if isinstance(row, str):
+                        self.report.bad(name, line, row)
+                        continue
+                    if row.movielens in wanted or row.movielens in self.movie_ids:
+                        self.report.bad(name, line, f"duplicate movieId {row.movielens}")
+                        continue
+                    link = links.get(row.movielens)
+                    wanted[row.movielens] = {
+                        "title": row.title,
+                        "title_key": title_key(row.title),
+                        "year": row.year,
+                        "genres": row.genres,
+                        "external_ids": {
+                            "movielens": row.movielens,
+                            "imdb": link.imdb if link else None,
+                            "tmdb": link.tmdb if link else None,
+                        },
+                    }
+                await self._write_movies(collection, wanted)
+                await self._advance(name, len(batch))
+
+    async def _write_movies(self, collection: Any, wanted: dict[int, dict[str, Any]]) -> None:
+        if not wanted:
+            return
+        projection = {key: 1 for key in ("title", "year", "genres", "external_ids")}
+        existing = {}
+        for part in chunked(wanted):
+            async for doc in collection.find({"external_ids.movielens": {"$in": part}}, projection):
+                existing[doc["external_ids"]["movielens"]] = doc
+        now = utcnow()
+        inserts, updates = [], []
+        for movie_id, want in wanted.items():
+            have = existing.get(movie_id)
+            if have is None:
+                doc = Movie(**want).model_dump(by_alias=True, exclude={"id"})
+                doc["_id"] = ObjectId()
+                inserts.append(doc)
+                self.movie_ids[movie_id] = doc["_id"]
+                self.report.movies.inserted += 1
+                continue
+            self.movie_ids[movie_id] = have["_id"]
+            current = {k: have.get(k) for k in ("title", "year", "genres", "external_ids")}
+            target = {k: want[k] for k in current}
+            if current == target:
+                self.report.movies.unchanged += 1
+            else:
+                updates.append(
+                    UpdateOne({"_id": have["_id"]}, {"$set": {**want, "updated_at": now}})
+                )
+                self.report.movies.updated += 1
+        if not self.dry_run:
+            await _apply(collection, inserts, updates)
+
+    # ratings.csv: the large file, grouped by user in every MovieLens release
+
+    async def _import_ratings(self) -> None:
+        name = "ratings.csv"
+        with self.release.batches(name, self.batch_size) as batches:
+            for batch in batches:
+                parsed: list[tuple[int, ObjectId, float, datetime]] = []
+                for line, row in batch:
+                    if isinstance(row, str):
+                        self.report.bad(name, line, row)
+                    elif row.movie not in self.movie_ids:
+                        self.report.bad(name, line, f"unknown movieId {row.movie}")
+                    else:
+                        movie = self.movie_ids[row.movie]
+                        parsed.append((row.user, movie, row.score, row.rated_at))
+                await self._write_ratings(parsed)
+                await self._advance(name, len(batch))
+
+    async def _resolve_users(self, movielens_ids: set[int]) -> None:
+        missing = [u for u in movielens_ids if u not in self.user_ids]
+        if not missing:
+            return
+        collection = User.get_motor_collection()
+        for part in chunked(missing):
+            query = {"external_ids.movielens": {"$in": part}}
+            async for doc in collection.find(query, {"_id": 1, "external_ids": 1}):
+                self.user_ids[doc["external_ids"]["movielens"]] = doc["_id"]
+                self.report.users.unchanged += 1
+        new = []
+        for movielens_id in missing:
+            if movielens_id in self.user_ids:
+                continue
+            user = User(
+                username=f"movielens-{movielens_id}",
+                display_name=f"MovieLens user {movielens_id}",
+                external_ids={"movielens": movielens_id},
+            )
+            doc = user.model_dump(by_alias=True, exclude={"id"})
+            doc["_id"] = ObjectId()
+            new.append(doc)
+            self.user_ids[movielens_id] = doc["_id"]
+            self.new_users.add(doc["_id"])
+        self.report.users.inserted += len(new)
+        if new and not self.dry_run:
+            await collection.insert_many(new, ordered=False)
+
+    async def _load_existing(self, users: set[ObjectId]) -> None:
+        # MovieLens files are grouped by user, so a small cache holds everyone still to come;
+        # an evicted user who does come back is read again from the database.
+        if len(self._existing) > _USER_CACHE:
+            for user in [u for u in self._existing if u not in users]:
+                del self._existing[user]
+                self.new_users.discard(user)
+        wanted = [u for u in users if u not in self._existing and u not in self.new_users]
+        for user in users:
+            self._existing.setdefault(user, {})
+        if not wanted:
+            return
+        projection = {"movie_id": 1, "user_id": 1, "score": 1, "rated_at": 1}
+        for part in chunked(wanted):
+            async for doc in Rating.get_motor_collection().find(
+                {"user_id": {"$in": part}}, projection
+            ):
+                self._existing[doc["user_id"]][doc["movie_id"]] = (
+                    doc["_id"],
+                    doc["score"],
+                    doc["rated_at"],
+                )
+
+    async def _write_ratings(self, parsed: list[tuple[int, ObjectId, float, datetime]]) -> None:
+        if not parsed:
+            return
+        await self._resolve_users({p[0] for p in parsed})
+        users = {self.user_ids[p[0]] for p in parsed}
+        await self._load_existing(users)
+        inserts: list[dict[str, Any]] = []
+        updates: list[UpdateOne] = []
+        for movielens_user, movie, score, rated_at in parsed:
+            user = self.user_ids[movielens_user]
+            have = self._existing[user].get(movie)
+            if have is None:
+                rating_id = ObjectId()
+                inserts.append(
+                    {
+                        "_id": rating_id,
+                        "movie_id": movie,
+                        "user_id": user,
+                        "score": score,
+                        "rated_at": rated_at,
+                        "updated_at": rated_at,
+                    }
+                )
+                self._existing[user][movie] = (rating_id, score, rated_at)
+                self.report.ratings.inserted += 1
+            elif have[1] == score and have[2] == rated_at:
+                self.report.ratings.unchanged += 1
+                continue
+            else:
+                change = {"score": score, "rated_at": rated_at, "updated_at": rated_at}
+                updates.append(UpdateOne({"_id": have[0]}, {"$set": change}))
+                self._existing[user][movie] = (have[0], score, rated_at)
+                self.report.ratings.updated += 1
+            self.touched_movies.add(movie)
+            self.touched_users.add(user)
+        if self.dry_run:
+            return
+        await _apply(Rating.get_motor_collection(), inserts, updates)
+
+    async def _count_tags(self) -> None:
+        # Tags are validated and counted; the product has no use for them yet.
+        name = "tags.csv"
+        with self.release.batches(name, self.batch_size) as batches:
+            for batch in batches:
+                for line, row in batch:
+                    if isinstance(row, str):
+                        self.report.bad(name, line, row)
+                    else:
+                        self.report.tags += 1
+                await self._advance(name, len(batch))
+
+
+async def _apply(collection: Any, inserts: list[dict[str, Any]], updates: list[UpdateOne]) -> None:
+    """Write one batch's difference: new documents, then changed ones."""
+    try:
+        # insert_many is several times faster than the same inserts inside a bulk_write.
+        if inserts:
+            await collection.insert_many(inserts, ordered=False)
+    except BulkWriteError as exc:
+        # Only a concurrent import of the same key can collide; anything else is real.
+        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+            raise
+    if updates:
+        await collection.bulk_write(updates, ordered=False)
