@@ -13,7 +13,7 @@ module owns the queries, not the file formats.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -158,6 +158,19 @@ class MovieLensImport:
         await self.hooks.file_finished(name, self.report)
         return result
 
+    async def _good_rows(self, name: str) -> AsyncIterator[list[Any]]:
+        """Each batch's parsed rows, bad lines counted; progress and cancellation after it."""
+        with self.release.batches(name, self.batch_size) as batches:
+            for batch in batches:
+                good = []
+                for line, row in batch:
+                    if isinstance(row, str):
+                        self.report.bad(name, line, row)
+                    else:
+                        good.append((line, row))
+                yield good
+                await self._advance(name, len(batch))
+
     async def _advance(self, name: str, rows: int) -> None:
         self.report.progress[name].done += rows
         await self.hooks.advanced(name, rows, self.report)
@@ -168,44 +181,32 @@ class MovieLensImport:
 
     async def _read_links(self) -> dict[int, LinkRow]:
         links: dict[int, LinkRow] = {}
-        name = "links.csv"
-        with self.release.batches(name, self.batch_size) as batches:
-            for batch in batches:
-                for line, row in batch:
-                    if isinstance(row, str):
-                        self.report.bad(name, line, row)
-                    else:
-                        links[row.movielens] = row
-                await self._advance(name, len(batch))
+        async for rows in self._good_rows("links.csv"):
+            links.update((row.movielens, row) for _, row in rows)
         return links
 
     async def _import_movies(self, links: dict[int, LinkRow]) -> None:
         name = "movies.csv"
         collection = Movie.get_motor_collection()
-        with self.release.batches(name, self.batch_size) as batches:
-            for batch in batches:
-                wanted: dict[int, dict[str, Any]] = {}
-                for line, row in batch:
-                    if isinstance(row, str):
-                        self.report.bad(name, line, row)
-                        continue
-                    if row.movielens in wanted or row.movielens in self.movie_ids:
-                        self.report.bad(name, line, f"duplicate movieId {row.movielens}")
-                        continue
-                    link = links.get(row.movielens)
-                    wanted[row.movielens] = {
-                        "title": row.title,
-                        "title_key": title_key(row.title),
-                        "year": row.year,
-                        "genres": row.genres,
-                        "external_ids": {
-                            "movielens": row.movielens,
-                            "imdb": link.imdb if link else None,
-                            "tmdb": link.tmdb if link else None,
-                        },
-                    }
-                await self._write_movies(collection, wanted)
-                await self._advance(name, len(batch))
+        async for rows in self._good_rows(name):
+            wanted: dict[int, dict[str, Any]] = {}
+            for line, row in rows:
+                if row.movielens in wanted or row.movielens in self.movie_ids:
+                    self.report.bad(name, line, f"duplicate movieId {row.movielens}")
+                    continue
+                link = links.get(row.movielens)
+                wanted[row.movielens] = {
+                    "title": row.title,
+                    "title_key": title_key(row.title),
+                    "year": row.year,
+                    "genres": row.genres,
+                    "external_ids": {
+                        "movielens": row.movielens,
+                        "imdb": link.imdb if link else None,
+                        "tmdb": link.tmdb if link else None,
+                    },
+                }
+            await self._write_movies(collection, wanted)
 
     async def _write_movies(self, collection: Any, wanted: dict[int, dict[str, Any]]) -> None:
         if not wanted:
@@ -243,19 +244,15 @@ class MovieLensImport:
 
     async def _import_ratings(self) -> None:
         name = "ratings.csv"
-        with self.release.batches(name, self.batch_size) as batches:
-            for batch in batches:
-                parsed: list[tuple[int, ObjectId, float, datetime]] = []
-                for line, row in batch:
-                    if isinstance(row, str):
-                        self.report.bad(name, line, row)
-                    elif row.movie not in self.movie_ids:
-                        self.report.bad(name, line, f"unknown movieId {row.movie}")
-                    else:
-                        movie = self.movie_ids[row.movie]
-                        parsed.append((row.user, movie, row.score, row.rated_at))
-                await self._write_ratings(parsed)
-                await self._advance(name, len(batch))
+        async for rows in self._good_rows(name):
+            parsed: list[tuple[int, ObjectId, float, datetime]] = []
+            for line, row in rows:
+                if row.movie not in self.movie_ids:
+                    self.report.bad(name, line, f"unknown movieId {row.movie}")
+                else:
+                    movie = self.movie_ids[row.movie]
+                    parsed.append((row.user, movie, row.score, row.rated_at))
+            await self._write_ratings(parsed)
 
     async def _resolve_users(self, movielens_ids: set[int]) -> None:
         missing = [u for u in movielens_ids if u not in self.user_ids]
@@ -349,15 +346,8 @@ class MovieLensImport:
 
     async def _count_tags(self) -> None:
         # Tags are validated and counted; the product has no use for them yet.
-        name = "tags.csv"
-        with self.release.batches(name, self.batch_size) as batches:
-            for batch in batches:
-                for line, row in batch:
-                    if isinstance(row, str):
-                        self.report.bad(name, line, row)
-                    else:
-                        self.report.tags += 1
-                await self._advance(name, len(batch))
+        async for rows in self._good_rows("tags.csv"):
+            self.report.tags += len(rows)
 
 
 async def _apply(collection: Any, inserts: list[dict[str, Any]], updates: list[UpdateOne]) -> None:
