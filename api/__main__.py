@@ -81,7 +81,7 @@ async def _create_admin(settings: Settings, username: str, email: str, password:
     except ValidationError as exc:
         print(f"refused: {exc.normalized_messages()}", file=sys.stderr)
         return 2
-    client = await db.connect(settings)
+    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
     try:
         user, created = await ensure_admin(username=username, email=email, password=password)
     except Conflict as exc:
@@ -106,7 +106,7 @@ async def _create_client(settings: Settings, name: str, scopes: list[str]) -> in
     from core.errors import InvalidInput
     from core.services.tokens import create_client
 
-    client = await db.connect(settings)
+    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
     try:
         registered, secret = await create_client(name=name, scopes=scopes)
     except InvalidInput as exc:
@@ -120,6 +120,54 @@ async def _create_client(settings: Settings, name: str, scopes: list[str]) -> in
     print(f"scopes:        {' '.join(registered.scopes)}")
     print("Keep the secret now: it cannot be shown again.", file=sys.stderr)
     return 0
+
+
+async def _verify_summaries(settings: Settings, *, repair: bool, as_json: bool) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from core import db
+    from core.services import aggregation
+
+    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+    report: dict[str, object] = {}
+    wrong = 0
+    try:
+        for target in (aggregation.MOVIES, aggregation.USERS):
+            total = await target.document.get_motor_collection().estimated_document_count()
+            with tqdm(total=total, desc=f"{target.summary_field:<7}", file=sys.stderr) as bar:
+                checked, differences = await aggregation.verify(
+                    target, prior_votes=settings.rating_prior_votes, progress=bar.update
+                )
+            repaired = 0
+            if repair and differences:
+                ids = aggregation.ids_of(differences)
+                if target is aggregation.MOVIES:
+                    done = await aggregation.recompute_movies(
+                        ids, prior_votes=settings.rating_prior_votes
+                    )
+                else:
+                    done = await aggregation.recompute_users(ids)
+                repaired = len(done.stored)
+            wrong += len(differences) - repaired
+            report[target.document.Settings.name] = {
+                "checked": checked,
+                "different": len(differences),
+                "repaired": repaired,
+                "differences": [vars(d) for d in differences],
+            }
+            if not as_json:
+                print(f"{target.document.Settings.name}: {checked} checked, "
+                      f"{len(differences)} different, {repaired} repaired")  # fmt: skip
+                for d in differences:
+                    print(f"  {d.id}: stored {d.stored} expected {d.expected}")
+    finally:
+        client.close()
+    if as_json:
+        print(json.dumps({**report, "ok": wrong == 0}, default=str))
+    # Monitoring reads the exit status too: 1 while a stored summary is still wrong.
+    return 0 if wrong == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         "--scope", action="append", required=True, dest="scopes",
         help="movies:write, imports:write or users:admin (repeat for several)",
     )  # fmt: skip
+    verify = sub.add_parser(
+        "verify-summaries",
+        help="compare every stored summary with a recomputation; exit 1 while any differs",
+    )
+    verify.add_argument("--repair", action="store_true", help="recompute the ones that differ")
+    verify.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -150,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "create-client":
         return asyncio.run(_create_client(settings, args.name, args.scopes))
+    if args.command == "verify-summaries":
+        return asyncio.run(_verify_summaries(settings, repair=args.repair, as_json=args.json))
     return create_admin(settings, args)
 
 

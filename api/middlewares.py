@@ -13,10 +13,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp_apigami.constants import SCHEMAS_ATTR
 from marshmallow import Schema, ValidationError
+from pymongo.errors import PyMongoError
 from webargs.aiohttpparser import AIOHTTPParser
 
 from api.appkeys import NEAR, SETTINGS, TOKENS
 from api.http import AUTH_ATTR, NEAR_CANDIDATE, NearCandidate, etag_matches, problem
+from core import db
 from core.db import db_calls_var
 from core.errors import DomainError, Forbidden, InvalidInput, Unauthorized
 from core.logs import request_id_var
@@ -173,14 +175,33 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             detail=_http_detail(exc),
             headers=headers,
         )
-    except Exception:
-        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+    except PyMongoError as exc:
+        if not db.unavailable(exc):
+            return _unexpected(request)
+        # Stalled or unreachable: the client's budget ran out, not our code. The same write
+        # may still have been stored; its intent then rides with it (see core.services).
+        log.warning("database unavailable: %s", type(exc).__name__, extra={"path": request.path})
         return problem(
             request,
-            status=500,
-            title="Internal Server Error",
-            detail="Something went wrong on our side; the request id identifies it in our logs.",
+            status=503,
+            title="Service Unavailable",
+            detail="The database did not answer in time; please retry.",
+            slug="database-unavailable",
+            headers={"Retry-After": str(db.RETRY_AFTER)},
         )
+    except Exception:
+        return _unexpected(request)
+
+
+def _unexpected(request: web.Request) -> web.Response:
+    """Log an unexpected error once (with the request id, from the log context); answer 500."""
+    log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+    return problem(
+        request,
+        status=500,
+        title="Internal Server Error",
+        detail="Something went wrong on our side; the request id identifies it in our logs.",
+    )
 
 
 def _http_detail(exc: web.HTTPException) -> str:

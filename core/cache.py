@@ -217,6 +217,11 @@ class Cache:
         """A user's account, stats or ratings changed: their view and profile pages go."""
         await self._bump([self.user(u).version for u in user_ids])
 
+    async def summaries_changed(self, movie_ids: list[Any], user_ids: list[Any]) -> None:
+        """A drain stored these summaries: their entries (and list pages, for movies) go."""
+        keys = [self.movie(m).version for m in movie_ids] + [self.user(u).version for u in user_ids]
+        await self._bump(keys + ([f"{self._prefix}v:movies"] if movie_ids else []))
+
     async def everything_changed(self) -> None:
         """Bulk changes (imports, a new global mean): every entry goes."""
         await self._bump([self.epoch_key])

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass
 
+import pymongo
 from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import monitoring
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from core.settings import Settings
 from models import DOCUMENT_MODELS
@@ -42,14 +44,12 @@ class ServerProfile:
 
     name: str
     in_list_max: int  # the longest $in list sent in one query
-    find_and_modify: bool  # change-and-read in one findAndModify, else a write plus a read
 
 
-MONGODB = ServerProfile("mongodb", in_list_max=10_000, find_and_modify=True)
+MONGODB = ServerProfile("mongodb", in_list_max=10_000)
 # SecantusDB matches $in by scanning the list for every document (2,000 ids at once: 44 s;
-# in chunks of 100: 2.1 s), and findAndModify on an existing document takes ~85 ms against
-# ~3.3 ms for update_one plus find_one.
-SECANTUSDB = ServerProfile("secantusdb", in_list_max=100, find_and_modify=False)
+# in chunks of 100: 2.1 s).
+SECANTUSDB = ServerProfile("secantusdb", in_list_max=100)
 _profile = SECANTUSDB  # the cautious default until connect() has asked the server
 
 
@@ -64,21 +64,40 @@ def use_profile(profile: ServerProfile) -> None:
     _profile = profile
 
 
-async def connect(settings: Settings) -> AsyncIOMotorClient:
-    """A motor client bound to the running loop, with every document model initialised."""
+STARTUP_TIMEOUT = 600.0
+# Seconds a client is asked to wait after a 503 caused by the database.
+RETRY_AFTER = 5
+
+
+def unavailable(exc: PyMongoError) -> bool:
+    """The database was unreachable or ran out of time (not a bad query): a 503, not a 500."""
+    return isinstance(exc, ConnectionFailure) or exc.timeout
+
+
+async def connect(settings: Settings, *, op_budget: float | None = None) -> AsyncIOMotorClient:
+    """A motor client bound to the running loop, with every document model initialised.
+
+    `op_budget` is the budget of each operation, retries and server selection included
+    (pymongo's timeoutMS): the API passes a few seconds so a stalled database is a fast 503;
+    workers pass a longer one fitting their largest aggregation.
+    """
     if not settings.mongodb_url:
         raise RuntimeError("MONGODB_URL is not set (use `make run` for the embedded default)")
+    budget = op_budget if op_budget is not None else settings.mongodb_timeout
     client: AsyncIOMotorClient = AsyncIOMotorClient(
         settings.mongodb_url,
         tz_aware=True,
-        serverSelectionTimeoutMS=5000,
+        timeoutMS=int(budget * 1000),
+        serverSelectionTimeoutMS=int(min(budget, 2.0) * 1000),
+        connectTimeoutMS=2000,
         appname="movie-ratings",
         event_listeners=[CommandCounter()],
     )
-    await init_beanie(
-        database=client[settings.mongodb_db],
-        document_models=DOCUMENT_MODELS,  # type: ignore[arg-type]
-    )
-    build = await client.admin.command("buildInfo")
+    with pymongo.timeout(STARTUP_TIMEOUT):  # index builds on a large collection take longer
+        await init_beanie(
+            database=client[settings.mongodb_db],
+            document_models=DOCUMENT_MODELS,  # type: ignore[arg-type]
+        )
+        build = await client.admin.command("buildInfo")
     use_profile(SECANTUSDB if "secantusVersion" in build else MONGODB)
     return client

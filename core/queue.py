@@ -1,10 +1,9 @@
-"""Enqueueing by task name, and the Redis-side coalescing of aggregation work."""
+"""Enqueueing by task name, and the Redis-side coalescing of drains."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from concurrent.futures import Executor
 from functools import partial
 from typing import Any
@@ -19,21 +18,23 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-AGGREGATE_MOVIE = "ratings.aggregate_movie"
-AGGREGATE_USER = "ratings.aggregate_user"
-PURGE_MOVIE_RATINGS = "movies.purge_ratings"
+DRAIN_SUMMARIES = "summaries.drain"
 REFRESH_WEIGHTED = "ratings.refresh_weighted"
 RUN_IMPORT = "imports.run"
 REQUEUE_STALE_IMPORTS = "imports.requeue_stale"
-RECONCILE = "ratings.reconcile"
 
-# A pending key exists from the moment a recomputation is enqueued until the task starts.
-# Writes that find it set need no task of their own: the queued one will read them.
-PENDING_TTL = 300
+# Set from the moment a drain is queued until it starts: writes meanwhile need no task of
+# their own, the queued drain will read their stamps. Only an optimisation: the intents are in
+# MongoDB and beat drains every few seconds, so a key a crash leaves behind costs at most its
+# TTL in latency, never a summary.
+DRAIN_PENDING_KEY = "agg:drain:queued"
+DRAIN_PENDING_TTL = 5
 
-
-def pending_key(kind: str, object_id: str) -> str:
-    return f"agg:pending:{kind}:{object_id}"
+# Redis redelivers a message its worker took but never acknowledged after this many seconds
+# (kombu's default is an hour). Aggregation needs no redelivery (beat drains the intents);
+# an import that outlives it is redelivered, finds the job's heartbeat fresh (JobBusy) and
+# looks again later, so it only has to exceed the short tasks.
+VISIBILITY_TIMEOUT = 300
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -43,7 +44,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": settings.celery_queue,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 4,
+        # A task whose worker dies (kill -9, OOM) goes back to the queue rather than vanishing.
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
@@ -67,7 +70,7 @@ def make_producer(settings: Settings) -> Celery:
 
 
 class TaskQueue:
-    """Publishes tasks by name; coalesces aggregation requests through Redis."""
+    """Publishes tasks by name; coalesces drain requests through Redis."""
 
     def __init__(
         self,
@@ -98,48 +101,28 @@ class TaskQueue:
         else:
             await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    async def schedule_aggregation(
-        self,
-        *,
-        movie_ids: Sequence[str] = (),
-        user_ids: Sequence[str] = (),
-    ) -> list[tuple[str, str]]:
-        """Ask for exact recomputations, at most one queued per movie or user at a time.
-
-        Returns the (kind, id) pairs that could not be queued (the broker is down): the
-        caller records them for the reconciliation task instead.
-        """
-        wanted = [("movie", m, AGGREGATE_MOVIE) for m in movie_ids] + [
-            ("user", u, AGGREGATE_USER) for u in user_ids
-        ]
-        if not wanted:
-            return []
+    async def request_drain(self) -> bool:
+        """Queue one drain of the recompute intents unless one is already queued; False when
+        the broker could not be reached (the intents wait in MongoDB for beat's drain)."""
         if not self._health.available:  # a recent failure: do not make this request wait
-            return [(kind, object_id) for kind, object_id, _ in wanted]
+            return False
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for kind, object_id, _ in wanted:
-                    pipe.set(pending_key(kind, object_id), "1", nx=True, ex=PENDING_TTL)
-                claimed = await pipe.execute()
+            if not await self._redis.set(DRAIN_PENDING_KEY, "1", nx=True, ex=DRAIN_PENDING_TTL):
+                return True
         except RedisError as exc:
             self._health.failed(exc)
-            return [(kind, object_id) for kind, object_id, _ in wanted]
-        missed: list[tuple[str, str]] = []
-        for (kind, object_id, task), mine in zip(wanted, claimed, strict=True):
-            if not mine:
-                continue
-            try:
-                await self.send(task, object_id, countdown=self._delay or None)
-            except Exception as exc:
-                self._health.failed(exc)
-                missed.append((kind, object_id))
-                # Free the slot so the next write tries again instead of waiting for the TTL.
-                try:
-                    await self._redis.delete(pending_key(kind, object_id))
-                except RedisError:
-                    pass
-        return missed
+            return False
+        try:
+            await self.send(DRAIN_SUMMARIES, countdown=self._delay or None)
+        except Exception as exc:  # kombu raises its own and OS errors when the broker is gone
+            self._health.failed(exc)
+            try:  # free the slot so the next write tries again
+                await self._redis.delete(DRAIN_PENDING_KEY)
+            except RedisError:
+                pass
+            return False
+        return True
 
-    async def release_pending(self, kind: str, object_id: str) -> None:
-        """Delete the pending key as the task starts: later writes must enqueue a new task."""
-        await self._redis.delete(pending_key(kind, object_id))
+    async def drain_started(self) -> None:
+        """A drain is running: writes from now on need a drain of their own."""
+        await self._redis.delete(DRAIN_PENDING_KEY)

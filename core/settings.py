@@ -56,9 +56,23 @@ class Settings(BaseSettings):
     frontend_url: str | None = None
     oidc_state_ttl: int = Field(600, ge=30, le=3600)
 
+    # Budget of one database operation, in seconds (server selection and retries included):
+    # the API's is short, so a stalled database answers 503 fast; the workers' fits their
+    # largest aggregation and CLI tools use it too.
+    mongodb_timeout: float = Field(3.0, gt=0, le=600)
+    mongodb_worker_timeout: float = Field(300.0, gt=0, le=3600)
+
     rating_prior_votes: float = Field(10.0, ge=0)
     aggregation_delay: float = Field(0.25, ge=0, le=10)
     weighted_refresh_interval: float = Field(60.0, ge=1)
+    # The global mean C is republished (and every weighted score rewritten, in small
+    # batches) only when it moved more than this many stars; weighted scores use the
+    # published C, so they stay exact with respect to it.
+    weighted_mean_tolerance: float = Field(0.01, ge=0, le=1)
+    # Beat drains the recompute intents this often, whatever the broker did meanwhile; a
+    # round reads at most drain_batch stamped ratings and intent documents.
+    drain_interval: float = Field(5.0, gt=0, le=300)
+    drain_batch: int = Field(500, ge=1, le=10_000)
 
     # Imports: paths given to the API are confined to import_root (default DATA_DIR/imports);
     # downloads are cached in DATA_DIR/cache.
@@ -68,14 +82,12 @@ class Settings(BaseSettings):
     # A running job whose heartbeat is older than this is taken to have lost its worker.
     import_stale_after: float = Field(30.0, ge=2)
 
-    # Reads: cache-aside in Redis (entries live cache_ttl ± 10 %); a worker task recomputes
-    # summaries whose aggregation could not be queued, every reconcile_interval seconds.
+    # Reads: cache-aside in Redis (entries live cache_ttl ± 10 %).
     cache_enabled: bool = True
     cache_ttl: float = Field(60.0, gt=0, le=24 * 3600)
     # Each API process also keeps hot entries in memory, dropped on every invalidation
     # (Redis pub/sub); this only bounds what a lost message could cost. 0 turns it off.
     cache_near_ttl: float = Field(5.0, ge=0, le=60)
-    reconcile_interval: float = Field(30.0, ge=1)
 
     # Serving: WEB_CONCURRENCY API processes share the port (SO_REUSEPORT).
     web_concurrency: int = Field(1, ge=1, le=64)

@@ -1,9 +1,8 @@
 """Stored documents (Beanie). Every collection the system owns is listed in DOCUMENT_MODELS."""
 
-from models.backlog import StaleSummary
+from models.backlog import SummaryIntent
 from models.client import ApiClient
 from models.common import SCORES, RatingStats, bucket, utcnow
-from models.counter import Counter
 from models.identity import Identity
 from models.import_job import FINISHED, ImportJob, ImportReport
 from models.movie import ExternalIds, GlobalRatingStats, Movie, RatingSummary, title_key
@@ -17,9 +16,8 @@ DOCUMENT_MODELS: list[type] = [
     Rating,
     RefreshToken,
     GlobalRatingStats,
-    Counter,
     ImportJob,
-    StaleSummary,
+    SummaryIntent,
     ApiClient,
     Identity,
 ]
@@ -29,7 +27,6 @@ __all__ = [
     "FINISHED",
     "SCORES",
     "ApiClient",
-    "Counter",
     "ExternalIds",
     "GlobalRatingStats",
     "Identity",
@@ -40,7 +37,7 @@ __all__ = [
     "RatingStats",
     "RatingSummary",
     "RefreshToken",
-    "StaleSummary",
+    "SummaryIntent",
     "User",
     "bucket",
     "title_key",

@@ -1,9 +1,8 @@
-"""Summaries that need a recomputation no task was queued for (the broker was down)."""
+"""Recompute intents: what a write changed, recorded in MongoDB before the write itself."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from beanie import Document, PydanticObjectId
 from pydantic import Field
@@ -11,17 +10,18 @@ from pydantic import Field
 from models.common import utcnow
 
 
-class StaleSummary(Document):
-    """One movie or user whose summary is older than its ratings; `_id` is "<kind>:<id>".
+class SummaryIntent(Document):
+    """Movies and users whose summaries a write changed; cleared by the drain once it has
+    recomputed them (a PUT instead stamps its rating: `Rating.pending`).
 
-    `changed_at` is the newest write no task was queued for: reconciliation removes the
-    entry only if nothing newer arrived while it recomputed.
+    `job_id` marks an import batch's intent: its job recomputes and clears them when it ends;
+    the drain takes them only once that job is no longer running.
     """
 
-    id: str  # type: ignore[assignment]
-    kind: Literal["movie", "user"]
-    object_id: PydanticObjectId
-    changed_at: datetime = Field(default_factory=utcnow)
+    movie_ids: list[PydanticObjectId] = Field(default_factory=list)
+    user_ids: list[PydanticObjectId] = Field(default_factory=list)
+    job_id: PydanticObjectId | None = None
+    created_at: datetime = Field(default_factory=utcnow)
 
     class Settings:
-        name = "stale_summaries"
+        name = "summary_intents"

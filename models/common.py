@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from beanie import PydanticObjectId
 from pydantic import BaseModel, Field
 
 # Half-star scale, MovieLens style: bucket i holds score (i + 1) / 2.
@@ -22,13 +23,14 @@ def bucket(score: float) -> int:
 
 
 class RatingStats(BaseModel):
-    """Exact aggregate of a set of scores; `ticket` orders concurrent recomputations."""
+    """Exact aggregate of a set of scores; `version` changes with every stored recomputation
+    (a compare-and-set token: a recomputation stores only over the version it read)."""
 
     count: int = 0
     sum: float = 0.0
     mean: float | None = None
     histogram: list[int] = Field(default_factory=lambda: [0] * 10)
-    ticket: int = 0
+    version: PydanticObjectId | None = None
     updated_at: datetime | None = None
 
     @classmethod

@@ -62,7 +62,7 @@ def summary(report: ImportReport, seconds: float, *, dry_run: bool) -> str:
 
 
 async def _with_db(settings: Settings, work):  # type: ignore[no-untyped-def]
-    client = await db.connect(settings)
+    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
     try:
         return await work()
     finally:

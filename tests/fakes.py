@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from redis.asyncio import Redis
 
 from core.cache import Cache
@@ -13,7 +11,7 @@ NO_CACHE = Cache(Redis(), prefix="unit:", ttl=1, enabled=False)
 
 
 class NoQueue:
-    """Queues nothing and reports nothing missed."""
+    """Queues nothing (the intents stay in MongoDB for whoever drains them)."""
 
-    async def schedule_aggregation(self, **kwargs: Any) -> list[tuple[str, str]]:
-        return []
+    async def request_drain(self) -> bool:
+        return True

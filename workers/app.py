@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery, signals
 
 from core.logs import configure_logging
-from core.queue import RECONCILE, REFRESH_WEIGHTED, REQUEUE_STALE_IMPORTS, celery_config
+from core.queue import DRAIN_SUMMARIES, REFRESH_WEIGHTED, REQUEUE_STALE_IMPORTS, celery_config
 from core.settings import Settings
 
 app = Celery("movie-ratings", include=["workers.tasks"])
@@ -23,8 +23,16 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
             "schedule": settings.weighted_refresh_interval,
         },
         "requeue-stale-imports": {"task": REQUEUE_STALE_IMPORTS, "schedule": 60.0},
-        "reconcile-stale-summaries": {"task": RECONCILE, "schedule": settings.reconcile_interval},
+        # The intents are the record; this is what finds them when no write queues a drain
+        # (broker was down, a worker died holding one, a crash came before the enqueue).
+        "drain-summaries": {"task": DRAIN_SUMMARIES, "schedule": settings.drain_interval},
     }
+
+
+@signals.worker_ready.connect
+def _drain_on_start(sender: Any = None, **kwargs: Any) -> None:
+    # A worker that starts (after a crash, an outage, a deploy) drains what was left at once.
+    app.send_task(DRAIN_SUMMARIES)
 
 
 @signals.setup_logging.connect

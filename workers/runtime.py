@@ -49,7 +49,9 @@ def start_runtime() -> Runtime:
         settings = Settings()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        mongo = loop.run_until_complete(db.connect(settings))
+        mongo = loop.run_until_complete(
+            db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+        )
         redis = Redis.from_url(settings.redis_url_required, socket_timeout=5)
         cache = cache_for(settings, redis)
         _runtime = Runtime(

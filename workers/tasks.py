@@ -11,10 +11,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from core.queue import (
-    AGGREGATE_MOVIE,
-    AGGREGATE_USER,
-    PURGE_MOVIE_RATINGS,
-    RECONCILE,
+    DRAIN_SUMMARIES,
     REFRESH_WEIGHTED,
     REQUEUE_STALE_IMPORTS,
     RUN_IMPORT,
@@ -46,82 +43,46 @@ def _object_id(value: str) -> PydanticObjectId | None:
         return None
 
 
-@app.task(name=AGGREGATE_MOVIE, **RETRY)
-def aggregate_movie(self: Any, movie_id: str) -> None:
-    """Recompute one movie's summary from its ratings."""
-    oid = _object_id(movie_id)
-    if oid is None:
-        return
+@app.task(name=DRAIN_SUMMARIES, **RETRY)
+def drain_summaries(self: Any) -> None:
+    """Recompute what the recorded intents name, then clear them (writes and beat queue it)."""
     rt = start_runtime()
 
-    async def work() -> None:
-        await rt.queue.release_pending("movie", movie_id)
-        found = await aggregation.recompute_movie_summary(
-            movie_id=oid, prior_votes=rt.settings.rating_prior_votes
+    async def work() -> aggregation.DrainReport:
+        await rt.queue.drain_started()
+        return await aggregation.drain(
+            prior_votes=rt.settings.rating_prior_votes,
+            batch=rt.settings.drain_batch,
+            changed=rt.cache.summaries_changed,
         )
-        if found:
-            await rt.cache.movies_changed([movie_id])
-        log.info("movie summary recomputed", extra={"movie_id": movie_id, "stored": found})
 
-    run(work())
-
-
-@app.task(name=AGGREGATE_USER, **RETRY)
-def aggregate_user(self: Any, user_id: str) -> None:
-    """Recompute one user's rating stats from their ratings."""
-    oid = _object_id(user_id)
-    if oid is None:
-        return
-    rt = start_runtime()
-
-    async def work() -> None:
-        await rt.queue.release_pending("user", user_id)
-        found = await aggregation.recompute_user_stats(user_id=oid)
-        if found:
-            await rt.cache.users_changed([user_id])
-        log.info("user stats recomputed", extra={"user_id": user_id, "stored": found})
-
-    run(work())
-
-
-@app.task(name=PURGE_MOVIE_RATINGS, **RETRY)
-def purge_movie_ratings(self: Any, movie_id: str) -> None:
-    """Delete a deleted movie's ratings, then refresh the stats of everyone who rated it."""
-    oid = _object_id(movie_id)
-    if oid is None:
-        return
-    rt = start_runtime()
-
-    async def work() -> None:
-        user_ids = await aggregation.purge_movie_ratings(movie_id=oid)
-        await rt.queue.schedule_aggregation(user_ids=user_ids)
-        log.info("movie ratings purged", extra={"movie_id": movie_id, "users": len(user_ids)})
-
-    run(work())
+    report = run(work())
+    if not report.empty:
+        log.info(
+            "summaries drained",
+            extra={
+                "movies": [str(i) for i in report.movies],
+                "users": len(report.users),
+                "purged_movies": [str(i) for i in report.purged_movies],
+                "cleared": report.cleared,
+                "rounds": report.rounds,
+            },
+        )
 
 
 @app.task(name=REFRESH_WEIGHTED, **RETRY)
 def refresh_weighted(self: Any) -> None:
-    """Refresh the global mean C and every weighted score (beat runs this periodically)."""
+    """Publish a new global mean C when it moved beyond tolerance, and rewrite the weighted
+    scores in small batches, each invalidating only its own movies (beat runs this)."""
     rt = start_runtime()
 
-    async def work() -> None:
-        if await aggregation.refresh_weighted_scores(prior_votes=rt.settings.rating_prior_votes):
-            await rt.cache.everything_changed()
-
-    run(work())
-
-
-@app.task(name=RECONCILE, **RETRY)
-def reconcile(self: Any) -> None:
-    """Recompute the summaries whose aggregation could not be queued (beat runs this)."""
-    rt = start_runtime()
-
-    async def work() -> None:
-        done = await aggregation.reconcile(prior_votes=rt.settings.rating_prior_votes)
-        if done["movie"] or done["user"]:
-            # recompute_many may also have moved C, and with it every weighted score.
-            await rt.cache.everything_changed()
+    async def work() -> int:
+        return await aggregation.refresh_weighted_scores(
+            prior_votes=rt.settings.rating_prior_votes,
+            tolerance=rt.settings.weighted_mean_tolerance,
+            changed=rt.cache.movies_changed,
+            pause=0.01,
+        )
 
     run(work())
 

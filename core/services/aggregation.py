@@ -1,40 +1,51 @@
-"""Exact rating aggregates, recomputed from the ratings themselves by the workers.
+"""Exact rating summaries, kept by draining durable recompute intents.
 
-Ordering: every recomputation takes a ticket from one global sequence *before* it reads the
-ratings, and stores its result only over an older ticket. A computation that started later
-saw at least as much, so a slow, older one finishing last can never overwrite it.
+Intents: a PUT stamps its rating with `pending` (a fresh ObjectId) in the same write; a rating
+DELETE, a movie deletion and each import batch insert a SummaryIntent before their write. So a
+crash at any instant leaves either no write, or a write plus its intent. `drain` reads a
+bounded batch of both, recomputes every movie and user they name, and only then clears exactly
+what it read: a stamp or intent written meanwhile survives for the next round.
+
+Ordering is per document (compare-and-set): a recomputation reads the summary's `version`,
+then the ratings, and stores only over that same version, setting a new one; a loser reads
+again. Every stored summary was therefore read after the one it replaced, and recomputations
+of different documents never touch a shared document.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from beanie import PydanticObjectId
 from bson import ObjectId
-from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
 
 from core.services import chunked
 from models import (
+    FINISHED,
     SCORES,
-    Counter,
     GlobalRatingStats,
+    ImportJob,
     Movie,
     Rating,
     RatingStats,
-    StaleSummary,
+    SummaryIntent,
     User,
     bucket,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
-TICKETS = "aggregation"
 WRITE_CHUNK = 1000
+CAS_ATTEMPTS = 8
 SummaryExtra = Callable[[dict[str, Any]], dict[str, Any]]
+Changed = Callable[[list[ObjectId]], Awaitable[None]]
+SummariesChanged = Callable[[list[ObjectId], list[ObjectId]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +61,29 @@ MOVIES = Target(Movie, "rating", "movie_id")
 USERS = Target(User, "stats", "user_id")
 
 
+@dataclass
+class Recomputed:
+    """What one recomputation stored, and which of the ids it was given do not exist."""
+
+    stored: list[ObjectId] = field(default_factory=list)
+    missing: list[ObjectId] = field(default_factory=list)
+
+
+@dataclass
+class DrainReport:
+    """What a drain did: summaries stored, deleted movies purged, intents cleared."""
+
+    movies: list[ObjectId] = field(default_factory=list)
+    users: list[ObjectId] = field(default_factory=list)
+    purged_movies: list[ObjectId] = field(default_factory=list)
+    cleared: int = 0
+    rounds: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.movies or self.users or self.purged_movies or self.cleared)
+
+
 def weighted_score(
     *, count: int, mean: float | None, prior_votes: float, prior_mean: float | None
 ) -> float | None:
@@ -61,39 +95,15 @@ def weighted_score(
     return count / (count + prior_votes) * mean + prior_votes / (count + prior_votes) * prior_mean
 
 
-async def take_tickets(n: int = 1) -> int:
-    """Reserve n consecutive tickets; returns the first."""
-    collection = Counter.get_motor_collection()
-    for _ in range(3):
-        try:
-            doc = await collection.find_one_and_update(
-                {"_id": TICKETS},
-                {"$inc": {"seq": n}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:  # two first-ever tickets raced on the upsert
-            continue
-        if doc is not None:
-            return int(doc["seq"]) - n + 1
-    raise RuntimeError("could not take an aggregation ticket")
+def new_stamp() -> ObjectId:
+    """A fresh intent stamp for a rating write."""
+    return ObjectId()
 
 
-def if_newer(field: str, object_id: Any, stats: dict[str, Any]) -> tuple[dict, dict]:
-    """(filter, update) storing `stats` unless a newer ticket is already there."""
-    # Found through the _id index on every server (no compound "guard" index: on SecantusDB it
-    # changed nothing measurable, 1.5-2.6 ms either way, and MongoDB would maintain it on
-    # every summary write); a plain $set is several times cheaper than a pipeline update.
-    return (
-        {"_id": object_id, f"{field}.ticket": {"$lt": stats["ticket"]}},
-        {"$set": {field: stats}},
-    )
-
-
-async def _histograms(field: str, ids: list[ObjectId], *, everything: bool) -> dict[Any, list[int]]:
+async def histograms(field: str, ids: list[ObjectId], *, everything: bool = False) -> dict:
     """Histograms of ratings per movie or user: one $group over the whole collection when
     most documents are wanted (one pass), else over chunked $in matches (index walks)."""
-    histograms: dict[Any, list[int]] = {i: [0] * len(SCORES) for i in ids}
+    counts: dict[Any, list[int]] = {i: [0] * len(SCORES) for i in ids}
     group = {"$group": {"_id": {"k": f"${field}", "s": "$score"}, "n": {"$sum": 1}}}
     if everything:
         pipelines: list[list[dict[str, Any]]] = [[group]]
@@ -103,20 +113,89 @@ async def _histograms(field: str, ids: list[ObjectId], *, everything: bool) -> d
     for pipeline in pipelines:
         async for row in ratings.aggregate(pipeline, allowDiskUse=True):
             key = row["_id"]["k"]
-            if key in histograms:
-                histograms[key][bucket(row["_id"]["s"])] = row["n"]
-    return histograms
+            if key in counts:
+                counts[key][bucket(row["_id"]["s"])] = row["n"]
+    return counts
 
 
-async def global_mean() -> float | None:
-    """The catalogue-wide mean C, computing it once if it was never stored."""
+async def _versions(target: Target, ids: list[ObjectId]) -> dict[ObjectId, Any]:
+    """The stored summary version of each id that exists."""
+    collection = target.document.get_motor_collection()
+    version = f"{target.summary_field}.version"
+    found: dict[ObjectId, Any] = {}
+    for part in chunked(ids):
+        async for doc in collection.find({"_id": {"$in": part}}, {version: 1}):
+            found[doc["_id"]] = (doc.get(target.summary_field) or {}).get("version")
+    return found
+
+
+async def recompute(
+    target: Target,
+    ids: Iterable[ObjectId],
+    *,
+    extra: SummaryExtra | None = None,
+    everything: bool = False,
+) -> Recomputed:
+    """Recompute and store the summaries of `ids`, each over the version it read first."""
+    result = Recomputed()
+    remaining = sorted(set(ids))
+    collection = target.document.get_motor_collection()
+    version_field = f"{target.summary_field}.version"
+    for _ in range(CAS_ATTEMPTS):
+        if not remaining:
+            return result
+        versions = await _versions(target, remaining)
+        result.missing.extend(i for i in remaining if i not in versions)
+        counts = await histograms(target.rating_field, list(versions), everything=everything)
+        now = utcnow()
+        mine: dict[ObjectId, ObjectId] = {}
+        writes = []
+        for object_id, histogram in counts.items():
+            mine[object_id] = ObjectId()
+            summary = RatingStats.from_histogram(
+                histogram, version=mine[object_id], updated_at=now
+            ).model_dump()
+            if extra is not None:
+                summary = extra(summary)
+            writes.append(
+                UpdateOne(
+                    {"_id": object_id, version_field: versions[object_id]},
+                    {"$set": {target.summary_field: summary}},
+                )
+            )
+        matched = 0
+        for part in chunked(writes, WRITE_CHUNK):
+            matched += (await collection.bulk_write(part, ordered=False)).matched_count
+        if matched == len(writes):
+            result.stored.extend(mine)
+            return result
+        # Someone stored in between (or the document went): read again what did not land.
+        after = await _versions(target, list(mine))
+        result.stored.extend(i for i, v in mine.items() if after.get(i) == v)
+        result.missing.extend(i for i in mine if i not in after)
+        remaining = [i for i, v in mine.items() if i in after and after[i] != v]
+    raise RuntimeError(f"{len(remaining)} summaries lost {CAS_ATTEMPTS} races in a row")
+
+
+async def published_mean() -> float | None:
+    """The catalogue-wide mean C weighted scores are computed with (stored once, published)."""
     stored = await GlobalRatingStats.get("ratings")
     if stored is not None:
         return stored.mean
-    return (await refresh_global_mean()).mean
+    return (await _publish(await _current_mean())).mean
 
 
-async def _store_global(total: float, count: int) -> GlobalRatingStats:
+async def _current_mean() -> tuple[float, int]:
+    """C from the movies' exact summaries (far smaller than the ratings)."""
+    pipeline = [
+        {"$group": {"_id": None, "sum": {"$sum": "$rating.sum"}, "n": {"$sum": "$rating.count"}}}
+    ]
+    rows = await Movie.get_motor_collection().aggregate(pipeline).to_list(1)
+    return (rows[0]["sum"], rows[0]["n"]) if rows else (0.0, 0)
+
+
+async def _publish(totals: tuple[float, int]) -> GlobalRatingStats:
+    total, count = totals
     stats = GlobalRatingStats(mean=total / count if count else None, votes=count)
     await GlobalRatingStats.get_motor_collection().replace_one(
         {"_id": "ratings"}, stats.model_dump(by_alias=True), upsert=True
@@ -124,16 +203,7 @@ async def _store_global(total: float, count: int) -> GlobalRatingStats:
     return stats
 
 
-async def refresh_global_mean() -> GlobalRatingStats:
-    """Recompute C from the movies' exact summaries (smaller than the ratings) and store it."""
-    pipeline = [
-        {"$group": {"_id": None, "sum": {"$sum": "$rating.sum"}, "n": {"$sum": "$rating.count"}}}
-    ]
-    rows = await Movie.get_motor_collection().aggregate(pipeline).to_list(1)
-    return await _store_global(*((rows[0]["sum"], rows[0]["n"]) if rows else (0.0, 0)))
-
-
-def _with_weighted(prior_votes: float, prior_mean: float | None) -> SummaryExtra:
+def with_weighted(prior_votes: float, prior_mean: float | None) -> SummaryExtra:
     """Adds the weighted score to a movie's summary."""
 
     def extra(summary: dict[str, Any]) -> dict[str, Any]:
@@ -148,144 +218,250 @@ def _with_weighted(prior_votes: float, prior_mean: float | None) -> SummaryExtra
     return extra
 
 
-async def recompute_movie_summary(*, movie_id: PydanticObjectId, prior_votes: float) -> bool:
-    """Rebuild one movie's summary exactly from its ratings; False if nothing was stored."""
-    ticket = await take_tickets()
-    extra = _with_weighted(prior_votes, await global_mean())
-    return bool(await _recompute(MOVIES, [movie_id], first_ticket=ticket, extra=extra))
+async def recompute_movies(
+    ids: Iterable[ObjectId], *, prior_votes: float, everything: bool = False
+) -> Recomputed:
+    """Exact summaries (weighted with the published C) for these movies."""
+    extra = with_weighted(prior_votes, await published_mean())
+    return await recompute(MOVIES, ids, extra=extra, everything=everything)
 
 
-async def recompute_user_stats(*, user_id: PydanticObjectId) -> bool:
-    """Rebuild one user's stats exactly from their ratings; False if nothing was stored."""
-    ticket = await take_tickets()
-    return bool(await _recompute(USERS, [user_id], first_ticket=ticket))
-
-
-async def refresh_weighted_scores(*, prior_votes: float, force: bool = False) -> bool:
-    """Refresh C, then every weighted score in one server-side update (skipped when C and
-    so every weighted score is unchanged); True when the scores were rewritten."""
-    before = await GlobalRatingStats.get("ratings")
-    stats = await refresh_global_mean()
-    if not force and before is not None and before.mean == stats.mean:
-        return False
-    count, mean, m = "$rating.count", "$rating.mean", prior_votes
-    if stats.mean is None or m == 0:
-        weighted: Any = mean
-    else:
-        weighted = {
-            "$add": [
-                {"$multiply": [{"$divide": [count, {"$add": [count, m]}]}, mean]},
-                {"$multiply": [{"$divide": [m, {"$add": [count, m]}]}, stats.mean]},
-            ]
-        }
-    # Unrated movies keep weighted = null; the filter is served by the votes index.
-    await Movie.get_motor_collection().update_many(
-        {"rating.count": {"$gt": 0}}, [{"$set": {"rating.weighted": weighted}}]
-    )
-    log.info("weighted scores refreshed", extra={"global_mean": stats.mean, "votes": stats.votes})
-    return True
-
-
-async def _recompute(
-    target: Target,
-    ids: list[ObjectId],
-    *,
-    first_ticket: int,
-    extra: SummaryExtra | None = None,
-    everything: bool = False,
-) -> int:
-    """Recompute and store the summaries of `ids` (tickets from `first_ticket` on, taken
-    before the ratings are read); returns how many documents were found."""
-    histograms = await _histograms(target.rating_field, ids, everything=everything)
-    now = utcnow()
-    writes = []
-    for ticket, (object_id, histogram) in enumerate(histograms.items(), start=first_ticket):
-        summary = RatingStats.from_histogram(histogram, ticket=ticket, updated_at=now).model_dump()
-        if extra is not None:
-            summary = extra(summary)
-        writes.append(UpdateOne(*if_newer(target.summary_field, object_id, summary)))
-    collection = target.document.get_motor_collection()
-    matched = 0
-    for part in chunked(writes, WRITE_CHUNK):
-        matched += (await collection.bulk_write(part, ordered=False)).matched_count
-    return matched
+async def recompute_users(ids: Iterable[ObjectId], *, everything: bool = False) -> Recomputed:
+    """Exact rating stats for these users."""
+    return await recompute(USERS, ids, everything=everything)
 
 
 async def recompute_many(
-    *,
-    movie_ids: Iterable[ObjectId] = (),
-    user_ids: Iterable[ObjectId] = (),
-    prior_votes: float,
+    *, movie_ids: Iterable[ObjectId] = (), user_ids: Iterable[ObjectId] = (), prior_votes: float
 ) -> None:
-    """Exact summaries (and C, and weighted scores) for many movies and users at once."""
-    movies, users = sorted(set(movie_ids)), sorted(set(user_ids))
-    first = await take_tickets(len(movies) + len(users))
-    ratings = Rating.get_motor_collection()
-    # C first, from the ratings themselves, so the summaries below carry their final weights.
-    rows = await ratings.aggregate(
-        [{"$group": {"_id": None, "sum": {"$sum": "$score"}, "n": {"$sum": 1}}}], allowDiskUse=True
-    ).to_list(1)
-    before = await GlobalRatingStats.get("ratings")
-    c = await _store_global(*((rows[0]["sum"], rows[0]["n"]) if rows else (0.0, 0)))
+    """Exact summaries for many movies and users at once (an import's last step)."""
+    for target, ids in ((MOVIES, set(movie_ids)), (USERS, set(user_ids))):
+        if not ids:
+            continue
+        total = await target.document.get_motor_collection().estimated_document_count()
+        everything = len(ids) * 5 >= total
+        if target is MOVIES:
+            await recompute_movies(ids, prior_votes=prior_votes, everything=everything)
+        else:
+            await recompute_users(ids, everything=everything)
 
-    for target, ids, first_ticket, extra in (
-        (MOVIES, movies, first, _with_weighted(prior_votes, c.mean)),
-        (USERS, users, first + len(movies), None),
+
+async def refresh_weighted_scores(
+    *,
+    prior_votes: float,
+    tolerance: float,
+    changed: Changed | None = None,
+    pause: float = 0.0,
+) -> int:
+    """Publish a new C only when it moved more than `tolerance` stars from the published one,
+    then rewrite the weighted scores in small batches (each its own short update, followed by
+    `changed(ids)`); returns how many movies were rewritten (0: C stayed within tolerance)."""
+    stored = await GlobalRatingStats.get("ratings")
+    totals = await _current_mean()
+    mean = totals[0] / totals[1] if totals[1] else None
+    if stored is not None and (
+        mean == stored.mean
+        or (mean is not None and stored.mean is not None and abs(mean - stored.mean) <= tolerance)
     ):
-        if ids:
-            total = await target.document.get_motor_collection().estimated_document_count()
-            await _recompute(
-                target,
-                ids,
-                first_ticket=first_ticket,
-                extra=extra,
-                everything=len(ids) * 5 >= total,
-            )
-    # Movies not recomputed here still carry weights made with the old C.
-    if before is None or before.mean != c.mean:
-        rated = await Movie.get_motor_collection().count_documents({"rating.count": {"$gt": 0}})
-        if rated > len(movies):
-            await refresh_weighted_scores(prior_votes=prior_votes, force=True)
-
-
-async def purge_movie_ratings(*, movie_id: PydanticObjectId) -> list[str]:
-    """Delete the ratings of a deleted movie; returns the users whose stats changed."""
-    if await Movie.get_motor_collection().find_one({"_id": movie_id}, {"_id": 1}) is not None:
-        return []  # the movie exists: nothing to purge (a stale or replayed task)
-    collection = Rating.get_motor_collection()
-    user_ids = await collection.distinct("user_id", {"movie_id": movie_id})
-    await collection.delete_many({"movie_id": movie_id})
-    return [str(u) for u in user_ids]
-
-
-async def mark_stale(*, missed: Iterable[tuple[str, str]]) -> None:
-    """Record summaries whose recomputation could not be queued, for `reconcile`."""
-    now = utcnow()
-    writes = [
-        UpdateOne(
-            {"_id": f"{kind}:{object_id}"},
-            {"$max": {"changed_at": now}, "$set": {"kind": kind, "object_id": ObjectId(object_id)}},
-            upsert=True,
+        return 0
+    stats = await _publish(totals)
+    count, avg, m = "$rating.count", "$rating.mean", prior_votes
+    if stats.mean is None or m == 0:
+        weighted: Any = avg
+    else:
+        weighted = {
+            "$add": [
+                {"$multiply": [{"$divide": [count, {"$add": [count, m]}]}, avg]},
+                {"$multiply": [{"$divide": [m, {"$add": [count, m]}]}, stats.mean]},
+            ]
+        }
+    collection = Movie.get_motor_collection()
+    # Unrated movies keep weighted = null; the filter is served by the votes index.
+    rated = [d["_id"] async for d in collection.find({"rating.count": {"$gt": 0}}, {"_id": 1})]
+    for part in chunked(rated):
+        await collection.update_many(
+            {"_id": {"$in": part}, "rating.count": {"$gt": 0}},
+            [{"$set": {"rating.weighted": weighted}}],
         )
-        for kind, object_id in missed
+        if changed is not None:
+            await changed(part)
+        if pause:
+            await asyncio.sleep(pause)  # let the API's queries in between batches
+    log.info(
+        "weighted scores refreshed",
+        extra={"global_mean": stats.mean, "votes": stats.votes, "movies": len(rated)},
+    )
+    return len(rated)
+
+
+async def record_intent(
+    *, movie_ids: Iterable[ObjectId] = (), user_ids: Iterable[ObjectId] = (), job_id: Any = None
+) -> None:
+    """Durably note that these summaries must be recomputed (before the write that needs it)."""
+    await SummaryIntent.get_motor_collection().insert_one(
+        {
+            "movie_ids": list(movie_ids),
+            "user_ids": list(user_ids),
+            "job_id": job_id,
+            "created_at": utcnow(),
+        }
+    )
+
+
+async def finish_import(*, job_id: ObjectId, prior_votes: float) -> None:
+    """Recompute everything an import's batches (this attempt and any earlier) recorded,
+    clear those intents, then publish the new C with every weighted score."""
+    intents = SummaryIntent.get_motor_collection()
+    notes = await intents.find({"job_id": job_id}).to_list(None)
+    await recompute_many(
+        movie_ids={m for n in notes for m in n["movie_ids"]},
+        user_ids={u for n in notes for u in n["user_ids"]},
+        prior_votes=prior_votes,
+    )
+    for part in chunked([n["_id"] for n in notes]):
+        await intents.delete_many({"_id": {"$in": part}})
+    await refresh_weighted_scores(prior_votes=prior_votes, tolerance=0.0)
+
+
+async def _purge(movie_ids: list[ObjectId]) -> None:
+    """Delete the ratings of deleted movies, their raters' recompute noted first."""
+    ratings = Rating.get_motor_collection()
+    for movie_id in movie_ids:
+        raters = await ratings.distinct("user_id", {"movie_id": movie_id})
+        if raters:
+            await record_intent(user_ids=raters)
+            await ratings.delete_many({"movie_id": movie_id})
+
+
+async def _running_jobs(job_ids: set[ObjectId]) -> set[ObjectId]:
+    if not job_ids:
+        return set()
+    cursor = ImportJob.get_motor_collection().find(
+        {"_id": {"$in": list(job_ids)}, "status": {"$nin": list(FINISHED)}}, {"_id": 1}
+    )
+    return {doc["_id"] async for doc in cursor}
+
+
+async def drain_once(*, prior_votes: float, batch: int) -> DrainReport:
+    """One round: read ≤ batch stamps and intents, recompute what they name, clear them."""
+    report = DrainReport(rounds=1)
+    ratings = Rating.get_motor_collection()
+    intents = SummaryIntent.get_motor_collection()
+    stamps = await ratings.find(
+        {"pending": {"$exists": True}}, {"movie_id": 1, "user_id": 1, "pending": 1}
+    ).to_list(batch)
+    notes = await intents.find({}).to_list(batch)
+    running = await _running_jobs({n["job_id"] for n in notes if n.get("job_id")})
+    notes = [n for n in notes if n.get("job_id") not in running or n.get("job_id") is None]
+    if not stamps and not notes:
+        return DrainReport()
+    movies = {s["movie_id"] for s in stamps} | {m for n in notes for m in n["movie_ids"]}
+    users = {s["user_id"] for s in stamps} | {u for n in notes for u in n["user_ids"]}
+
+    done = await recompute_movies(movies, prior_votes=prior_votes)
+    report.movies = done.stored
+    if done.missing:
+        # Deleted movies: their ratings go, and their raters' stats with them (an intent
+        # recorded first, so a crash here still ends with those users recomputed).
+        await _purge(done.missing)
+        report.purged_movies = done.missing
+    report.users = (await recompute_users(users)).stored
+
+    # Everything read above is now reflected; a stamp rewritten meanwhile no longer matches.
+    clears = [
+        UpdateOne({"_id": s["_id"], "pending": s["pending"]}, {"$unset": {"pending": ""}})
+        for s in stamps
     ]
-    if writes:
-        await StaleSummary.get_motor_collection().bulk_write(writes, ordered=False)
+    for part in chunked(clears, WRITE_CHUNK):
+        report.cleared += (await ratings.bulk_write(part, ordered=False)).modified_count
+    for ids in chunked([n["_id"] for n in notes]):
+        report.cleared += (await intents.delete_many({"_id": {"$in": ids}})).deleted_count
+    return report
 
 
-async def reconcile(*, prior_votes: float, limit: int = 10_000) -> dict[str, list[ObjectId]]:
-    """Recompute the summaries recorded as stale; returns the ids recomputed, by kind."""
-    started = utcnow()
-    collection = StaleSummary.get_motor_collection()
-    entries = await collection.find({}, {"kind": 1, "object_id": 1}).to_list(limit)
-    done: dict[str, list[ObjectId]] = {"movie": [], "user": []}
-    for entry in entries:
-        done[entry["kind"]].append(entry["object_id"])
-    if not entries:
-        return done
-    await recompute_many(movie_ids=done["movie"], user_ids=done["user"], prior_votes=prior_votes)
-    # An entry written again while we recomputed stays for the next run.
-    for part in chunked([e["_id"] for e in entries]):
-        await collection.delete_many({"_id": {"$in": part}, "changed_at": {"$lte": started}})
-    log.info("stale summaries reconciled", extra={k: len(v) for k, v in done.items()})
-    return done
+async def drain(
+    *,
+    prior_votes: float,
+    batch: int = 500,
+    budget: float = 20.0,
+    changed: SummariesChanged | None = None,
+) -> DrainReport:
+    """Drain rounds until nothing is pending or `budget` seconds are spent (the next drain,
+    queued by a write or by beat, takes the rest); `changed` hears each round's ids."""
+    total = DrainReport()
+    deadline = time.monotonic() + budget
+    while True:
+        report = await drain_once(prior_votes=prior_votes, batch=batch)
+        if report.empty:
+            return total
+        total.rounds += 1
+        total.movies += report.movies
+        total.users += report.users
+        total.purged_movies += report.purged_movies
+        total.cleared += report.cleared
+        if changed is not None:
+            await changed(report.movies + report.purged_movies, report.users)
+        if time.monotonic() >= deadline:
+            return total
+
+
+@dataclass
+class Difference:
+    """One stored summary that is not what its ratings give."""
+
+    kind: str
+    id: str
+    stored: dict[str, Any]
+    expected: dict[str, Any]
+
+
+_COMPARED = ("count", "sum", "mean", "histogram")
+
+
+async def verify(
+    target: Target,
+    *,
+    prior_votes: float,
+    batch: int = 500,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, list[Difference]]:
+    """Compare every stored summary of `target` with a recomputation from the ratings
+    (server-side $group per batch); returns (documents checked, differences)."""
+    collection = target.document.get_motor_collection()
+    mean = await published_mean() if target is MOVIES else None
+    differences: list[Difference] = []
+    checked = 0
+    projection = {target.summary_field: 1}
+    cursor = collection.find({}, projection, batch_size=batch)
+    while docs := await cursor.to_list(batch):
+        counts = await histograms(target.rating_field, [d["_id"] for d in docs])
+        for doc in docs:
+            stored = doc.get(target.summary_field) or {}
+            expected = RatingStats.from_histogram(counts[doc["_id"]]).model_dump()
+            keys: tuple[str, ...] = _COMPARED
+            if target is MOVIES:
+                expected = with_weighted(prior_votes, mean)(expected)
+                keys = (*_COMPARED, "weighted")
+            if any(not _same(stored.get(k), expected[k]) for k in keys):
+                differences.append(
+                    Difference(
+                        kind=target.summary_field,
+                        id=str(doc["_id"]),
+                        stored={k: stored.get(k) for k in keys},
+                        expected={k: expected[k] for k in keys},
+                    )
+                )
+        checked += len(docs)
+        if progress is not None:
+            progress(len(docs))
+    return checked, differences
+
+
+def _same(stored: Any, expected: Any) -> bool:
+    if isinstance(stored, float) and isinstance(expected, float):
+        return abs(stored - expected) <= 1e-9 * max(1.0, abs(expected))
+    return bool(stored == expected)
+
+
+def ids_of(differences: Iterable[Difference]) -> list[PydanticObjectId]:
+    return [PydanticObjectId(d.id) for d in differences]

@@ -254,6 +254,7 @@ async def run_job(
                     dry_run=job.dry_run,
                     batch_size=settings.import_batch_size,
                     prior_votes=settings.rating_prior_votes,
+                    job_id=job_id,
                 )
                 report = await importer.run()
             finally:

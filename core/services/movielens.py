@@ -116,8 +116,12 @@ class MovieLensImport:
         dry_run: bool = False,
         batch_size: int = BATCH_SIZE,
         prior_votes: float = 10.0,
+        job_id: ObjectId | None = None,
     ) -> None:
         self.release = release
+        # Tags this run's recompute intents: the job's id, so a resumed job finishes what an
+        # earlier attempt wrote, and the drain leaves them alone while the job runs.
+        self.intent_tag = job_id or ObjectId()
         self.hooks = hooks or Hooks()
         self.dry_run = dry_run
         self.batch_size = batch_size
@@ -126,8 +130,6 @@ class MovieLensImport:
         self.movie_ids: dict[int, ObjectId] = {}
         self.user_ids: dict[int, ObjectId] = {}
         self.new_users: set[ObjectId] = set()
-        self.touched_movies: set[ObjectId] = set()
-        self.touched_users: set[ObjectId] = set()
         # Existing ratings of the users in the current batch (files are grouped by user).
         self._existing: dict[ObjectId, dict[ObjectId, tuple[ObjectId, float, datetime]]] = {}
 
@@ -142,11 +144,7 @@ class MovieLensImport:
             await self._timed("tags.csv", self._count_tags)
         if not self.dry_run:
             started = time.perf_counter()
-            await aggregation.recompute_many(
-                movie_ids=self.touched_movies,
-                user_ids=self.touched_users,
-                prior_votes=self.prior_votes,
-            )
+            await aggregation.finish_import(job_id=self.intent_tag, prior_votes=self.prior_votes)
             self.report.timings["aggregation"] = round(time.perf_counter() - started, 3)
         return self.report
 
@@ -313,6 +311,8 @@ class MovieLensImport:
         await self._load_existing(users)
         inserts: list[dict[str, Any]] = []
         updates: list[UpdateOne] = []
+        touched_movies: set[ObjectId] = set()
+        touched_users: set[ObjectId] = set()
         for movielens_user, movie, score, rated_at in parsed:
             user = self.user_ids[movielens_user]
             have = self._existing[user].get(movie)
@@ -338,10 +338,14 @@ class MovieLensImport:
                 updates.append(UpdateOne({"_id": have[0]}, {"$set": change}))
                 self._existing[user][movie] = (have[0], score, rated_at)
                 self.report.ratings.updated += 1
-            self.touched_movies.add(movie)
-            self.touched_users.add(user)
-        if self.dry_run:
+            touched_movies.add(movie)
+            touched_users.add(user)
+        if self.dry_run or not touched_movies:
             return
+        # The intent first: a crash after the ratings are written still ends recomputed.
+        await aggregation.record_intent(
+            movie_ids=touched_movies, user_ids=touched_users, job_id=self.intent_tag
+        )
         await _apply(Rating.get_motor_collection(), inserts, updates)
 
     async def _count_tags(self) -> None:

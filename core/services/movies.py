@@ -11,8 +11,8 @@ from pymongo.errors import DuplicateKeyError
 
 from core.cache import Cache
 from core.errors import Conflict, NotFound
-from core.queue import PURGE_MOVIE_RATINGS, TaskQueue
-from core.services import Page, page_of
+from core.queue import TaskQueue
+from core.services import Page, aggregation, page_of
 from models import ExternalIds, Movie, title_key, utcnow
 
 # Sort name -> Mongo sort; every one ends in _id (total order) and has an index (models.movie).
@@ -131,9 +131,11 @@ async def update_movie(
 
 
 async def delete_movie(*, movie_id: PydanticObjectId, queue: TaskQueue, cache: Cache) -> None:
-    """Remove a movie now; a worker removes its ratings and fixes the raters' stats."""
+    """Remove a movie now; rating reads and writes refuse it at once, and a drain (noted
+    durably first) deletes its ratings and recomputes its raters' stats."""
+    await aggregation.record_intent(movie_ids=[movie_id])
     result = await Movie.get_motor_collection().delete_one({"_id": movie_id})
     if result.deleted_count == 0:
         raise NotFound("No movie with that id.")
     await cache.movies_changed([movie_id])
-    await queue.send(PURGE_MOVIE_RATINGS, str(movie_id))
+    await queue.request_drain()

@@ -1,4 +1,4 @@
-"""Ratings: one per user and movie; every change schedules exact re-aggregation."""
+"""Ratings: one per user and movie; every change carries its durable recompute intent."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from core.cache import Cache
-from core.db import server_profile
 from core.errors import NotFound, ServiceUnavailable
 from core.queue import TaskQueue
 from core.services import Page, aggregation, page_of
@@ -36,15 +35,31 @@ async def _require(model: type[Movie] | type[User], object_id: PydanticObjectId)
         raise NotFound(f"No {model.Settings.name[:-1]} with that id.")
 
 
-async def _rated(
-    *, user_id: PydanticObjectId, movie_id: PydanticObjectId, queue: TaskQueue, cache: Cache
-) -> None:
+async def _movie_and_rating(
+    *, user_id: PydanticObjectId, movie_id: PydanticObjectId
+) -> tuple[bool, dict[str, Any] | None]:
+    """Whether the movie exists, and the caller's rating of it, in one round trip."""
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"user_id": user_id, "movie_id": movie_id}},
+        {"$project": {"pending": 0}},
+        {
+            "$unionWith": {
+                "coll": Movie.Settings.name,
+                "pipeline": [{"$match": {"_id": movie_id}}, {"$project": {"_id": 1}}],
+            }
+        },
+    ]
+    rows = await Rating.get_motor_collection().aggregate(pipeline).to_list(2)
+    rating = next((row for row in rows if "user_id" in row), None)
+    return any("user_id" not in row for row in rows), rating
+
+
+async def _changed(*, user_id: PydanticObjectId, queue: TaskQueue, cache: Cache) -> None:
     # The caller's own profile shows the write at once; the movie's summary and the user's
-    # stats follow when the worker recomputes them (and bumps their cache versions).
+    # stats follow when a drain recomputes them (and bumps their cache versions). The intent
+    # is already in MongoDB: if the broker is down, beat's periodic drain finds it.
     await cache.users_changed([user_id])
-    missed = await queue.schedule_aggregation(movie_ids=[str(movie_id)], user_ids=[str(user_id)])
-    if missed:
-        await aggregation.mark_stale(missed=missed)
+    await queue.request_drain()
 
 
 async def put_rating(
@@ -57,81 +72,78 @@ async def put_rating(
 ) -> tuple[Rating, bool]:
     """Set the caller's score for a movie; True when the rating is new.
 
-    One upsert on the unique (user, movie) pair, plus the movie check for a new rating. On
-    MongoDB the upsert is a findAndModify returning the document before it, which tells
-    "created" from "changed" and gives rated_at; on SecantusDB, where that is slow, an
-    update_one with our own _id on insert tells them apart and a read gives rated_at.
+    Two round trips: a read of the movie and the caller's rating together (a deleted movie is
+    refused before anything is written), then one upsert on the unique (user, movie) pair
+    that also stamps the rating `pending`, the durable intent to recompute both summaries.
+    The answer is what this request wrote, never a read-back of someone else's write.
     """
+    exists, before = await _movie_and_rating(user_id=user_id, movie_id=movie_id)
+    if not exists:
+        raise NotFound("No movie with that id.")
     now = utcnow()
     collection = Rating.get_motor_collection()
     pair = {"user_id": user_id, "movie_id": movie_id}
     new_id = ObjectId()
     update = {
-        "$set": {"score": score, "updated_at": now},
+        "$set": {"score": score, "updated_at": now, "pending": aggregation.new_stamp()},
         "$setOnInsert": {"_id": new_id, "rated_at": now},
     }
-    single_call = server_profile().find_and_modify
     for _ in range(3):
         try:
-            if single_call:
-                before = await collection.find_one_and_update(
-                    pair, update, {"_id": 1, "rated_at": 1}, upsert=True
-                )
-                created = before is None
-            else:
-                result = await collection.update_one(pair, update, upsert=True)
-                created = result.upserted_id is not None
+            result = await collection.update_one(pair, update, upsert=True)
             break
         except DuplicateKeyError:
             continue  # two first ratings raced: the loser retries, as an update
     else:
         raise ServiceUnavailable("The rating could not be stored; please retry.")
+    created = result.upserted_id is not None
     if created:
-        # A rating that exists implies its movie did; a new one must check.
-        if await Movie.get_motor_collection().find_one({"_id": movie_id}, {"_id": 1}) is None:
-            await collection.delete_one({"_id": new_id})
-            # A user recomputation that ran in between would have counted it: redo it.
-            await queue.schedule_aggregation(user_ids=[str(user_id)])
-            raise NotFound("No movie with that id.")
-        rating = Rating(
-            id=new_id, user_id=user_id, movie_id=movie_id, score=score, rated_at=now, updated_at=now
-        )
+        rating_id, rated_at = new_id, now
     else:
-        if not single_call:
-            before = await collection.find_one(pair, {"_id": 1, "rated_at": 1})
-            if before is None:  # removed by a concurrent DELETE or a movie purge
-                raise NotFound("No movie with that id.")
-        assert before is not None
-        rating = Rating(
-            id=before["_id"],
-            user_id=user_id,
-            movie_id=movie_id,
-            score=score,
-            rated_at=before["rated_at"],
-            updated_at=now,
-        )
-    await _rated(user_id=user_id, movie_id=movie_id, queue=queue, cache=cache)
+        if before is None:
+            # Created by the same user's concurrent request after our read: a third trip,
+            # only in that race, for the creation time it set.
+            before = await collection.find_one(pair, {"rated_at": 1}) or {
+                "_id": new_id,
+                "rated_at": now,
+            }
+        rating_id, rated_at = before["_id"], before["rated_at"]
+    await _changed(user_id=user_id, queue=queue, cache=cache)
+    rating = Rating(
+        id=rating_id,
+        user_id=user_id,
+        movie_id=movie_id,
+        score=score,
+        rated_at=rated_at,
+        updated_at=now,
+    )
     return rating, created
 
 
 async def get_rating(*, user_id: PydanticObjectId, movie_id: PydanticObjectId) -> Rating:
-    """The caller's rating of a movie, or NotFound."""
-    rating = await Rating.find_one({"user_id": user_id, "movie_id": movie_id})
+    """The caller's rating of a movie, or NotFound (also once the movie is deleted)."""
+    exists, rating = await _movie_and_rating(user_id=user_id, movie_id=movie_id)
+    if not exists:
+        raise NotFound("No movie with that id.")
     if rating is None:
         raise NotFound("You have not rated this movie.")
-    return rating
+    return Rating.model_validate(rating)
 
 
 async def delete_rating(
     *, user_id: PydanticObjectId, movie_id: PydanticObjectId, queue: TaskQueue, cache: Cache
 ) -> None:
-    """Remove the caller's rating of a movie, or NotFound."""
+    """Remove the caller's rating of a movie, or NotFound.
+
+    The intent is written first: a crash between the two leaves a harmless extra recompute.
+    """
+    await aggregation.record_intent(movie_ids=[movie_id], user_ids=[user_id])
     deleted = await Rating.get_motor_collection().delete_one(
         {"user_id": user_id, "movie_id": movie_id}
     )
     if deleted.deleted_count == 0:
         raise NotFound("You have not rated this movie.")
-    await _rated(user_id=user_id, movie_id=movie_id, queue=queue, cache=cache)
+    await _changed(user_id=user_id, queue=queue, cache=cache)
 
 
 async def list_user_ratings(
@@ -160,6 +172,7 @@ async def list_movie_ratings(
     *, movie_id: PydanticObjectId, offset: int, limit: int
 ) -> Page[Rating]:
     """A movie's ratings, newest first."""
+    await _require(Movie, movie_id)  # a deleted movie's ratings are gone at once
     rows = (
         await Rating.find({"movie_id": movie_id})
         .sort(NEWEST_FIRST)
@@ -167,6 +180,4 @@ async def list_movie_ratings(
         .limit(limit + 1)
         .to_list()
     )
-    if not rows:
-        await _require(Movie, movie_id)
     return page_of(rows, offset=offset, limit=limit)
