@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 85
 
-.PHONY: run test lint typecheck check clean bench bench-import bench-embedded
+.PHONY: run test lint typecheck check clean bench bench-import bench-embedded chaos
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ clean:
 
 bench-embedded: $(STAMP)
 	$(BIN)/python -m bench.embedded_server $(BENCH_ARGS)
+
+# Fault injection against the embedded stack; prints the table (see README, How it works).
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 bench-import: $(STAMP)
 	$(BIN)/python -m bench.imports $(BENCH_ARGS)

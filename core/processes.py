@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,16 @@ def port_open(port: int) -> bool:
         return False
 
 
-def spawn(cmd: list[str], *, env: dict[str, str] | None = None, log_file: Path | None = None):
+def spawn(
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    log_file: Path | None = None,
+    own_session: bool = False,
+):
+    """Start `cmd`; `own_session` keeps the terminal's Ctrl-C (sent to the whole foreground
+    process group) away from it, so its supervisor alone decides when and in which order
+    it stops."""
     out = open(log_file, "ab") if log_file else None
     return subprocess.Popen(
         cmd,
@@ -59,6 +69,7 @@ def spawn(cmd: list[str], *, env: dict[str, str] | None = None, log_file: Path |
         stdout=out,
         stderr=subprocess.STDOUT if out else None,
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        start_new_session=own_session,
     )
 
 
@@ -77,15 +88,24 @@ def stop(procs: list[subprocess.Popen], timeout: float = 10) -> None:
 
 
 class StopSignal:
-    """SIGINT and SIGTERM turned into a flag that a supervising loop polls."""
+    """SIGINT and SIGTERM turned into flags a supervising loop polls: the first asks for an
+    orderly stop, a second one forces it."""
 
     def __init__(self) -> None:
-        self.received = False
+        self.count = 0
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
 
+    @property
+    def received(self) -> bool:
+        return self.count > 0
+
+    @property
+    def forced(self) -> bool:
+        return self.count > 1
+
     def _on_signal(self, signum: int, frame: object) -> None:
-        self.received = True
+        self.count += 1
 
 
 def supervise(procs: list[subprocess.Popen], stop_signal: StopSignal, *, what: str) -> int:
@@ -97,3 +117,107 @@ def supervise(procs: list[subprocess.Popen], stop_signal: StopSignal, *, what: s
             return exited[0].returncode or 1
         time.sleep(0.2)
     return 0
+
+
+@dataclass
+class Component:
+    """One supervised process: how to start it, and how it stops (signals with the
+    seconds each is given, in order; SIGKILL follows the last)."""
+
+    name: str
+    start: Callable[[], subprocess.Popen]
+    stop_signals: tuple[tuple[int, float], ...] = ((signal.SIGTERM, 10.0),)
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    """Keeps components running: one that exits is logged and started again after an
+    exponential backoff (as compose's `restart: unless-stopped`), while the others go on.
+    Stops them in reverse start order, each finished before the next is asked."""
+
+    BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 30.0
+
+    def __init__(self, stop_signal: StopSignal) -> None:
+        self.components: list[Component] = []
+        self.stop_signal = stop_signal
+        self.restarts = 0
+
+    def add(self, component: Component) -> Component:
+        """Start a component now (its start function waits until it is ready)."""
+        component.proc = component.start()
+        component.started_at = time.monotonic()
+        self.components.append(component)
+        return component
+
+    def run(self, *, poll: float = 0.2) -> int:
+        """Supervise until a stop signal arrives; then stop everything in order."""
+        while not self.stop_signal.received:
+            self.check()
+            time.sleep(poll)
+        self.stop()
+        return 0
+
+    def check(self) -> None:
+        """One pass: notice exits, schedule and perform restarts."""
+        now = time.monotonic()
+        for component in self.components:
+            proc = component.proc
+            if component.restart_at is None and proc is not None and proc.poll() is not None:
+                if now - component.started_at > self.STABLE_AFTER:
+                    component.failures = 0
+                delay = min(self.BACKOFF_MAX, self.BACKOFF_FIRST * 2**component.failures)
+                component.failures += 1
+                component.restart_at = now + delay
+                log.error(
+                    "%s exited with code %s; restarting in %.1f s",
+                    component.name,
+                    proc.returncode,
+                    delay,
+                    extra={"component": component.name, "code": proc.returncode},
+                )
+            if component.restart_at is not None and now >= component.restart_at:
+                try:
+                    component.proc = component.start()
+                except (RuntimeError, OSError) as exc:
+                    component.proc = None
+                    component.failures += 1
+                    component.restart_at = now + min(
+                        self.BACKOFF_MAX, self.BACKOFF_FIRST * 2**component.failures
+                    )
+                    log.error("%s could not restart: %s", component.name, exc)
+                    continue
+                component.started_at = time.monotonic()
+                component.restart_at = None
+                self.restarts += 1
+                log.warning("%s restarted", component.name, extra={"component": component.name})
+
+    def stop(self) -> None:
+        """Newest first, each one given its signals and time before the next is asked; a
+        second stop signal kills whatever is still running."""
+        for component in reversed(self.components):
+            proc = component.proc
+            if proc is None or proc.poll() is not None:
+                continue
+            log.info("stopping %s", component.name, extra={"component": component.name})
+            for signum, grace in component.stop_signals:
+                if self.stop_signal.forced:
+                    break
+                proc.send_signal(signum)
+                if _wait(proc, grace, self.stop_signal):
+                    break
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _wait(proc: subprocess.Popen, seconds: float, stop_signal: StopSignal) -> bool:
+    """Wait for `proc` to exit; False on timeout or when a second signal forces the stop."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not stop_signal.forced:
+        if proc.poll() is not None:
+            return True
+        time.sleep(0.05)
+    return proc.poll() is not None

@@ -10,12 +10,22 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from core.processes import StopSignal, free_port, port_open, spawn, stop, supervise, wait_until
+from core.processes import (
+    Component,
+    StopSignal,
+    Supervisor,
+    free_port,
+    port_open,
+    spawn,
+    wait_until,
+)
 from core.security import ensure_dev_keyset
 from core.settings import EMBEDDED_FILE, Settings
 
@@ -36,6 +46,7 @@ def start_secantus(
     log_file: Path | None = None,
     extra: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    own_session: bool = False,
 ):
     """Start SecantusDB on loopback; `storage` is a folder or ':memory:'."""
     proc = spawn(
@@ -56,6 +67,7 @@ def start_secantus(
         ],
         env=env,
         log_file=log_file,
+        own_session=own_session,
     )
     wait_until(lambda: port_open(port), timeout=60, what="SecantusDB", proc=proc)
     return proc
@@ -76,7 +88,9 @@ def redis_binary() -> str:
     return str(bundled)
 
 
-def start_redis(*, port: int, workdir: Path, log_file: Path | None = None):
+def start_redis(
+    *, port: int, workdir: Path, log_file: Path | None = None, own_session: bool = False
+):
     """Start a private redis-server on loopback that keeps nothing on disk."""
     workdir.mkdir(parents=True, exist_ok=True)
     proc = spawn(
@@ -94,6 +108,7 @@ def start_redis(*, port: int, workdir: Path, log_file: Path | None = None):
             str(workdir),
         ],
         log_file=log_file,
+        own_session=own_session,
     )
     wait_until(lambda: port_open(port), timeout=30, what="redis-server", proc=proc)
     return proc
@@ -109,36 +124,47 @@ def worker_command(queue: str, *extra: str) -> list[str]:
 
 @dataclass
 class EmbeddedProcesses:
-    """What `run_embedded` started, oldest first, and where each part listens."""
+    """What `run_embedded` started and where each part listens."""
 
-    procs: list[subprocess.Popen] = field(default_factory=list)
+    supervisor: Supervisor
     where: dict[str, str] = field(default_factory=dict)
 
 
+# Ctrl-C stops the parts newest first, each given these signals and seconds in turn. The
+# worker's SIGTERM is Celery's warm shutdown (running tasks finish; unstarted ones go back to
+# Redis, still up); SIGQUIT then cuts a long import short (its job resumes on the next start).
+API_STOP = ((signal.SIGTERM, 15.0),)
+WORKER_STOP = ((signal.SIGTERM, 20.0), (signal.SIGQUIT, 10.0))
+QUICK_STOP = ((signal.SIGTERM, 10.0),)
+
+
 def run_embedded(settings: Settings) -> int:
-    """Start everything, log what runs where, and stop it all on Ctrl-C or a child's exit."""
+    """Start everything, keep it running (a part that dies is restarted with backoff while
+    the rest serve), and stop it in order on Ctrl-C; a second Ctrl-C forces."""
     data_dir = settings.data_dir.resolve()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    stack = EmbeddedProcesses()
+    stack = EmbeddedProcesses(Supervisor(StopSignal()))
+    add = stack.supervisor.add
     env = dict(os.environ, ENVIRONMENT=settings.environment, DATA_DIR=str(data_dir))
-    stop_signal = StopSignal()
     try:
         mongodb_url = settings.mongodb_url
         if mongodb_url is None:
-            port = free_port()
-            stack.procs.append(
-                start_secantus(storage=str(data_dir / "db"), port=port, log_file=logs / "db.log")
-            )
-            mongodb_url = f"mongodb://127.0.0.1:{port}"
+            db_port = free_port()
+            add(Component("secantusdb", partial(
+                start_secantus, storage=str(data_dir / "db"), port=db_port,
+                log_file=logs / "db.log", own_session=True,
+            ), QUICK_STOP))  # fmt: skip
+            mongodb_url = f"mongodb://127.0.0.1:{db_port}"
             stack.where["secantusdb"] = f"{mongodb_url} (data {data_dir / 'db'})"
         redis_url = settings.redis_url
         if redis_url is None:
-            port = free_port()
-            stack.procs.append(
-                start_redis(port=port, workdir=data_dir / "redis", log_file=logs / "redis.log")
-            )
-            redis_url = f"redis://127.0.0.1:{port}/0"
+            redis_port = free_port()
+            add(Component("redis", partial(
+                start_redis, port=redis_port, workdir=data_dir / "redis",
+                log_file=logs / "redis.log", own_session=True,
+            ), QUICK_STOP))  # fmt: skip
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
             stack.where["redis"] = f"{redis_url} ({redis_binary()})"
         env.update(MONGODB_URL=mongodb_url, REDIS_URL=redis_url)
         (data_dir / EMBEDDED_FILE).write_text(
@@ -151,26 +177,34 @@ def run_embedded(settings: Settings) -> int:
         seeded = subprocess.run([python, "-m", "seed", "sample"], env=env, check=False)
         if seeded.returncode:
             raise RuntimeError("seeding the sample catalogue failed")
-        stack.procs.append(
-            spawn(worker_command(settings.celery_queue), env=env, log_file=logs / "worker.log")
-        )
-        stack.where["worker"] = f"celery worker, log {logs / 'worker.log'}"
+        worker_log = logs / "worker.log"
+        add(Component("worker", partial(
+            spawn, worker_command(settings.celery_queue), env=env, log_file=worker_log,
+            own_session=True,
+        ), WORKER_STOP))  # fmt: skip
+        stack.where["worker"] = f"celery worker, log {worker_log}"
         schedule = str(data_dir / "celerybeat-schedule")
         beat = [python, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO", "-s"]
-        stack.procs.append(spawn([*beat, schedule], env=env, log_file=logs / "beat.log"))
+        add(Component("beat", partial(
+            spawn, [*beat, schedule], env=env, log_file=logs / "beat.log", own_session=True
+        ), QUICK_STOP))  # fmt: skip
         stack.where["beat"] = f"celery beat, log {logs / 'beat.log'}"
-        api = spawn([python, "-m", "api", "serve"], env=env)
-        stack.procs.append(api)
-        wait_until(lambda: port_open(settings.port), timeout=60, what="API", proc=api)
+        add(Component("api", partial(_start_api, env, settings.port), API_STOP))
         base = f"http://{settings.host}:{settings.port}"
         stack.where["api"] = f"{base}/api/v1 (docs {base}/api/docs)"
         for name, where in stack.where.items():
             log.info("running", extra={"component": name, "where": where})
-        return supervise(stack.procs, stop_signal, what="a component")
+        return stack.supervisor.run()
     except RuntimeError as exc:
         log.error("embedded start failed: %s", exc)
         return 1
     finally:
         log.info("stopping", extra={"components": list(stack.where)})
-        stop(stack.procs)
+        stack.supervisor.stop()
         (data_dir / EMBEDDED_FILE).unlink(missing_ok=True)
+
+
+def _start_api(env: dict[str, str], port: int) -> subprocess.Popen:
+    api = spawn([sys.executable, "-m", "api", "serve"], env=env, own_session=True)
+    wait_until(lambda: port_open(port), timeout=60, what="API", proc=api)
+    return api

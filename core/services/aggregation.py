@@ -265,6 +265,18 @@ async def refresh_weighted_scores(
     ):
         return 0
     stats = await _publish(totals)
+    return await _rewrite_weighted(stats, prior_votes=prior_votes, changed=changed, pause=pause)
+
+
+async def _rewrite_weighted(
+    stats: GlobalRatingStats,
+    *,
+    prior_votes: float,
+    changed: Changed | None = None,
+    pause: float = 0.0,
+    skip: set[ObjectId] | None = None,
+) -> int:
+    """Every rated movie's weighted score (but `skip`'s) from the published C, in batches."""
     count, avg, m = "$rating.count", "$rating.mean", prior_votes
     if stats.mean is None or m == 0:
         weighted: Any = avg
@@ -277,11 +289,12 @@ async def refresh_weighted_scores(
         }
     collection = Movie.get_motor_collection()
     # Unrated movies keep weighted = null; the filter is served by the votes index.
-    rated = [d["_id"] async for d in collection.find({"rating.count": {"$gt": 0}}, {"_id": 1})]
+    cursor = collection.find({"rating.count": {"$gt": 0}}, {"_id": 1})
+    rated = [d["_id"] async for d in cursor if not skip or d["_id"] not in skip]
     for part in chunked(rated):
+        # By _id alone: a second condition here lets SecantusDB pick a worse index.
         await collection.update_many(
-            {"_id": {"$in": part}, "rating.count": {"$gt": 0}},
-            [{"$set": {"rating.weighted": weighted}}],
+            {"_id": {"$in": part}}, [{"$set": {"rating.weighted": weighted}}]
         )
         if changed is not None:
             await changed(part)
@@ -313,14 +326,27 @@ async def finish_import(*, job_id: ObjectId, prior_votes: float) -> None:
     clear those intents, then publish the new C with every weighted score."""
     intents = SummaryIntent.get_motor_collection()
     notes = await intents.find({"job_id": job_id}).to_list(None)
+    if not notes:
+        return  # nothing was written
+    movies = {m for n in notes for m in n["movie_ids"]}
+    # C first, from the ratings themselves, so the summaries below carry their final weights
+    # and only the movies this import did not touch need a second write.
+    before = await GlobalRatingStats.get("ratings")
+    rows = await (
+        Rating.get_motor_collection()
+        .aggregate([{"$group": {"_id": None, "sum": {"$sum": "$score"}, "n": {"$sum": 1}}}])
+        .to_list(1)
+    )
+    stats = await _publish((rows[0]["sum"], rows[0]["n"]) if rows else (0.0, 0))
     await recompute_many(
-        movie_ids={m for n in notes for m in n["movie_ids"]},
+        movie_ids=movies,
         user_ids={u for n in notes for u in n["user_ids"]},
         prior_votes=prior_votes,
     )
     for part in chunked([n["_id"] for n in notes]):
         await intents.delete_many({"_id": {"$in": part}})
-    await refresh_weighted_scores(prior_votes=prior_votes, tolerance=0.0)
+    if before is None or before.mean != stats.mean:
+        await _rewrite_weighted(stats, prior_votes=prior_votes, skip=movies)
 
 
 async def _purge(movie_ids: list[ObjectId]) -> None:
