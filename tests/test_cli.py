@@ -1,8 +1,10 @@
-"""`python -m api create-admin` and `python -m seed sample` as an operator runs them."""
+"""`python -m api create-admin`, `verify-summaries` and `python -m seed sample` as an operator
+runs them."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +13,7 @@ import sys
 import aiohttp
 
 from core.processes import free_port
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, eventually
 from tests.services import settings_env
 
 
@@ -123,3 +125,30 @@ async def test_web_concurrency_runs_several_processes_on_one_port(settings, db):
     assert '"api processes started"' in output
     for pid in pids:  # every child went with the supervisor
         assert not os.path.exists(f"/proc/{pid}")
+
+
+async def test_verify_summaries_finds_and_repairs_what_differs(settings, db, api):
+    admin = await api.user("root", admin=True)
+    movie = await api.movie(admin)
+    fan = await api.user()
+    await api.rate(fan, movie["id"], 4.5)
+
+    async def settled() -> bool:
+        doc = await db.movies.find_one({}, {"rating.count": 1})
+        return doc["rating"]["count"] == 1
+
+    await eventually(settled)
+    await db.movies.update_one({}, {"$set": {"rating.count": 7, "rating.histogram": [7] + [0] * 9}})
+    done = await asyncio.to_thread(_run, settings, "api", "verify-summaries", "--json")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is False and report["users"]["different"] == 0
+    assert report["movies"]["different"] == 1 and report["movies"]["checked"] == 1
+    assert report["movies"]["differences"][0]["expected"]["count"] == 1
+
+    done = await asyncio.to_thread(_run, settings, "api", "verify-summaries", "--repair")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 different, 1 repaired" in done.stdout
+    assert (await db.movies.find_one({}))["rating"]["count"] == 1
+    done = await asyncio.to_thread(_run, settings, "api", "verify-summaries", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["ok"] is True

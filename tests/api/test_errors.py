@@ -67,6 +67,27 @@ async def test_unexpected_error_is_logged_once_and_hidden(client, db, monkeypatc
     assert len(records) == 1 and records[0].exc_info
 
 
+async def test_a_stalled_database_is_a_503_with_retry_after(client, db, monkeypatch):
+    """The mapping; tests/test_faults.py stalls a real server (SIGSTOP) under load."""
+    from pymongo.errors import NetworkTimeout, OperationFailure
+
+    from core.services import movies
+
+    async def stalled(**kwargs):
+        raise NetworkTimeout("timed out")
+
+    monkeypatch.setattr(movies, "list_movies", stalled)
+    resp = await client.get(f"{API}/movies")
+    body = await _problem(resp, 503)
+    assert resp.headers["Retry-After"] == "5" and body["type"].endswith("database-unavailable")
+
+    async def refused(**kwargs):
+        raise OperationFailure("bad query", code=2)
+
+    monkeypatch.setattr(movies, "list_movies", refused)
+    await _problem(await client.get(f"{API}/movies"), 500)  # our bug, not an outage
+
+
 async def test_json_log_lines_carry_the_request_id():
     import json
     import logging

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from beanie import PydanticObjectId
 
 from models import SCORES, RatingStats, bucket
 
@@ -14,8 +15,9 @@ def test_buckets_cover_the_half_star_scale():
 
 def test_stats_from_histogram_are_exact():
     histogram = [1, 0, 0, 0, 0, 0, 0, 2, 0, 1]  # 0.5, 4.0, 4.0, 5.0
-    stats = RatingStats.from_histogram(histogram, ticket=3)
-    assert (stats.count, stats.sum, stats.mean, stats.ticket) == (4, 13.5, 3.375, 3)
+    version = PydanticObjectId()
+    stats = RatingStats.from_histogram(histogram, version=version)
+    assert (stats.count, stats.sum, stats.mean, stats.version) == (4, 13.5, 3.375, version)
 
 
 def test_empty_histogram_has_no_mean():

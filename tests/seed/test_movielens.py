@@ -2,49 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import asyncio
+import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-from beanie import init_beanie
-from motor.motor_asyncio import AsyncIOMotorClient
 
-from core import processes
 from core.services.movielens import Hooks, ImportCancelled, MovieLensImport
-from embedded import stack as embedded
-from models import DOCUMENT_MODELS
+from models import ImportReport
 from seed.movielens import MovieLensRelease, parse_genres, parse_title
 from seed.source import Source
+from tests.seed import ml_small
 from tests.seed.releases import MOVIES, RATINGS, write_release, zip_release
-from tests.services import database_env
-
-ROOT = Path(__file__).resolve().parents[2]
-ML_SMALL = Path(os.environ.get("MOVIELENS_SMALL", ROOT.parent / "shared/movielens/ml-latest-small"))
-
-
-@pytest.fixture
-async def own_db(tmp_path):
-    """Beanie on a SecantusDB of this test's own, gone with it: 100k ratings written and then
-    deleted in the session's shared server leave it slower for every later test (deleting
-    them alone took 21 s, and a second import 3.5x as long as the first)."""
-    port = processes.free_port()
-    proc = embedded.start_secantus(
-        storage=str(tmp_path / "db"),
-        port=port,
-        log_file=tmp_path / "secantus.log",
-        env=database_env(),
-    )
-    client: AsyncIOMotorClient = AsyncIOMotorClient(
-        f"mongodb://127.0.0.1:{port}", tz_aware=True, socketTimeoutMS=120_000
-    )
-    try:
-        database = client["movielens"]
-        await init_beanie(database=database, document_models=DOCUMENT_MODELS)
-        yield database
-    finally:
-        client.close()
-        processes.stop([proc])
 
 
 async def _import(path, **options):
@@ -219,23 +188,27 @@ async def test_cancelled_import_stops_at_a_batch_boundary(odm, tmp_path):
     assert await odm.ratings.count_documents({}) == 0
 
 
-async def test_ml_latest_small_exact_counts_and_idempotent(own_db):
-    assert ML_SMALL.is_dir(), f"MovieLens ml-latest-small not found at {ML_SMALL}"
-    report = await _import(ML_SMALL, batch_size=5000)
-    assert (report.movies.inserted, report.users.inserted, report.ratings.inserted) == (
+async def test_ml_latest_small_exact_counts_and_idempotent(ml_small_import):
+    proc, work = ml_small_import
+    # Started at collection, in its own process and server (tests/seed/ml_small.py).
+    returncode = await asyncio.to_thread(proc.wait, 280)
+    log = (work / "import.log").read_text(errors="replace")[-3000:]
+    assert returncode == 0, log
+    result = json.loads((work / ml_small.RESULT).read_text())
+    first, again = ImportReport(**result["first"]), ImportReport(**result["again"])
+    assert (first.movies.inserted, first.users.inserted, first.ratings.inserted) == (
         9742,
         610,
         100836,
     )
-    assert report.bad_rows == 0
-    assert await own_db.movies.count_documents({}) == 9742
-    assert await own_db.users.count_documents({}) == 610
-    assert await own_db.ratings.count_documents({}) == 100836
-    toy = await own_db.movies.find_one({"external_ids.movielens": 1})
-    assert toy["rating"]["count"] == 215
-    assert round(toy["rating"]["mean"], 6) == 3.920930
-    assert toy["rating"]["histogram"] == [1, 0, 1, 6, 8, 34, 18, 82, 18, 47]
-    again = await _import(ML_SMALL, batch_size=5000)
+    assert first.bad_rows == 0
+    assert result["counts"] == {"movies": 9742, "users": 610, "ratings": 100836}
+    toy = result["toy"]
+    assert toy["count"] == 215
+    assert round(toy["mean"], 6) == 3.920930
+    assert toy["histogram"] == [1, 0, 1, 6, 8, 34, 18, 82, 18, 47]
+    # The import recomputed what its batches recorded, and cleared those intents.
+    assert result["left"] == {"pending": 0, "intents": 0}
     assert (again.movies.unchanged, again.users.unchanged, again.ratings.unchanged) == (
         9742,
         610,
