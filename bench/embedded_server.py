@@ -2,7 +2,8 @@
 side on one fresh SecantusDB server (`make bench-embedded`).
 
 Measured: a long `$in` sent whole or in chunks of 100; findAndModify against update_one plus
-a read; a conditional summary update with and without the `<field>_guard` index; the global
+a read; the PUT's read of a movie and the caller's rating as two finds, a `$lookup` or a
+`$unionWith`; a conditional summary update with and without the `<field>_guard` index; the global
 mean from the ratings against from the movies' summaries. Each row prints both timings and
 their ratio; `explain` shows which plan the server chose.
 """
@@ -134,6 +135,47 @@ def main(argv: list[str] | None = None) -> int:
 
             two = timed(update_then_read, repeat=15)
             rows.append(("change one document, read it", "findAndModify", fam, "update+find", two))
+
+            # The PUT's first round trip: does the movie exist, and the caller's rating.
+            db.ratings.create_index([("user_id", ASCENDING), ("movie_id", ASCENDING)])
+            rated: dict[str, Any] = db.ratings.find_one({"movie_id": target}) or {}
+            rated = rated or db.ratings.find_one({}) or {}
+            pair = {"user_id": rated["user_id"], "movie_id": rated["movie_id"]}
+            movie_only = [{"$match": {"_id": rated["movie_id"]}}, {"$project": {"_id": 1}}]
+            union = timed(
+                lambda: list(
+                    db.ratings.aggregate(
+                        [
+                            {"$match": pair},
+                            {"$unionWith": {"coll": "movies", "pipeline": movie_only}},
+                        ]
+                    )
+                ),
+                repeat=15,
+            )
+            two_finds = timed(
+                lambda: (db.movies.find_one({"_id": rated["movie_id"]}), db.ratings.find_one(pair)),
+                repeat=15,
+            )
+            lookup = timed(
+                lambda: list(
+                    db.movies.aggregate(
+                        [
+                            *movie_only,
+                            {
+                                "$lookup": {
+                                    "from": "ratings",
+                                    "pipeline": [{"$match": pair}],
+                                    "as": "r",
+                                }
+                            },
+                        ]
+                    )
+                ),
+                repeat=5,
+            )
+            rows.append(("movie + own rating", "2 finds (2 trips)", two_finds, "$unionWith", union))
+            rows.append(("movie + own rating, 1 trip", "$lookup", lookup, "$unionWith", union))
 
             tickets = iter(range(1, 10**9))
 

@@ -360,6 +360,7 @@ async def _purge(movie_ids: list[ObjectId]) -> None:
 
 
 async def _running_jobs(job_ids: set[ObjectId]) -> set[ObjectId]:
+    """Those of `job_ids` that are import jobs still queued or running."""
     if not job_ids:
         return set()
     cursor = ImportJob.get_motor_collection().find(
@@ -376,9 +377,12 @@ async def drain_once(*, prior_votes: float, batch: int) -> DrainReport:
     stamps = await ratings.find(
         {"pending": {"$exists": True}}, {"movie_id": 1, "user_id": 1, "pending": 1}
     ).to_list(batch)
-    notes = await intents.find({}).to_list(batch)
-    running = await _running_jobs({n["job_id"] for n in notes if n.get("job_id")})
-    notes = [n for n in notes if n.get("job_id") not in running or n.get("job_id") is None]
+    notes = await intents.find({"job_id": None}).to_list(batch)
+    # An import's intents wait for their job to end (it recomputes and clears them itself),
+    # unless it ended without doing so (failed, cancelled, a CLI run that crashed).
+    tags = set(await intents.distinct("job_id", {"job_id": {"$ne": None}}))
+    if ended := sorted(tags - await _running_jobs(tags)):
+        notes += await intents.find({"job_id": {"$in": ended}}).to_list(batch)
     if not stamps and not notes:
         return DrainReport()
     movies = {s["movie_id"] for s in stamps} | {m for n in notes for m in n["movie_ids"]}
