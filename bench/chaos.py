@@ -49,13 +49,17 @@ class Outcome:
     sent: int = 0
     statuses: Counter = field(default_factory=Counter)
     lost: int = 0
+    stored_unanswered: int = 0  # writes stored whose client never got an answer
     exact_after: float | None = None  # seconds from recovery until exact; None: never (bound)
     wrong_left: int = 0
 
     def row(self) -> str:
         codes = " ".join(f"{k}:{v}" for k, v in sorted(self.statuses.items(), key=str))
         exact = f"{self.exact_after:.1f}" if self.exact_after is not None else "NEVER"
-        return f"| {self.fault} | {self.sent} | {codes} | {self.lost} | {exact} |"
+        return (
+            f"| {self.fault} | {self.sent} | {codes} | {self.lost} | {self.stored_unanswered} "
+            f"| {exact} |"
+        )
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
@@ -317,27 +321,37 @@ async def run_scenario(
             break
         outcome.wrong_left = wrong
         await asyncio.sleep(0.5)
-    outcome.lost = await asyncio.to_thread(_lost, stack, people, acked)
+    outcome.lost, outcome.stored_unanswered = await asyncio.to_thread(
+        _tally, stack, people, planned, acked
+    )
     return outcome
 
 
-def _lost(
-    stack: ChaosStack, people: list[tuple[ObjectId, str]], acked: list[tuple[str, str, float]]
-) -> int:
-    """Acknowledged writes whose rating is not stored with the acknowledged score."""
+def _tally(
+    stack: ChaosStack,
+    people: list[tuple[ObjectId, str]],
+    planned: list[tuple[str, str, float]],
+    acked: list[tuple[str, str, float]],
+) -> tuple[int, int]:
+    """(acknowledged writes not stored with their score, stored writes never acknowledged)."""
     user_of = {token: user for user, token in people}
-    lost = 0
-    for token, movie, score in acked:
+    answered = set(acked)
+    lost = stored = 0
+    for token, movie, score in planned:
         doc = stack.db.ratings.find_one({"user_id": user_of[token], "movie_id": ObjectId(movie)})
-        if doc is None or doc["score"] != score:
-            lost += 1
-    return lost
+        kept = doc is not None and doc["score"] == score
+        if (token, movie, score) in answered:
+            lost += not kept
+        else:
+            stored += kept
+    return lost, stored
 
 
 def table(outcomes: list[Outcome]) -> str:
     head = [
-        "| fault | writes sent | status codes seen | acknowledged writes lost | s until exact |",
-        "|---|---|---|---|---|",
+        "| fault | writes sent | status codes seen | acknowledged writes lost "
+        "| stored, never answered | s until exact |",
+        "|---|---|---|---|---|---|",
     ]
     return "\n".join(head + [o.row() for o in outcomes])
 
