@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,16 @@ def stop(procs: list[subprocess.Popen], timeout: float = 10) -> None:
             proc.wait()
 
 
+class StopRequest(Protocol):
+    """What a supervising loop polls: stop in order, or stop now."""
+
+    @property
+    def received(self) -> bool: ...
+
+    @property
+    def forced(self) -> bool: ...
+
+
 class StopSignal:
     """SIGINT and SIGTERM turned into flags a supervising loop polls: the first asks for an
     orderly stop, a second one forces it."""
@@ -140,7 +151,7 @@ class Supervisor:
 
     BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 30.0
 
-    def __init__(self, stop_signal: StopSignal) -> None:
+    def __init__(self, stop_signal: StopRequest) -> None:
         self.components: list[Component] = []
         self.stop_signal = stop_signal
         self.restarts = 0
@@ -213,7 +224,7 @@ class Supervisor:
                 proc.wait()
 
 
-def _wait(proc: subprocess.Popen, seconds: float, stop_signal: StopSignal) -> bool:
+def _wait(proc: subprocess.Popen, seconds: float, stop_signal: StopRequest) -> bool:
     """Wait for `proc` to exit; False on timeout or when a second signal forces the stop."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not stop_signal.forced:

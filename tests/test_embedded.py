@@ -81,6 +81,11 @@ async def test_embedded_stack_serves_rates_converges_and_stops(tmp_path):
     assert proc.returncode == 0, log[-3000:]
     for component in ("secantusdb", "redis", "worker", "beat", "api"):
         assert f'"component":"{component}"' in log
+    # Ctrl-C stops the parts one after another, newest first: nothing still running needs a
+    # part that has already gone (the worker hands its tasks back to a Redis that is up).
+    stopped = [line.split('"message":"stopping ')[1].split('"')[0]
+               for line in log.splitlines() if '"message":"stopping ' in line]  # fmt: skip
+    assert stopped == ["api", "beat", "worker", "redis", "secantusdb"], log[-3000:]
     # Every child is gone: nothing listens on the API port any more.
     assert not _listening(port)
 
