@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     # Budget of one database operation, in seconds (server selection and retries included):
     # the API's is short, so a stalled database answers 503 fast; the workers' fits their
     # largest aggregation and CLI tools use it too.
-    mongodb_timeout: float = Field(3.0, gt=0, le=600)
+    mongodb_timeout: float = Field(5.0, gt=0, le=600)
     mongodb_worker_timeout: float = Field(300.0, gt=0, le=3600)
 
     rating_prior_votes: float = Field(10.0, ge=0)

@@ -25,6 +25,7 @@ from beanie import PydanticObjectId
 from bson import ObjectId
 from pymongo import UpdateOne
 
+from core.db import server_profile
 from core.services import chunked
 from models import (
     FINISHED,
@@ -41,7 +42,6 @@ from models import (
 )
 
 log = logging.getLogger(__name__)
-WRITE_CHUNK = 1000
 CAS_ATTEMPTS = 8
 SummaryExtra = Callable[[dict[str, Any]], dict[str, Any]]
 Changed = Callable[[list[ObjectId]], Awaitable[None]]
@@ -164,7 +164,7 @@ async def recompute(
                 )
             )
         matched = 0
-        for part in chunked(writes, WRITE_CHUNK):
+        for part in chunked(writes, server_profile().write_batch):
             matched += (await collection.bulk_write(part, ordered=False)).matched_count
         if matched == len(writes):
             result.stored.extend(mine)
@@ -402,7 +402,7 @@ async def drain_once(*, prior_votes: float, batch: int) -> DrainReport:
         UpdateOne({"_id": s["_id"], "pending": s["pending"]}, {"$unset": {"pending": ""}})
         for s in stamps
     ]
-    for part in chunked(clears, WRITE_CHUNK):
+    for part in chunked(clears, server_profile().write_batch):
         report.cleared += (await ratings.bulk_write(part, ordered=False)).modified_count
     for ids in chunked([n["_id"] for n in notes]):
         report.cleared += (await intents.delete_many({"_id": {"$in": ids}})).deleted_count
