@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from beanie import PydanticObjectId
@@ -43,6 +44,9 @@ from models import (
 
 log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 8
+# A command-line import (no job document) writes an intent per batch, seconds apart: one
+# silent this long has stopped, and the drain takes over what it left.
+IMPORT_TAG_QUIET = timedelta(minutes=10)
 SummaryExtra = Callable[[dict[str, Any]], dict[str, Any]]
 Changed = Callable[[list[ObjectId]], Awaitable[None]]
 SummariesChanged = Callable[[list[ObjectId], list[ObjectId]], Awaitable[None]]
@@ -359,14 +363,22 @@ async def _purge(movie_ids: list[ObjectId]) -> None:
             await ratings.delete_many({"movie_id": movie_id})
 
 
-async def _running_jobs(job_ids: set[ObjectId]) -> set[ObjectId]:
-    """Those of `job_ids` that are import jobs still queued or running."""
-    if not job_ids:
+async def _running_imports(tags: set[ObjectId]) -> set[ObjectId]:
+    """Those of the import tags whose import still runs: a job not yet ended, or (an import
+    run from the command line has no job) a tag that wrote an intent in the last
+    IMPORT_TAG_QUIET seconds."""
+    if not tags:
         return set()
     cursor = ImportJob.get_motor_collection().find(
-        {"_id": {"$in": list(job_ids)}, "status": {"$nin": list(FINISHED)}}, {"_id": 1}
+        {"_id": {"$in": list(tags)}}, {"_id": 1, "status": 1}
     )
-    return {doc["_id"] async for doc in cursor}
+    jobs = {doc["_id"]: doc["status"] async for doc in cursor}
+    running = {tag for tag, status in jobs.items() if status not in FINISHED}
+    loose = [tag for tag in tags if tag not in jobs]
+    if loose:
+        recent = {"job_id": {"$in": loose}, "created_at": {"$gt": utcnow() - IMPORT_TAG_QUIET}}
+        running |= set(await SummaryIntent.get_motor_collection().distinct("job_id", recent))
+    return running
 
 
 async def drain_once(*, prior_votes: float, batch: int) -> DrainReport:
@@ -381,7 +393,7 @@ async def drain_once(*, prior_votes: float, batch: int) -> DrainReport:
     # An import's intents wait for their job to end (it recomputes and clears them itself),
     # unless it ended without doing so (failed, cancelled, a CLI run that crashed).
     tags = set(await intents.distinct("job_id", {"job_id": {"$ne": None}}))
-    if ended := sorted(tags - await _running_jobs(tags)):
+    if ended := sorted(tags - await _running_imports(tags)):
         notes += await intents.find({"job_id": {"$in": ended}}).to_list(batch)
     if not stamps and not notes:
         return DrainReport()

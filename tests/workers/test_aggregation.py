@@ -4,6 +4,7 @@ drain's ordering rules called directly."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from beanie import PydanticObjectId
@@ -20,7 +21,7 @@ from core.queue import (
     make_producer,
 )
 from core.services import aggregation
-from models import Movie, User
+from models import Movie, User, utcnow
 from tests import factories
 from tests.conftest import API, Api, eventually, worker_log
 
@@ -159,6 +160,16 @@ async def test_a_running_imports_intents_wait_for_its_job(client, db):
     await db.import_jobs.update_one({"_id": job_id}, {"$set": {"status": "failed"}})
     report = await aggregation.drain_once(prior_votes=10, batch=100)
     assert report.movies == [movie.id] and report.cleared == 1
+
+
+async def test_a_command_line_imports_intents_wait_until_it_falls_silent(client, db):
+    movie = await _movie()
+    tag = ObjectId()  # `python -m seed movielens` has no job: its intents carry a fresh tag
+    await aggregation.record_intent(movie_ids=[movie.id], job_id=tag)
+    assert (await aggregation.drain_once(prior_votes=10, batch=100)).empty
+    quiet = utcnow() - aggregation.IMPORT_TAG_QUIET - timedelta(seconds=1)
+    await db.summary_intents.update_many({"job_id": tag}, {"$set": {"created_at": quiet}})
+    assert (await aggregation.drain_once(prior_votes=10, batch=100)).movies == [movie.id]
 
 
 async def test_a_deleted_movies_ratings_are_purged_and_its_raters_recomputed(client, db):
