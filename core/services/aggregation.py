@@ -353,7 +353,7 @@ async def finish_import(*, job_id: ObjectId, prior_votes: float) -> None:
         await _rewrite_weighted(stats, prior_votes=prior_votes, skip=movies)
 
 
-async def _purge(movie_ids: list[ObjectId]) -> None:
+async def purge_ratings(movie_ids: list[ObjectId]) -> None:
     """Delete the ratings of deleted movies, their raters' recompute noted first."""
     ratings = Rating.get_motor_collection()
     for movie_id in movie_ids:
@@ -403,9 +403,9 @@ async def drain_once(*, prior_votes: float, batch: int) -> DrainReport:
     done = await recompute_movies(movies, prior_votes=prior_votes)
     report.movies = done.stored
     if done.missing:
-        # Deleted movies: their ratings go, and their raters' stats with them (an intent
-        # recorded first, so a crash here still ends with those users recomputed).
-        await _purge(done.missing)
+        # Deleted movies (the API purges at once; this finishes a purge a crash cut short, or
+        # a rating created as its movie went): their ratings go, their raters are noted.
+        await purge_ratings(done.missing)
         report.purged_movies = done.missing
     report.users = (await recompute_users(users)).stored
 

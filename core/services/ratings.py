@@ -10,6 +10,7 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from core.cache import Cache
+from core.db import server_profile
 from core.errors import NotFound, ServiceUnavailable
 from core.queue import TaskQueue
 from core.services import Page, aggregation, page_of
@@ -35,25 +36,6 @@ async def _require(model: type[Movie] | type[User], object_id: PydanticObjectId)
         raise NotFound(f"No {model.Settings.name[:-1]} with that id.")
 
 
-async def _movie_and_rating(
-    *, user_id: PydanticObjectId, movie_id: PydanticObjectId
-) -> tuple[bool, dict[str, Any] | None]:
-    """Whether the movie exists, and the caller's rating of it, in one round trip."""
-    pipeline: list[dict[str, Any]] = [
-        {"$match": {"user_id": user_id, "movie_id": movie_id}},
-        {"$project": {"pending": 0}},
-        {
-            "$unionWith": {
-                "coll": Movie.Settings.name,
-                "pipeline": [{"$match": {"_id": movie_id}}, {"$project": {"_id": 1}}],
-            }
-        },
-    ]
-    rows = await Rating.get_motor_collection().aggregate(pipeline).to_list(2)
-    rating = next((row for row in rows if "user_id" in row), None)
-    return any("user_id" not in row for row in rows), rating
-
-
 async def _changed(*, user_id: PydanticObjectId, queue: TaskQueue, cache: Cache) -> None:
     # The caller's own profile shows the write at once; the movie's summary and the user's
     # stats follow when a drain recomputes them (and bumps their cache versions). The intent
@@ -72,14 +54,13 @@ async def put_rating(
 ) -> tuple[Rating, bool]:
     """Set the caller's score for a movie; True when the rating is new.
 
-    Two round trips: a read of the movie and the caller's rating together (a deleted movie is
-    refused before anything is written), then one upsert on the unique (user, movie) pair
-    that also stamps the rating `pending`, the durable intent to recompute both summaries.
-    The answer is what this request wrote, never a read-back of someone else's write.
+    One upsert on the unique (user, movie) pair that also stamps the rating `pending`, the
+    durable intent to recompute both summaries, then one more round trip: a new rating checks
+    its movie exists (a deleted movie's ratings are gone with it, so an existing rating
+    implies its movie); a changed one reads its creation time. On MongoDB the upsert is a
+    findAndModify that returns the rating as it was, which answers both. The answer is what
+    this request wrote, never a read-back of someone else's write.
     """
-    exists, before = await _movie_and_rating(user_id=user_id, movie_id=movie_id)
-    if not exists:
-        raise NotFound("No movie with that id.")
     now = utcnow()
     collection = Rating.get_motor_collection()
     pair = {"user_id": user_id, "movie_id": movie_id}
@@ -88,26 +69,36 @@ async def put_rating(
         "$set": {"score": score, "updated_at": now, "pending": aggregation.new_stamp()},
         "$setOnInsert": {"_id": new_id, "rated_at": now},
     }
+    single_call = server_profile().find_and_modify
+    before: dict[str, Any] | None = None
     for _ in range(3):
         try:
-            result = await collection.update_one(pair, update, upsert=True)
+            if single_call:
+                before = await collection.find_one_and_update(
+                    pair, update, {"_id": 1, "rated_at": 1}, upsert=True
+                )
+                created = before is None
+            else:
+                result = await collection.update_one(pair, update, upsert=True)
+                created = result.upserted_id is not None
             break
         except DuplicateKeyError:
             continue  # two first ratings raced: the loser retries, as an update
     else:
         raise ServiceUnavailable("The rating could not be stored; please retry.")
-    created = result.upserted_id is not None
     if created:
+        if await Movie.get_motor_collection().find_one({"_id": movie_id}, {"_id": 1}) is None:
+            # No such movie (or deleted meanwhile). Its stamp is gone with it; the user's
+            # stats never counted it unless a drain ran in between, which the next one fixes.
+            await aggregation.record_intent(user_ids=[user_id])
+            await collection.delete_one({"_id": new_id})
+            raise NotFound("No movie with that id.")
         rating_id, rated_at = new_id, now
     else:
-        if before is None:
-            # Created by the same user's concurrent request after our read: a third trip,
-            # only in that race, for the creation time it set.
-            before = await collection.find_one(pair, {"rated_at": 1}) or {
-                "_id": new_id,
-                "rated_at": now,
-            }
-        rating_id, rated_at = before["_id"], before["rated_at"]
+        if not single_call:
+            before = await collection.find_one(pair, {"_id": 1, "rated_at": 1})
+        # None: a concurrent DELETE removed it right after this write; the write did happen.
+        rating_id, rated_at = (before["_id"], before["rated_at"]) if before else (new_id, now)
     await _changed(user_id=user_id, queue=queue, cache=cache)
     rating = Rating(
         id=rating_id,
@@ -121,13 +112,11 @@ async def put_rating(
 
 
 async def get_rating(*, user_id: PydanticObjectId, movie_id: PydanticObjectId) -> Rating:
-    """The caller's rating of a movie, or NotFound (also once the movie is deleted)."""
-    exists, rating = await _movie_and_rating(user_id=user_id, movie_id=movie_id)
-    if not exists:
-        raise NotFound("No movie with that id.")
+    """The caller's rating of a movie, or NotFound (a deleted movie's ratings go with it)."""
+    rating = await Rating.find_one({"user_id": user_id, "movie_id": movie_id})
     if rating is None:
         raise NotFound("You have not rated this movie.")
-    return Rating.model_validate(rating)
+    return rating
 
 
 async def delete_rating(
@@ -172,7 +161,6 @@ async def list_movie_ratings(
     *, movie_id: PydanticObjectId, offset: int, limit: int
 ) -> Page[Rating]:
     """A movie's ratings, newest first."""
-    await _require(Movie, movie_id)  # a deleted movie's ratings are gone at once
     rows = (
         await Rating.find({"movie_id": movie_id})
         .sort(NEWEST_FIRST)
@@ -180,4 +168,6 @@ async def list_movie_ratings(
         .limit(limit + 1)
         .to_list()
     )
+    if not rows:
+        await _require(Movie, movie_id)
     return page_of(rows, offset=offset, limit=limit)
