@@ -380,12 +380,20 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
             exact_at = time.perf_counter()
             break
         time.sleep(0.02)
-    time.sleep(2)  # let any trailing recomputation land in the log before counting
-    recomputations = sum(
-        1
-        for line in stack.worker_log.read_text(errors="replace").splitlines()
-        if "summaries drained" in line and target in line
-    )
+
+    def drains() -> int:
+        return sum(
+            1
+            for line in stack.worker_log.read_text(errors="replace").splitlines()
+            if "summaries drained" in line and target in line
+        )
+
+    # Let the log catch up (the pool children's lines can land a while later), then count.
+    log_deadline = time.perf_counter() + 10
+    while not drains() and time.perf_counter() < log_deadline:
+        time.sleep(0.5)
+    time.sleep(1)
+    recomputations = drains()
 
     # ---- load ----
     print("load runs …", file=sys.stderr, flush=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
 from redis.exceptions import RedisError
 
 from core.cache import RedisHealth
@@ -29,6 +30,10 @@ REQUEUE_STALE_IMPORTS = "imports.requeue_stale"
 # TTL in latency, never a summary.
 DRAIN_PENDING_KEY = "agg:drain:queued"
 DRAIN_PENDING_TTL = 5
+# One drain runs at a time (two would read the same stamps and do the work twice); the lock
+# expires this many seconds after its holder's last round, so a killed worker frees it soon.
+DRAIN_LOCK_KEY = "agg:drain:running"
+DRAIN_LOCK_TTL = 10
 
 # Redis redelivers a message its worker took but never acknowledged after this many seconds
 # (kombu's default is an hour). Aggregation needs no redelivery (beat drains the intents);
@@ -126,3 +131,7 @@ class TaskQueue:
     async def drain_started(self) -> None:
         """A drain is running: writes from now on need a drain of their own."""
         await self._redis.delete(DRAIN_PENDING_KEY)
+
+    def drain_lock(self) -> Lock:
+        """redis-py's lock (a token, an expiry, release only by its holder) for draining."""
+        return self._redis.lock(DRAIN_LOCK_KEY, timeout=DRAIN_LOCK_TTL, blocking=False)

@@ -8,7 +8,7 @@ from typing import Any
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
-from redis.exceptions import RedisError
+from redis.exceptions import LockError, RedisError
 
 from core.queue import (
     DRAIN_SUMMARIES,
@@ -48,15 +48,36 @@ def drain_summaries(self: Any) -> None:
     """Recompute what the recorded intents name, then clear them (writes and beat queue it)."""
     rt = start_runtime()
 
-    async def work() -> aggregation.DrainReport:
-        await rt.queue.drain_started()
-        return await aggregation.drain(
-            prior_votes=rt.settings.rating_prior_votes,
-            batch=rt.settings.drain_batch,
-            changed=rt.cache.summaries_changed,
-        )
+    async def work() -> aggregation.DrainReport | None:
+        lock = rt.queue.drain_lock()
+        if not await lock.acquire():
+            return None
+
+        async def extend() -> None:
+            try:
+                await lock.reacquire()
+            except LockError:  # a round outlived the lock: take it again (if nobody has)
+                await lock.acquire()
+
+        try:
+            await rt.queue.drain_started()
+            return await aggregation.drain(
+                prior_votes=rt.settings.rating_prior_votes,
+                batch=rt.settings.drain_batch,
+                changed=rt.cache.summaries_changed,
+                round_done=extend,
+            )
+        finally:
+            try:
+                await lock.release()
+            except LockError:  # expired meanwhile: nothing of ours to release
+                pass
 
     report = run(work())
+    if report is None:
+        # Another drain runs; it may have read the stamps before this task's write landed.
+        # Look again shortly (the queued-key stays set: writes meanwhile need no new task).
+        raise self.retry(countdown=1.0, max_retries=60)
     if not report.empty:
         log.info(
             "summaries drained",

@@ -427,13 +427,17 @@ async def drain(
     batch: int = 500,
     budget: float = 20.0,
     changed: SummariesChanged | None = None,
+    round_done: Callable[[], Awaitable[Any]] | None = None,
 ) -> DrainReport:
     """Drain rounds until nothing is pending or `budget` seconds are spent (the next drain,
-    queued by a write or by beat, takes the rest); `changed` hears each round's ids."""
+    queued by a write or by beat, takes the rest); `changed` hears each round's ids, and
+    `round_done` is called after every round (the worker extends its lock there)."""
     total = DrainReport()
     deadline = time.monotonic() + budget
     while True:
         report = await drain_once(prior_votes=prior_votes, batch=batch)
+        if round_done is not None:
+            await round_done()
         if report.empty:
             return total
         total.rounds += 1
