@@ -4,8 +4,8 @@ side on one fresh SecantusDB server (`make bench-embedded`).
 Measured: a long `$in` sent whole or in chunks of 100; findAndModify against update_one plus
 a read; a movie and a rating read as two finds or in one trip (`$lookup`, `$unionWith`:
 both scan the other collection here); a conditional summary update with and without the
-`<field>_guard` index; the global mean from the ratings against from the movies' summaries. Each row prints both timings and
-their ratio; `explain` shows which plan the server chose.
+`<field>_guard` index; the global mean from the ratings against from the movies' summaries.
+Each row prints both timings and their ratio; `explain` shows which plan the server chose.
 """
 
 from __future__ import annotations
