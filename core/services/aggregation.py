@@ -409,16 +409,13 @@ async def drain_once(*, prior_votes: float, batch: int) -> DrainReport:
         report.purged_movies = done.missing
     report.users = (await recompute_users(users)).stored
 
-    # Everything read above is now reflected. Every write makes a fresh stamp, so a rating
-    # whose stamp is still one of those read was not written since: one update per batch.
-    for part in chunked(stamps, server_profile().write_batch):
-        read = {
-            "_id": {"$in": [s["_id"] for s in part]},
-            "pending": {"$in": [s["pending"] for s in part]},
-        }
-        report.cleared += (
-            await ratings.update_many(read, {"$unset": {"pending": ""}})
-        ).modified_count
+    # Everything read above is now reflected; a stamp rewritten meanwhile no longer matches.
+    clears = [
+        UpdateOne({"_id": s["_id"], "pending": s["pending"]}, {"$unset": {"pending": ""}})
+        for s in stamps
+    ]
+    for part in chunked(clears, server_profile().write_batch):
+        report.cleared += (await ratings.bulk_write(part, ordered=False)).modified_count
     for ids in chunked([n["_id"] for n in notes]):
         report.cleared += (await intents.delete_many({"_id": {"$in": ids}})).deleted_count
     return report
