@@ -113,7 +113,8 @@ async def histograms(field: str, ids: list[ObjectId], *, everything: bool = Fals
     if everything:
         pipelines: list[list[dict[str, Any]]] = [[group]]
     else:
-        pipelines = [[{"$match": {field: {"$in": part}}}, group] for part in chunked(ids)]
+        size = server_profile().match_batch
+        pipelines = [[{"$match": {field: {"$in": part}}}, group] for part in chunked(ids, size)]
     ratings = Rating.get_motor_collection()
     for pipeline in pipelines:
         async for row in ratings.aggregate(pipeline, allowDiskUse=True):
@@ -411,12 +412,16 @@ async def drain_once(*, prior_votes: float, batch: int) -> DrainReport:
     report.users = (await recompute_users(users)).stored
 
     # Everything read above is now reflected; a stamp rewritten meanwhile no longer matches.
-    clears = [
-        UpdateOne({"_id": s["_id"], "pending": s["pending"]}, {"$unset": {"pending": ""}})
-        for s in stamps
-    ]
-    for part in chunked(clears, server_profile().write_batch):
-        report.cleared += (await ratings.bulk_write(part, ordered=False)).modified_count
+    # Stamps are unique (a fresh one per write), so "pending is one of those read" clears
+    # exactly the writes seen; in small chunks, as SecantusDB scans both lists per document.
+    for part in chunked(stamps, server_profile().match_batch):
+        seen = {
+            "_id": {"$in": [s["_id"] for s in part]},
+            "pending": {"$in": [s["pending"] for s in part]},
+        }
+        report.cleared += (
+            await ratings.update_many(seen, {"$unset": {"pending": ""}})
+        ).modified_count
     for ids in chunked([n["_id"] for n in notes]):
         report.cleared += (await intents.delete_many({"_id": {"$in": ids}})).deleted_count
     return report
