@@ -12,9 +12,9 @@ from typing import Any
 from bson import ObjectId
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from core import names
 from models import SCORES
 
-USERNAME = validate.Regexp(r"^[a-z0-9_.-]{3,32}$", error="3-32 of a-z, 0-9, '_', '.', '-'.")
 PASSWORD = validate.Length(min=10, max=256)
 PAGE_LIMIT = fields.Integer(
     load_default=20, validate=validate.Range(1, 100), metadata={"description": "Page size."}
@@ -42,6 +42,27 @@ class ObjectIdField(fields.Field):
         if not isinstance(value, str) or not ObjectId.is_valid(value) or len(value) != 24:
             raise self.make_error("invalid")
         return ObjectId(value)
+
+
+class UsernameField(fields.String):
+    """NFKC and lower case first (the form uniqueness is checked in), then the whole string
+    must match: "root" plus a newline, or in fullwidth letters, is not a new name."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = names.normalize_username(super()._deserialize(value, attr, data, **kwargs))
+        if not names.is_username(text):
+            raise ValidationError("3-32 of a-z, 0-9, '_', '.', '-'.")
+        return text
+
+
+class DisplayNameField(fields.String):
+    """Printable text of at most 64 characters after NFKC, the limit every source shares."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if problem := names.display_name_problem(text):
+            raise ValidationError(problem)
+        return names.normalize(text).strip()
 
 
 class StrictNumber(fields.Float):
@@ -102,14 +123,14 @@ class StatsSchema(Schema):
 
 
 class UserCreateSchema(Schema):
-    username = fields.String(required=True, validate=USERNAME)
+    username = UsernameField(required=True, metadata={"pattern": names.USERNAME_PATTERN.pattern})
     email = fields.Email(required=True, validate=validate.Length(max=254))
-    display_name = fields.String(required=True, validate=validate.Length(1, 64))
+    display_name = DisplayNameField(required=True, metadata={"maxLength": names.DISPLAY_NAME_MAX})
     password = fields.String(required=True, validate=PASSWORD, load_only=True)
 
 
 class UserUpdateSchema(Schema):
-    display_name = fields.String(validate=validate.Length(1, 64))
+    display_name = DisplayNameField(metadata={"maxLength": names.DISPLAY_NAME_MAX})
     email = fields.Email(validate=validate.Length(max=254))
     password = fields.String(validate=PASSWORD)
     current_password = fields.String(validate=validate.Length(max=256))

@@ -14,6 +14,7 @@ from typing import Any
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
+from core import names
 from core.errors import Conflict, NotFound
 from core.services import duplicate_field
 from models import Identity, User
@@ -37,7 +38,9 @@ async def _create_user(claims: dict[str, Any]) -> User:
     base = _username_base(claims)
     verified = claims.get("email_verified") is True and isinstance(claims.get("email"), str)
     email: str | None = claims["email"].lower() if verified else None
-    display = str(claims.get("name") or claims.get("preferred_username") or base)[:80]
+    display = names.clean_display_name(
+        str(claims.get("name") or claims.get("preferred_username") or ""), fallback=base
+    )
     username = base
     for _ in range(8):
         user = User(username=username, email=email, display_name=display)
