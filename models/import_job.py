@@ -67,7 +67,8 @@ class ImportJob(Document):
     cancel_requested: bool = False
     idempotency_key: str | None = None
     fingerprint: str = ""
-    created_by: PydanticObjectId | None = None
+    created_by: PydanticObjectId | None = None  # the person who asked
+    created_by_client: str | None = None  # or the operator client (its client_id)
     attempts: int = 0
     worker: str | None = None
     report: ImportReport = Field(default_factory=ImportReport)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
 
+from core.outbound import OutboundFailed, OutboundRefused, UrlPolicy, open_url, read_capped
 from core.services.movielens import ReleaseError
+
+# An operator's own command line: any host, any address, any size.
+OPERATOR = UrlPolicy(hosts=None, allow_private=True)
 
 DATASETS = ("ml-latest-small", "ml-25m", "ml-32m")
 _CHUNK = 1 << 16
@@ -37,17 +39,22 @@ def _md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def published_md5(url: str, *, timeout: float) -> str | None:
+def published_md5(url: str, *, timeout: float, policy: UrlPolicy = OPERATOR) -> str | None:
     """The checksum GroupLens publishes beside each zip (`<url>.md5`), if any."""
     try:
-        with urllib.request.urlopen(f"{url}.md5", timeout=timeout) as resp:
+        resp = open_url(f"{url}.md5", policy, timeout=timeout)
+        try:
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                raise DownloadError(f"checksum request failed: HTTP {resp.status}")
             text = resp.read(4096).decode("ascii", "replace")
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        raise DownloadError(f"checksum request failed: HTTP {exc.code}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise DownloadError(f"checksum request failed: {exc}") from exc
+        finally:
+            resp.close()
+    except (OutboundFailed, OutboundRefused) as exc:
+        raise DownloadError(f"checksum request failed: {exc}") from None
+    except OSError:
+        raise DownloadError("checksum request failed") from None
     match = re.search(r"\b[0-9a-fA-F]{32}\b", text)
     return match.group(0).lower() if match else None
 
@@ -59,25 +66,35 @@ def fetch(
     require_checksum: bool = True,
     progress: bool = True,
     timeout: float = 30.0,
+    policy: UrlPolicy = OPERATOR,
 ) -> Path:
-    """Download `url` into `cache_dir` (resuming a partial file) and verify its MD5."""
+    """Download `url` into `cache_dir` (resuming a partial file) and verify its MD5; every
+    hop, address and byte under `policy`. Errors name at most an HTTP status."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise DownloadError("only http and https URLs can be downloaded")
     name = _SAFE_NAME.sub("_", Path(urllib.parse.urlsplit(url).path).name) or "download.zip"
     cache_dir.mkdir(parents=True, exist_ok=True)
     target, part = cache_dir / name, cache_dir / f"{name}.part"
-    expected = published_md5(url, timeout=timeout)
+    expected = published_md5(url, timeout=timeout, policy=policy)
     if expected is None and require_checksum:
         raise DownloadError(f"no checksum published at {url}.md5")
     if target.exists() and (expected is None or _md5_of(target) == expected):
         return target
     offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
+        resp = open_url(url, policy, headers=headers, timeout=timeout)
+    except (OutboundFailed, OutboundRefused) as exc:
+        raise DownloadError(str(exc)) from None
+    try:
+        if resp.status == 416 and offset:
+            pass  # the part file is already whole
+        elif resp.status not in (200, 206):
+            raise DownloadError(f"download failed: HTTP {resp.status}")
+        else:
             if offset and resp.status != 206:
                 offset = 0  # the server ignored the range: start over
-            length = resp.headers.get("Content-Length")
+            length = resp.getheader("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
             with (
                 part.open("ab" if offset else "wb") as out,
@@ -90,17 +107,19 @@ def fetch(
                     disable=not progress,
                 ) as bar,
             ):
-                while chunk := resp.read(_CHUNK):
+                for chunk in read_capped(resp, policy, _CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # the part file is already whole
-            pass
-        else:
-            raise DownloadError(f"download failed: HTTP {exc.code}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+    except OutboundRefused as exc:
+        part.unlink(missing_ok=True)  # over the cap: nothing worth resuming
+        raise DownloadError(str(exc)) from None
+    except (OutboundFailed, OSError) as exc:
         # The part file stays: the next attempt resumes where this one stopped.
-        raise DownloadError(f"download interrupted: {exc}") from exc
+        raise DownloadError(
+            str(exc) if isinstance(exc, OutboundFailed) else "download failed"
+        ) from None
+    finally:
+        resp.close()
     if expected is not None and (actual := _md5_of(part)) != expected:
         part.unlink()
         raise DownloadError(f"checksum mismatch for {name}: expected {expected}, got {actual}")

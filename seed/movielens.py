@@ -145,7 +145,12 @@ async def open_job_release(job: ImportJob, settings: Settings) -> MovieLensRelea
     path under the import root."""
     if job.url:
         path = await asyncio.to_thread(
-            fetch, job.url, cache_dir=settings.cache_dir, require_checksum=False, progress=False
+            fetch,
+            job.url,
+            cache_dir=settings.cache_dir,
+            require_checksum=False,
+            progress=False,
+            policy=settings.import_url_policy,
         )
     else:
         path = resolve_import_path(settings.imports_dir, job.path or "")[0]

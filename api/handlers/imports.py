@@ -7,9 +7,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
+from beanie import PydanticObjectId
 
 from api.appkeys import QUEUE, SETTINGS
-from api.handlers import person_id
+from api.handlers import principal
 from api.http import authenticated, docs, errors, json_response, next_url
 from api.schemas import (
     ImportCreateSchema,
@@ -19,6 +20,7 @@ from api.schemas import (
     PageQuery,
 )
 from core.errors import InvalidInput
+from core.security import CLIENT_SUBJECT
 from core.services import imports as import_service
 from models import ImportJob
 
@@ -77,11 +79,16 @@ async def create_import(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _KEY.match(key):
         raise InvalidInput("Bad Idempotency-Key.", {"Idempotency-Key": ["1-255 visible ASCII."]})
+    caller = principal(request)
+    settings = request.app[SETTINGS]
     job, _ = await import_service.create_job(
         body=request["json"],
         idempotency_key=key,
-        created_by=person_id(request),
-        import_root=request.app[SETTINGS].imports_dir,
+        # An operator client with imports:write starts imports too (the README's use).
+        created_by=None if caller.is_client else PydanticObjectId(caller.subject),
+        created_by_client=caller.subject.removeprefix(CLIENT_SUBJECT) if caller.is_client else None,
+        import_root=settings.imports_dir,
+        url_policy=settings.import_url_policy,
         queue=request.app[QUEUE],
     )
     return json_response(

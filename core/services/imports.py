@@ -23,6 +23,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from core.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from core.outbound import OutboundRefused, UrlPolicy, check_url
 from core.queue import RUN_IMPORT, TaskQueue
 from core.services import Page, page_of
 from core.services.movielens import Hooks, ImportCancelled, MovieLensImport, Release, ReleaseError
@@ -38,7 +39,12 @@ OpenRelease = Callable[[ImportJob, Settings], Awaitable[Release]]
 def resolve_import_path(root: Path, raw: str) -> tuple[Path, str]:
     """(absolute path, path relative to the import root); anything escaping it is refused."""
     base = root.resolve()
-    candidate = (base / raw).resolve()  # an absolute `raw` replaces base: checked below
+    if "\x00" in raw:
+        raise InvalidInput("The path must not contain a NUL character.", {"path": ["Not allowed."]})
+    try:
+        candidate = (base / raw).resolve()  # an absolute `raw` replaces base: checked below
+    except (OSError, ValueError):
+        raise InvalidInput("The path cannot be used.", {"path": ["Not allowed."]}) from None
     if not candidate.is_relative_to(base):
         raise InvalidInput("The path must stay inside the import root.", {"path": ["Not allowed."]})
     if not candidate.exists():
@@ -54,11 +60,15 @@ async def create_job(
     *,
     body: dict[str, Any],
     idempotency_key: str | None,
-    created_by: PydanticObjectId,
+    created_by: PydanticObjectId | None,
+    created_by_client: str | None = None,
     import_root: Path,
+    url_policy: UrlPolicy,
     queue: TaskQueue,
 ) -> tuple[ImportJob, bool]:
-    """Queue an import; the same Idempotency-Key returns the same job (True when new)."""
+    """Queue an import for a person or an operator client; the same Idempotency-Key returns
+    the same job (True when new). A URL must pass `url_policy` (checked again, with its
+    addresses, when the worker downloads it)."""
     fingerprint = _fingerprint(body)
     if idempotency_key is not None:
         existing = await ImportJob.find_one({"idempotency_key": idempotency_key})
@@ -67,6 +77,11 @@ async def create_job(
     path = body.get("path")
     if path is not None:
         _, path = resolve_import_path(import_root, path)
+    if body.get("url") is not None:
+        try:
+            check_url(body["url"], url_policy)
+        except OutboundRefused as exc:
+            raise InvalidInput(str(exc), {"url": [str(exc)]}) from None
     job = ImportJob(
         source=body["source"],
         path=path,
@@ -75,6 +90,7 @@ async def create_job(
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
         created_by=created_by,
+        created_by_client=created_by_client,
     )
     try:
         await job.insert()

@@ -177,3 +177,43 @@ async def test_killed_worker_job_is_rerun_to_the_same_data(admin, client, settin
         [{"$group": {"_id": None, "n": {"$sum": "$rating.count"}}}]
     ).to_list(1)
     assert totals[0]["n"] == 20_000
+
+
+async def test_import_urls_off_the_allow_list_or_with_credentials_are_refused(admin, client, db):
+    for url in (
+        "http://169.254.169.254/latest/meta-data/x.zip",  # not on IMPORT_URL_HOSTS
+        "http://2130706433/x.zip",  # loopback, written as one number
+        "http://root:secret@127.0.0.1/x.zip",  # credentials are never stored or shown
+    ):
+        resp = await client.post(
+            URL, json={"source": "movielens", "url": url}, headers=admin["auth"]
+        )
+        assert resp.status == 422, url
+        assert resp.content_type == "application/problem+json"
+        assert "secret" not in await resp.text()
+    nul = await client.post(
+        URL, json={"source": "movielens", "path": "ok\u0000/x"}, headers=admin["auth"]
+    )
+    assert nul.status == 422 and (await nul.json())["errors"][0]["field"] == "path"
+    assert await db.import_jobs.count_documents({}) == 0
+
+
+async def test_an_operator_client_starts_an_import(client, settings, db):
+    from tests.api.test_token_hygiene import basic, create_client
+
+    write_release(settings.imports_dir / "by-client")
+    client_id, secret = create_client(settings, "imports:write")
+    token = await client.post(
+        f"{API}/auth/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic(client_id, secret),
+    )
+    auth = {"Authorization": f"Bearer {(await token.json())['access_token']}"}
+    resp = await client.post(
+        URL, json={"source": "movielens", "path": "by-client", "dry_run": True}, headers=auth
+    )
+    assert resp.status == 202, await resp.text()
+    stored = await db.import_jobs.find_one({})
+    assert stored["created_by_client"] == client_id and stored["created_by"] is None
+    listed = await client.get(URL, headers=auth)
+    assert listed.status == 200
