@@ -9,8 +9,6 @@ import logging
 import os
 import sys
 
-from aiohttp import web
-
 from core.logs import configure_logging
 from core.settings import Settings, with_embedded_urls
 
@@ -31,21 +29,18 @@ def serve(settings: Settings) -> int:
     if settings.web_concurrency > 1:
         return _supervise(settings)
     from api.app import create_app
+    from api.server import serve_app
 
     loop = _event_loop()
     log.info(
         "api listening",
         extra={"host": settings.host, "port": settings.port, "loop": type(loop).__module__},
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        reuse_port=True,  # the kernel spreads connections over the processes on this port
-        loop=loop,
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(
+        serve_app(create_app(settings), host=settings.host, port=settings.port, shutdown_timeout=60)
     )
+    loop.close()
     return 0
 
 
@@ -66,39 +61,64 @@ def _supervise(settings: Settings) -> int:
         stop(procs)
 
 
-async def _create_admin(settings: Settings, username: str, email: str, password: str) -> int:
+async def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from marshmallow import ValidationError
 
     from api.schemas import UserCreateSchema
     from core import db
-    from core.errors import Conflict
-    from core.services.users import ensure_admin
+    from core.errors import DomainError
+    from core.services.users import AdminMode, ensure_admin
 
-    try:
-        UserCreateSchema().load(
-            {"username": username, "email": email, "display_name": username, "password": password}
-        )
-    except ValidationError as exc:
-        print(f"refused: {exc.normalized_messages()}", file=sys.stderr)
-        return 2
+    mode: AdminMode = (
+        "promote" if args.promote else "reset-password" if args.reset_password else "create"
+    )
+    password = None if mode == "promote" else _read_password()
+    if password is not None:
+        probe = {
+            "username": args.username,
+            "email": args.email or "admin@example.org",  # checked below only when given
+            "display_name": args.username,
+            "password": password,
+        }
+        try:
+            UserCreateSchema().load(probe)
+        except ValidationError as exc:
+            print(f"refused: {_sentence(exc.normalized_messages())}", file=sys.stderr)
+            return 2
     client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
     try:
-        user, created = await ensure_admin(username=username, email=email, password=password)
-    except Conflict as exc:
+        user, done = await ensure_admin(
+            username=args.username,
+            email=args.email,
+            password=password,
+            mode=mode,
+            refresh_ttl=settings.refresh_token_ttl,
+        )
+    except DomainError as exc:
         print(f"refused: {exc.detail}", file=sys.stderr)
         return 1
     finally:
         client.close()
-    print(f"{'created' if created else 'promoted'} admin {user.username} ({user.id})")
+    print(f"{done}: admin {user.username} ({user.id})")
     return 0
 
 
-def create_admin(settings: Settings, args: argparse.Namespace) -> int:
+def _sentence(messages: dict) -> str:
+    """{"password": ["Shorter than minimum length 10."]} -> "password: Shorter than …"."""
+    return "; ".join(
+        f"{field}: {' '.join(map(str, problems if isinstance(problems, list) else [problems]))}"
+        for field, problems in messages.items()
+    )
+
+
+def _read_password() -> str:
     if sys.stdin.isatty():
-        password = getpass.getpass("Password (≥ 10 characters): ")
-    else:
-        password = sys.stdin.readline().rstrip("\n")
-    return asyncio.run(_create_admin(settings, args.username, args.email, password))
+        return getpass.getpass("Password (≥ 10 characters): ")
+    return sys.stdin.readline().rstrip("\n")
+
+
+def create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_create_admin(settings, args))
 
 
 async def _create_client(settings: Settings, name: str, scopes: list[str]) -> int:
@@ -174,9 +194,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="serve the API (MONGODB_URL and REDIS_URL required)")
-    admin = sub.add_parser("create-admin", help="create or promote an admin; password on stdin")
-    admin.add_argument("--username", required=True)
-    admin.add_argument("--email", required=True)
+    admin = sub.add_parser(
+        "create-admin",
+        help="create an admin (password read from stdin, or prompted on a terminal); an "
+        "existing username is refused unless --promote or --reset-password says what to do",
+    )
+    admin.add_argument("--username", required=True, help="the account's username")
+    admin.add_argument("--email", help="the new account's email (needed to create one)")
+    existing = admin.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--promote", action="store_true",
+        help="make an existing user an admin; password and email unchanged, none is read",
+    )  # fmt: skip
+    existing.add_argument(
+        "--reset-password", action="store_true",
+        help="make an existing user an admin with the new password; ends their logins",
+    )  # fmt: skip
     client = sub.add_parser(
         "create-client", help="register an operator client; prints its secret once"
     )

@@ -172,11 +172,12 @@ def docs(**kwargs: Any) -> Callable[[F], F]:
     return decorate
 
 
-def authenticated(scope: str | None = None) -> Callable[[F], F]:
-    """Mark a handler as needing a bearer token (with `scope`); the auth middleware enforces."""
+def authenticated(scope: str | None = None, *, person: bool = False) -> Callable[[F], F]:
+    """Mark a handler as needing a bearer token (with `scope`; for `person` routes, a
+    person's token, never a client's); the auth middleware enforces both."""
 
     def decorate(handler: F) -> F:
-        setattr(handler, AUTH_ATTR, {"scope": scope})
+        setattr(handler, AUTH_ATTR, {"scope": scope, "person": person})
         responses = errors(401, 403) if scope else errors(401)
         security = [{"OAuth2": [scope] if scope else []}, {"bearerAuth": []}]
         return docs(security=security, responses=responses)(handler)

@@ -267,7 +267,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     principal = request.app[TOKENS].verify(token.strip())
     scope = required["scope"]
     if scope and scope not in principal.scopes:
-        raise Forbidden(f"This needs the '{scope}' scope.", required_scope=scope)
+        raise Forbidden(
+            f"This needs the '{scope}' scope.",
+            required_scope=scope,
+            # RFC 6750 §3.1: tells the client which scope to ask for.
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+    if required["person"] and principal.is_client:
+        raise Forbidden("This route acts for a person; a client's token cannot use it.")
     request[PRINCIPAL] = principal
     return await handler(request)
 
@@ -286,8 +293,27 @@ async def json_body_middleware(request: web.Request, handler: Handler) -> web.St
             raise web.HTTPBadRequest(text="The body is not valid JSON.") from None
         if not isinstance(body, dict):
             raise RequestValidationError({"json": {"_schema": ["Expected a JSON object."]}})
+        if _depth(body) > MAX_JSON_DEPTH:
+            raise web.HTTPBadRequest(text=f"The body nests deeper than {MAX_JSON_DEPTH} levels.")
         request[JSON_BODY] = body
     return await handler(request)
+
+
+MAX_JSON_DEPTH = 32  # no body this API takes nests beyond 3; orjson alone allows 1,024
+
+
+def _depth(value: Any) -> int:
+    """How deeply containers nest in a decoded body (iterative: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_JSON_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 class DecodedBodyParser(AIOHTTPParser):

@@ -44,7 +44,7 @@ _profile_items = ProfileItemSchema(many=True)
     description="201 when the rating is new, 200 when it replaced an earlier score.",
     responses={200: {"description": "Changed"}, **errors(404, 415, 422)},
 )
-@authenticated("ratings:write")
+@authenticated("ratings:write", person=True)
 @match_info_schema(MovieIdPath)
 @json_schema(RatingPutSchema)
 @response_schema(RatingPublicSchema, 201)
@@ -61,7 +61,7 @@ async def put_rating(request: web.Request) -> web.Response:
 
 
 @docs(tags=["ratings"], summary="Your rating of a movie", responses=errors(404, 422))
-@authenticated()
+@authenticated(person=True)
 @match_info_schema(MovieIdPath)
 @response_schema(RatingPublicSchema, 200)
 async def get_rating(request: web.Request) -> web.Response:
@@ -77,7 +77,7 @@ async def get_rating(request: web.Request) -> web.Response:
     summary="Remove your rating of a movie",
     responses={204: {"description": "Removed"}, **errors(404, 422)},
 )
-@authenticated("ratings:write")
+@authenticated("ratings:write", person=True)
 @match_info_schema(MovieIdPath)
 async def delete_rating(request: web.Request) -> web.Response:
     """Delete the caller's rating of one movie."""
@@ -134,7 +134,7 @@ async def user_ratings(request: web.Request) -> web.Response:
 
 
 @docs(tags=["ratings"], summary="What you rated", responses=errors(422))
-@authenticated()
+@authenticated(person=True)
 @querystring_schema(ProfileQuery)
 @response_schema(ProfilePageSchema, 200)
 async def my_ratings(request: web.Request) -> web.Response:

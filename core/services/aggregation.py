@@ -315,9 +315,10 @@ async def _rewrite_weighted(
 
 async def record_intent(
     *, movie_ids: Iterable[ObjectId] = (), user_ids: Iterable[ObjectId] = (), job_id: Any = None
-) -> None:
-    """Durably note that these summaries must be recomputed (before the write that needs it)."""
-    await SummaryIntent.get_motor_collection().insert_one(
+) -> ObjectId:
+    """Durably note that these summaries must be recomputed (before the write that needs it);
+    returns the intent's id."""
+    result = await SummaryIntent.get_motor_collection().insert_one(
         {
             "movie_ids": list(movie_ids),
             "user_ids": list(user_ids),
@@ -325,6 +326,12 @@ async def record_intent(
             "created_at": utcnow(),
         }
     )
+    return result.inserted_id
+
+
+async def withdraw_intent(intent_id: ObjectId) -> None:
+    """Drop an intent whose write turned out to change nothing (a 404)."""
+    await SummaryIntent.get_motor_collection().delete_one({"_id": intent_id})
 
 
 async def finish_import(*, job_id: ObjectId, prior_votes: float) -> None:

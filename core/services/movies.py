@@ -134,9 +134,10 @@ async def delete_movie(*, movie_id: PydanticObjectId, queue: TaskQueue, cache: C
     """Remove a movie and its ratings now, so every rating read and write refuses it once
     this returns; a drain recomputes the raters' stats. Each step's intent is recorded
     before it: a crash midway leaves a drain to finish the purge."""
-    await aggregation.record_intent(movie_ids=[movie_id])
+    intent = await aggregation.record_intent(movie_ids=[movie_id])
     result = await Movie.get_motor_collection().delete_one({"_id": movie_id})
     if result.deleted_count == 0:
+        await aggregation.withdraw_intent(intent)
         raise NotFound("No movie with that id.")
     await aggregation.purge_ratings([movie_id])
     await cache.movies_changed([movie_id])

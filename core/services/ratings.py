@@ -126,11 +126,12 @@ async def delete_rating(
 
     The intent is written first: a crash between the two leaves a harmless extra recompute.
     """
-    await aggregation.record_intent(movie_ids=[movie_id], user_ids=[user_id])
+    intent = await aggregation.record_intent(movie_ids=[movie_id], user_ids=[user_id])
     deleted = await Rating.get_motor_collection().delete_one(
         {"user_id": user_id, "movie_id": movie_id}
     )
     if deleted.deleted_count == 0:
+        await aggregation.withdraw_intent(intent)
         raise NotFound("You have not rated this movie.")
     await _changed(user_id=user_id, queue=queue, cache=cache)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from tests.conftest import API
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
@@ -104,3 +106,65 @@ async def test_json_log_lines_carry_the_request_id():
         request_id_var.reset(token)
     assert line["message"] == "hi there" and line["request_id"] == "rid-1"
     assert line["extra_field"] == 3
+
+
+async def test_deeply_nested_json_is_refused_not_a_crash(api, client, db):
+    user = await api.user("nester")
+    deep = "[" * 1000 + "]" * 1000
+    for method, url, body, auth in (
+        ("post", f"{API}/users", '{"username": ' + deep + "}", {}),
+        ("patch", f"{API}/users/me", '{"display_name": ' + deep + "}", user["auth"]),
+        ("post", f"{API}/users", '{"a": ' + "{" * 5000 + "}" * 5000 + "}", {}),
+    ):
+        resp = await client.request(
+            method, url, data=body, headers={"Content-Type": "application/json", **auth}
+        )
+        await _problem(resp, 400)
+    assert await db.users.count_documents({}) == 1
+
+
+async def test_a_missing_scope_names_it_in_the_challenge(api, client):
+    user = await api.user("plain")
+    resp = await client.post(
+        f"{API}/movies", json={"title": "X", "year": 2000}, headers=user["auth"]
+    )
+    await _problem(resp, 403)
+    assert resp.headers["WWW-Authenticate"] == (
+        'Bearer error="insufficient_scope", scope="movies:write"'
+    )
+
+
+async def test_requests_aiohttp_cannot_parse_get_problem_json(settings, db):
+    """The served runner (python -m api serve) answers its HTTP parser's errors too."""
+    import asyncio
+
+    from aiohttp import web
+
+    from api.app import create_app
+    from api.server import ProblemAppRunner
+    from core.processes import free_port
+
+    runner = ProblemAppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        for raw in (
+            b"GET /health?" + b"q" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # URL too long
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",
+            b"NOT A REQUEST LINE\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\x00: y\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(raw)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), timeout=10)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            assert 400 <= status < 500, head
+            assert b"content-type: application/problem+json" in head.lower(), head
+            problem = orjson.loads(body)
+            assert problem["status"] == status and problem["detail"]
+    finally:
+        await runner.cleanup()
