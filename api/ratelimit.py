@@ -1,7 +1,8 @@
-"""Fixed-window rate limits in Redis, shared by every API process.
+"""Fixed-window counters in Redis, shared by every API process.
 
-Used on the login and token endpoints, per client IP and per account, so that neither one
-address nor a botnet aimed at one account can guess passwords at speed. When Redis is down
+Attempts are counted per client IP on the login, token and revoke endpoints; wrong
+passwords are counted per (account, IP) and per account (see `api.handlers.auth`). When
+Redis is down
 the limiter lets requests through (logged once by the shared breaker): refusing every login
 because a cache is down would be worse than a short unlimited window.
 """
@@ -22,6 +23,11 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {count, ttl}
+"""
+_PEEK = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ttl = redis.call('PTTL', KEYS[1])
 return {count, ttl}
 """
 
@@ -52,27 +58,44 @@ class RateLimiter:
         self._prefix = prefix
         self._health = health
         self._hit = redis.register_script(_HIT)
+        self._peek = redis.register_script(_PEEK)
+
+    def _key(self, scope: str, subject: str) -> str:
+        # Subjects (usernames, IPs) are hashed: no personal data in key names.
+        digest = hashlib.blake2b(subject.encode(), digest_size=12).hexdigest()
+        return f"{self._prefix}rl:{scope}:{digest}"
 
     async def hit(self, limits: list[tuple[str, str, int, int]]) -> Verdict | None:
         """Count one request against each (scope, subject, limit, window seconds).
 
         Returns the tightest verdict, or None when Redis cannot be asked.
         """
+        return await self._verdict(limits, count=True)
+
+    async def peek(self, limits: list[tuple[str, str, int, int]]) -> Verdict | None:
+        """The verdict `hit` would give for what was counted so far, counting nothing."""
+        return await self._verdict(limits, count=False)
+
+    async def _verdict(
+        self, limits: list[tuple[str, str, int, int]], *, count: bool
+    ) -> Verdict | None:
         if not limits or not self._health.available:
             return None
         verdicts = []
         try:
             for scope, subject, limit, window in limits:
-                # Subjects (usernames, IPs) are hashed: no personal data in key names.
-                digest = hashlib.blake2b(subject.encode(), digest_size=12).hexdigest()
-                count, ttl_ms = await self._hit(
-                    keys=[f"{self._prefix}rl:{scope}:{digest}"], args=[window * 1000]
-                )
+                key = self._key(scope, subject)
+                if count:
+                    seen, ttl_ms = await self._hit(keys=[key], args=[window * 1000])
+                else:
+                    seen, ttl_ms = await self._peek(keys=[key])
+                    seen += 1  # as if this one were counted: refused once `limit` are spent
+                    ttl_ms = ttl_ms if ttl_ms > 0 else window * 1000
                 verdicts.append(
                     Verdict(
-                        allowed=count <= limit,
+                        allowed=seen <= limit,
                         limit=limit,
-                        remaining=max(0, limit - count),
+                        remaining=max(0, limit - seen),
                         reset=max(1, math.ceil(ttl_ms / 1000)),
                     )
                 )

@@ -20,6 +20,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(f"{API}/auth/login/{{provider}}", oidc.login, name="oidc_login")
     r.add_get(f"{API}/auth/callback/{{provider}}", oidc.callback, name="oidc_callback")
     r.add_post(f"{API}/auth/link/{{provider}}", oidc.link, name="oidc_link")
+    r.add_get(f"{API}/auth/link/{{provider}}/start", oidc.link_start, name="oidc_link_start")
 
     r.add_post(f"{API}/users", users.register, name="users")
     # /users/me* before /users/{user_id}: the router tries routes in order.

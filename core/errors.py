@@ -51,6 +51,13 @@ class InvalidInput(DomainError):
         self.errors = errors or {}
 
 
+class WrongPassword(InvalidInput):
+    """The current password given to confirm an account change is missing or wrong."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, {"current_password": ["Missing or wrong."]})
+
+
 class TooManyRequests(DomainError):
     """Over a rate limit; `headers` carry Retry-After and the RateLimit fields."""
 

@@ -6,12 +6,16 @@ documents and key sets are cached per provider, and the key set is fetched again
 a token names a `kid` it does not hold (the provider rotated its keys).
 
 Login state (state → nonce, verifier, provider, purpose) lives in Redis for a few minutes
-and is taken with GETDEL, so each state works once.
+and is taken with GETDEL, so each state works once. It is bound to the browser that started
+the login (RFC 9700 §4.7.1): that browser holds a secret in a cookie whose hash the state
+keeps, and a callback without it is refused.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -32,6 +36,7 @@ from core.errors import DomainError, NotFound, ServiceUnavailable
 from core.settings import OIDCProvider, Settings
 
 # Asymmetric algorithms only: never "none", never an HMAC keyed with the client secret.
+PROFILE_CLAIMS = ("email", "email_verified", "name", "preferred_username")
 SIGNING_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"}
 METADATA_TTL = 3600.0
 CLOCK_SKEW = 60
@@ -58,7 +63,12 @@ class LoginState:
     verifier: str
     redirect_uri: str
     response: str  # "json" or "redirect"
+    browser: str  # SHA-256 of the secret in the starting browser's cookie
     link_user: str | None = None  # set when a logged-in user links another provider
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass
@@ -123,21 +133,18 @@ class OIDCClient:
 
     async def authorization_url(
         self, name: str, *, redirect_uri: str, response: str, link_user: str | None = None
-    ) -> str:
-        """Where to send the browser; the state that will come back is stored in Redis."""
+    ) -> tuple[str, str]:
+        """Where to send the browser, and the secret that browser must hold in its cookie;
+        the state that will come back is stored in Redis."""
         provider = self.provider(name)
         metadata = await self.metadata(name)
         state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
-        record = LoginState(name, nonce, verifier, redirect_uri, response, link_user)
-        try:
-            await self._redis.set(
-                self._prefix + "state:" + state,
-                orjson.dumps(asdict(record)),
-                ex=self._state_ttl,
-            )
-        except RedisError as exc:
-            raise ServiceUnavailable("Login is unavailable right now; try again soon.") from exc
-        return add_params_to_uri(
+        browser = generate_token(32)
+        record = LoginState(
+            name, nonce, verifier, redirect_uri, response, _hash(browser), link_user
+        )
+        await self._put(self._prefix + "state:" + state, orjson.dumps(asdict(record)))
+        url = add_params_to_uri(
             metadata["authorization_endpoint"],
             {
                 "response_type": "code",
@@ -150,21 +157,77 @@ class OIDCClient:
                 "code_challenge_method": "S256",
             },
         )
+        return url, browser
 
-    async def take_state(self, name: str, state: str | None) -> LoginState:
-        """The login this callback belongs to; a state works once and for one provider."""
-        if not state or len(state) > 200:
-            raise LoginFailed("The login state is missing.")
+    async def _put(self, key: str, value: bytes | str, ttl: int | None = None) -> None:
         try:
-            raw = await self._redis.getdel(self._prefix + "state:" + state)
+            await self._redis.set(key, value, ex=ttl or self._state_ttl)
         except RedisError as exc:
             raise ServiceUnavailable("Login is unavailable right now; try again soon.") from exc
+
+    async def _take(self, key: str) -> bytes | str | None:
+        try:
+            return await self._redis.getdel(key)
+        except RedisError as exc:
+            raise ServiceUnavailable("Login is unavailable right now; try again soon.") from exc
+
+    async def take_state(self, name: str, state: str | None, *, browser: str | None) -> LoginState:
+        """The login this callback belongs to: a state works once, for one provider, and
+        only in the browser that started it (`browser`: the secret from its cookie)."""
+        if not state or len(state) > 200:
+            raise LoginFailed("The login state is missing.")
+        raw = await self._take(self._prefix + "state:" + state)
         if raw is None:
             raise LoginFailed("The login state is unknown, expired or already used.")
         record = LoginState(**orjson.loads(raw))
         if record.provider != name:
             raise LoginFailed("The login state belongs to another provider.")
+        if not browser or not hmac.compare_digest(_hash(browser), record.browser):
+            raise LoginFailed(
+                "This login was not started in this browser (or its cookie was blocked); "
+                "start it again from here."
+            )
         return record
+
+    async def hand_over(self, url: str, browser: str) -> str:
+        """A one-time ticket for a login started by an API call (linking a provider): the
+        browser that opens the ticket's URL receives the cookie, then goes to `url`."""
+        ticket = generate_token(32)
+        await self._put(self._prefix + "ticket:" + ticket, orjson.dumps([url, browser]))
+        return ticket
+
+    async def take_ticket(self, ticket: str) -> tuple[str, str]:
+        """The provider URL and browser secret of a ticket, once."""
+        raw = await self._take(self._prefix + "ticket:" + ticket) if len(ticket) <= 200 else None
+        if raw is None:
+            raise LoginFailed("The link is unknown, expired or already used; start again.")
+        url, browser = orjson.loads(raw)
+        return str(url), str(browser)
+
+    async def profile(
+        self, name: str, claims: dict[str, Any], *, access_token: str | None
+    ) -> dict[str, Any]:
+        """The ID token's claims, completed from UserInfo (OIDC Core §5.3) when the token
+        carries no profile claims and the provider has the endpoint; UserInfo must speak
+        of the same subject."""
+        metadata = await self.metadata(name)
+        endpoint = metadata.get("userinfo_endpoint")
+        if any(c in claims for c in PROFILE_CLAIMS) or not endpoint or not access_token:
+            return claims
+        try:
+            async with self._http.get(
+                endpoint,
+                headers={"Authorization": f"Bearer {access_token}"},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                if resp.status != 200:
+                    raise ServiceUnavailable(f"The provider's UserInfo answered {resp.status}.")
+                info = orjson.loads(await resp.read())
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+            raise ServiceUnavailable("The login provider cannot be reached.") from exc
+        if not isinstance(info, dict) or str(info.get("sub")) != str(claims["sub"]):
+            raise LoginFailed("The provider's UserInfo speaks of another subject.")
+        return {**claims, **{c: info[c] for c in PROFILE_CLAIMS if c in info}}
 
     async def exchange(self, name: str, *, code: str, login: LoginState) -> dict[str, Any]:
         """Trade the authorization code (and the PKCE verifier) for the provider's tokens."""
@@ -228,20 +291,12 @@ class OIDCClient:
     async def issue_code(self, *, user_id: str, ttl: int = 60) -> str:
         """A one-time code a front end trades for tokens at POST /auth/token."""
         code = generate_token(43)
-        try:
-            await self._redis.set(self._prefix + "code:" + code, user_id, ex=ttl)
-        except RedisError as exc:
-            raise ServiceUnavailable("Login is unavailable right now; try again soon.") from exc
+        await self._put(self._prefix + "code:" + code, user_id, ttl)
         return code
 
     async def take_code(self, code: str) -> str | None:
         """The user a one-time code was issued for, once."""
-        if len(code) > 200:
-            return None
-        try:
-            raw = await self._redis.getdel(self._prefix + "code:" + code)
-        except RedisError as exc:
-            raise ServiceUnavailable("Login is unavailable right now; try again soon.") from exc
+        raw = await self._take(self._prefix + "code:" + code) if len(code) <= 200 else None
         if raw is None:
             return None
         return raw.decode() if isinstance(raw, bytes) else str(raw)

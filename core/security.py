@@ -51,6 +51,7 @@ class Principal:
 
     subject: str
     scopes: frozenset[str]
+    session: str | None = None  # the refresh token family a person's token was issued in
 
     @property
     def is_client(self) -> bool:
@@ -103,7 +104,9 @@ class TokenService:
     def public_jwks(self) -> dict[str, Any]:
         return dict(self._keyset.as_dict(private=False))
 
-    def issue(self, *, subject: str, scopes: tuple[str, ...] | list[str]) -> str:
+    def issue(
+        self, *, subject: str, scopes: tuple[str, ...] | list[str], session: str | None = None
+    ) -> str:
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -114,6 +117,8 @@ class TokenService:
             "jti": secrets.token_urlsafe(12),
             "scope": " ".join(scopes),
         }
+        if session is not None:
+            claims["sid"] = session
         header = {"alg": ALGORITHM, "kid": self._signing_key.kid, "typ": "at+jwt"}
         return jwt.encode(header, claims, self._signing_key)
 
@@ -127,4 +132,5 @@ class TokenService:
         return Principal(
             subject=str(claims["sub"]),
             scopes=frozenset(str(claims.get("scope", "")).split()),
+            session=str(claims["sid"]) if "sid" in claims else None,
         )

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.outbound import UrlPolicy
 
 # Where `make run` records the URLs of the stack it started, inside DATA_DIR.
 EMBEDDED_FILE = "embedded.json"
@@ -23,6 +26,17 @@ class OIDCProvider(BaseModel):
     client_id: str
     client_secret: SecretStr
     scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+
+
+def _check_issuer(provider: OIDCProvider, environment: str) -> None:
+    """An issuer is an absolute URL; outside development an https one (tests may use http on
+    a loopback address, where the test provider runs)."""
+    url = urlsplit(provider.issuer)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"OIDC provider {provider.name!r}: the issuer must be an absolute URL")
+    loopback_test = environment == "test" and url.hostname in ("127.0.0.1", "localhost", "::1")
+    if environment != "development" and url.scheme != "https" and not loopback_test:
+        raise ValueError(f"OIDC provider {provider.name!r}: the issuer must be an https URL")
 
 
 class Settings(BaseSettings):
@@ -77,6 +91,11 @@ class Settings(BaseSettings):
     # Imports: paths given to the API are confined to import_root (default DATA_DIR/imports);
     # downloads are cached in DATA_DIR/cache.
     import_root: Path | None = None
+    # Import URLs: only these hosts (exact names), public addresses only, at most this size.
+    import_url_hosts: list[str] = Field(default_factory=lambda: ["files.grouplens.org"])
+    import_max_bytes: int = Field(1024**3, ge=1)
+    # Tests only: lets import URLs reach loopback and private addresses (refused in production).
+    import_url_allow_private: bool = False
     movielens_base_url: str = "https://files.grouplens.org/datasets/movielens"
     import_batch_size: int = Field(5000, ge=10, le=100_000)
     # A running job whose heartbeat is older than this is taken to have lost its worker.
@@ -94,9 +113,13 @@ class Settings(BaseSettings):
     # Adds X-DB-Calls (MongoDB commands this request sent) to responses: benchmarks, tests.
     expose_db_calls: bool = False
 
-    # Token endpoint attempts per window, per client IP and per account (username or client).
+    # Login throttling, per window: attempts per client IP; wrong passwords per (account, IP)
+    # before that pair is refused; wrong passwords per account from all addresses before each
+    # further attempt on it waits login_slowdown seconds (slowed, never locked out).
     login_rate_per_ip: int = Field(30, ge=1)
-    login_rate_per_account: int = Field(10, ge=1)
+    login_failures_per_pair: int = Field(10, ge=1)
+    login_failures_per_account: int = Field(100, ge=1)
+    login_slowdown: float = Field(1.0, ge=0, le=10)
     login_rate_window: int = Field(60, ge=1)
 
     celery_queue: str = "movie-ratings"
@@ -105,11 +128,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
+        for provider in self.oidc_providers:
+            _check_issuer(provider, self.environment)
         if self.environment == "development":
             return self
         if self.mongodb_url is None or self.redis_url is None:
             raise ValueError("MONGODB_URL and REDIS_URL are required outside development")
         if self.environment == "production":
+            if self.import_url_allow_private:
+                raise ValueError("IMPORT_URL_ALLOW_PRIVATE must not be set in production")
             keys = self.token_signing_keys.get_secret_value() if self.token_signing_keys else ""
             if keys.strip().lower() in PLACEHOLDERS:
                 raise ValueError("TOKEN_SIGNING_KEYS must be set to a JWKS in production")
@@ -124,6 +151,15 @@ class Settings(BaseSettings):
         if self.redis_url is None:
             raise ValueError("REDIS_URL is not set")
         return self.redis_url
+
+    @property
+    def import_url_policy(self) -> UrlPolicy:
+        """What an import job's URL may reach."""
+        return UrlPolicy.allowing(
+            self.import_url_hosts,
+            allow_private=self.import_url_allow_private,
+            max_bytes=self.import_max_bytes,
+        )
 
     @property
     def imports_dir(self) -> Path:

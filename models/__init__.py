@@ -7,7 +7,7 @@ from models.identity import Identity
 from models.import_job import FINISHED, ImportJob, ImportReport
 from models.movie import ExternalIds, GlobalRatingStats, Movie, RatingSummary, title_key
 from models.rating import Rating
-from models.token import RefreshToken
+from models.token import RefreshToken, RevokedFamily
 from models.user import User
 
 DOCUMENT_MODELS: list[type] = [
@@ -15,6 +15,7 @@ DOCUMENT_MODELS: list[type] = [
     Movie,
     Rating,
     RefreshToken,
+    RevokedFamily,
     GlobalRatingStats,
     ImportJob,
     SummaryIntent,
@@ -37,6 +38,7 @@ __all__ = [
     "RatingStats",
     "RatingSummary",
     "RefreshToken",
+    "RevokedFamily",
     "SummaryIntent",
     "User",
     "bucket",

@@ -23,5 +23,20 @@ class RefreshToken(Document):
         indexes = [
             IndexModel([("token_hash", ASCENDING)], unique=True, name="token_hash_unique"),
             IndexModel([("family_id", ASCENDING)], name="family"),
+            IndexModel([("user_id", ASCENDING)], name="user"),
             IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=0),
         ]
+
+
+class RevokedFamily(Document):
+    """A refresh token family that no longer works: every refresh reads this, so a token
+    rotated in the same instant as the revocation dies with its family too."""
+
+    id: str  # type: ignore[assignment]  # the family id
+    user_id: PydanticObjectId
+    revoked_at: datetime
+    expires_at: datetime  # after every token the family could still hold
+
+    class Settings:
+        name = "revoked_families"
+        indexes = [IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=0)]

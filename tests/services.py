@@ -79,7 +79,10 @@ def start_services(tmp: Path) -> TestServices:
         expose_db_calls=True,
         # Tests log many users in from one address; the rate-limit test sets its own limits.
         login_rate_per_ip=100_000,
-        login_rate_per_account=1000,
+        login_failures_per_pair=1000,
+        # Import URLs point at loopback servers here (and only there).
+        import_url_hosts=["127.0.0.1"],
+        import_url_allow_private=True,
     )
     return TestServices(settings=settings, procs=procs)
 
@@ -92,7 +95,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
-        env[name.upper()] = str(value)
+        # Lists are read back from the environment as JSON (pydantic-settings).
+        plain_list = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        env[name.upper()] = json.dumps(value) if plain_list else str(value)
     return env
 
 

@@ -13,7 +13,7 @@ import sys
 import aiohttp
 
 from core.processes import free_port
-from tests.conftest import PASSWORD, eventually
+from tests.conftest import API, PASSWORD, eventually
 from tests.services import settings_env
 
 
@@ -29,36 +29,45 @@ def _run(settings, *args, stdin=""):
     )
 
 
-async def test_create_admin_creates_then_promotes(settings, db, api):
-    done = _run(
-        settings,
-        "api",
-        "create-admin",
-        "--username",
-        "boss",
-        "--email",
-        "b@example.com",
-        stdin=PASSWORD + "\n",
-    )
+def _admin(settings, *flags, stdin=""):
+    return _run(settings, "api", "create-admin", *flags, stdin=stdin)
+
+
+async def test_create_admin_creates_and_never_silently_changes_an_account(settings, db, api):
+    done = _admin(settings, "--username", "boss", "--email", "b@example.com", stdin=PASSWORD + "\n")
     assert done.returncode == 0, done.stderr
-    assert "created admin boss" in done.stdout
+    assert "created: admin boss" in done.stdout
     user = await db.users.find_one({"username": "boss"})
     assert user["role"] == "admin" and user["password_hash"].startswith("$argon2id$")
     assert "movies:write" in (await api.login("boss"))["scope"]
 
-    await api.user("carol")
-    done = _run(
-        settings,
-        "api",
-        "create-admin",
-        "--username",
-        "carol",
-        "--email",
-        "carol@example.com",
-        stdin="another long password\n",
+    carol = await api.user("carol")
+    before = await db.users.find_one({"username": "carol"})
+    refused = _admin(
+        settings, "--username", "carol", "--email", "x@example.com", stdin="another long password\n"
     )
-    assert done.returncode == 0 and "promoted" in done.stdout
-    assert (await db.users.find_one({"username": "carol"}))["role"] == "admin"
+    assert refused.returncode == 1
+    assert "--promote" in refused.stderr and "--reset-password" in refused.stderr
+    assert await db.users.find_one({"username": "carol"}) == before
+
+    promoted = _admin(settings, "--username", "carol", "--promote")
+    assert promoted.returncode == 0 and "promoted: admin carol" in promoted.stdout
+    after = await db.users.find_one({"username": "carol"})
+    assert after["role"] == "admin"
+    assert (after["password_hash"], after["email"]) == (before["password_hash"], before["email"])
+    await api.login("carol")  # the old password still works
+
+    reset = _admin(
+        settings, "--username", "carol", "--reset-password", stdin="another long password\n"
+    )
+    assert reset.returncode == 0 and "password reset: admin carol" in reset.stdout
+    await api.login("carol", "another long password")
+    # Her earlier logins ended with the old password.
+    stale = await api.client.post(
+        f"{API}/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": carol["tokens"]["refresh_token"]},
+    )
+    assert stale.status == 400
 
 
 async def test_create_admin_refuses_a_weak_password(settings, db):
@@ -72,7 +81,8 @@ async def test_create_admin_refuses_a_weak_password(settings, db):
         "b@example.com",
         stdin="short\n",
     )
-    assert done.returncode == 2 and "password" in done.stderr
+    assert done.returncode == 2
+    assert done.stderr.startswith("refused: password: ") and "{" not in done.stderr
     assert await db.users.count_documents({}) == 0
 
 

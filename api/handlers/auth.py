@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from urllib.parse import unquote_plus
@@ -86,20 +87,60 @@ def _client_credentials(request: web.Request, form: dict[str, str]) -> tuple[str
     return posted_id, posted_secret
 
 
-async def rate_limit(request: web.Request, account: str | None) -> Verdict | None:
-    """Count a login attempt per client IP (and per account); TooManyRequests past a limit."""
-    settings = request.app[SETTINGS]
-    window = settings.login_rate_window
-    limits = [("ip", request.remote or "unknown", settings.login_rate_per_ip, window)]
-    if account:
-        limits.append(("account", account.lower(), settings.login_rate_per_account, window))
-    verdict = await request.app[LIMITER].hit(limits)
+def _refuse(verdict: Verdict | None) -> Verdict | None:
     if verdict is not None and not verdict.allowed:
         raise TooManyRequests(
             f"Too many attempts; try again in {verdict.reset} s.",
             headers={**verdict.headers(), **NO_STORE},
         )
     return verdict
+
+
+def _address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def rate_limit(request: web.Request, account: str | None) -> Verdict | None:
+    """Count an attempt per client IP; for an account, refuse this IP once it has guessed
+    wrong too often, and slow (never lock) an account guessed at from many addresses.
+    TooManyRequests past a limit."""
+    settings = request.app[SETTINGS]
+    window = settings.login_rate_window
+    limiter = request.app[LIMITER]
+    verdict = _refuse(
+        await limiter.hit([("ip", _address(request), settings.login_rate_per_ip, window)])
+    )
+    if account is None:
+        return verdict
+    subject = account.lower()
+    pair = f"{subject}\n{_address(request)}"
+    per_pair = await limiter.peek([("fail-pair", pair, settings.login_failures_per_pair, window)])
+    _refuse(per_pair)
+    per_account = await limiter.peek(
+        [("fail-account", subject, settings.login_failures_per_account, window)]
+    )
+    if per_account is not None and not per_account.allowed:
+        # Someone guesses from many addresses: the right password still works, slowly.
+        await asyncio.sleep(settings.login_slowdown)
+    return per_pair or verdict
+
+
+async def login_failed(request: web.Request, account: str) -> None:
+    """Count a wrong password for this account from this address."""
+    settings = request.app[SETTINGS]
+    window = settings.login_rate_window
+    subject = account.lower()
+    await request.app[LIMITER].hit(
+        [
+            (
+                "fail-pair",
+                f"{subject}\n{_address(request)}",
+                settings.login_failures_per_pair,
+                window,
+            ),
+            ("fail-account", subject, settings.login_failures_per_account, window),
+        ]
+    )
 
 
 async def _form(request: web.Request) -> dict[str, str]:
@@ -128,7 +169,8 @@ def _required(form: dict[str, str], *names: str) -> list[str]:
 @docs(
     tags=["auth"],
     summary="Get tokens (password, refresh_token, client_credentials, authorization_code)",
-    description="Rate-limited per client IP and per account: 429 with Retry-After.",
+    description="Attempts are limited per client IP, wrong passwords per account and IP: "
+    "429 with Retry-After. An account guessed at from many addresses is slowed, not locked.",
     requestBody={"required": True, "content": {_FORM: {"schema": _TOKEN_FORM}}},
     responses={
         200: {"description": "Tokens", "content": {"application/json": {"schema": TokenSchema}}},
@@ -141,6 +183,7 @@ async def token(request: web.Request) -> web.Response:
     """Exchange credentials or a refresh token for tokens."""
     settings = request.app[SETTINGS]
     verdict: Verdict | None = None
+    account: str | None = None
     try:
         form = await _form(request)
         grant = form.get("grant_type")
@@ -187,6 +230,8 @@ async def token(request: web.Request) -> web.Response:
         else:
             raise OAuthError("unsupported_grant_type", f"Unsupported grant_type '{grant[:40]}'.")
     except OAuthError as exc:
+        if account is not None and exc.error in ("invalid_grant", "invalid_client"):
+            await login_failed(request, account)
         response = oauth_error(exc)
         if verdict is not None:
             response.headers.update(verdict.headers())
@@ -224,7 +269,11 @@ async def revoke(request: web.Request) -> web.Response:
         form = await _form(request)
         await rate_limit(request, None)
         (value,) = _required(form, "token")
-        await token_service.revoke(token=value, hint=form.get("token_type_hint"))
+        await token_service.revoke(
+            token=value,
+            hint=form.get("token_type_hint"),
+            refresh_ttl=request.app[SETTINGS].refresh_token_ttl,
+        )
     except OAuthError as exc:
         return oauth_error(exc)
     return web.Response(status=200, headers=NO_STORE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from authlib.common.urls import add_params_to_uri
 
@@ -29,6 +31,37 @@ def _redirect_uri(request: web.Request, provider: str) -> str:
     return base.rstrip("/") + str(path)
 
 
+def _cookie_name(request: web.Request) -> str:
+    # __Host-: only over https, for this host and path "/" (no subdomain can plant it).
+    return "__Host-mr-login" if _https(request) else "mr-login"
+
+
+def _https(request: web.Request) -> bool:
+    base = request.app[SETTINGS].public_url or f"{request.scheme}://"
+    return base.startswith("https://")
+
+
+def _to_provider(request: web.Request, url: str, browser: str) -> web.Response:
+    """Send the browser to the provider holding the secret that binds it to this login."""
+    response = web.Response(status=302, headers={"Location": url, **NO_STORE})
+    response.set_cookie(
+        _cookie_name(request),
+        browser,
+        max_age=request.app[SETTINGS].oidc_state_ttl,
+        **_cookie_attributes(request),
+    )
+    return response
+
+
+def _cookie_attributes(request: web.Request) -> dict[str, Any]:
+    return {
+        "path": "/",
+        "httponly": True,
+        "samesite": "Lax",  # sent on the provider's top-level redirect back, not subrequests
+        "secure": _https(request) or request.app[SETTINGS].environment != "development",
+    }
+
+
 def _response_mode(request: web.Request) -> str:
     mode = request.query.get("response", "redirect")
     if mode not in ("redirect", "json"):
@@ -46,31 +79,56 @@ async def login(request: web.Request) -> web.StreamResponse:
     """Start the authorization code flow."""
     await rate_limit(request, None)
     provider = request.match_info["provider"]
-    url = await request.app[OIDC].authorization_url(
+    url, browser = await request.app[OIDC].authorization_url(
         provider,
         redirect_uri=_redirect_uri(request, provider),
         response=_response_mode(request),
     )
-    return web.Response(status=302, headers={"Location": url, **NO_STORE})
+    return _to_provider(request, url, browser)
 
 
 @docs(
     tags=["auth"],
     summary="Link another provider to your account: returns the URL to send the browser to",
+    description="`authorization_url` is a one-time URL of this API, valid for a few minutes: "
+    "open it in your own browser (it sets the cookie that binds the login to that browser, "
+    "then goes to the provider). Never share it.",
     parameters=[_PROVIDER_PARAM, _RESPONSE_PARAM],
     responses={200: {"description": "{authorization_url}"}, **errors(400, 404, 503)},
 )
-@authenticated()
+@authenticated(person=True)
 async def link(request: web.Request) -> web.Response:
     """Start a login that links the provider's identity to the caller."""
     provider = request.match_info["provider"]
-    url = await request.app[OIDC].authorization_url(
+    oidc = request.app[OIDC]
+    url, browser = await oidc.authorization_url(
         provider,
         redirect_uri=_redirect_uri(request, provider),
         response=_response_mode(request),
         link_user=str(person_id(request)),
     )
-    return json_response({"authorization_url": url}, headers=NO_STORE)
+    ticket = await oidc.hand_over(url, browser)
+    base = request.app[SETTINGS].public_url or f"{request.scheme}://{request.host}"
+    start = request.app.router["oidc_link_start"].url_for(provider=provider)
+    start_url = add_params_to_uri(base.rstrip("/") + str(start), {"ticket": ticket})
+    return json_response({"authorization_url": start_url}, headers=NO_STORE)
+
+
+@docs(
+    tags=["auth"],
+    summary="Open a link URL in the browser: sets the login cookie, then goes to the provider",
+    parameters=[
+        _PROVIDER_PARAM,
+        {"in": "query", "name": "ticket", "required": True, "schema": {"type": "string"}},
+    ],
+    responses={302: {"description": "To the provider's login page"}, **errors(400, 404, 429)},
+)
+async def link_start(request: web.Request) -> web.StreamResponse:
+    """The browser side of a link started by an API call."""
+    await rate_limit(request, None)
+    request.app[OIDC].provider(request.match_info["provider"])
+    url, browser = await request.app[OIDC].take_ticket(request.query.get("ticket", ""))
+    return _to_provider(request, url, browser)
 
 
 @docs(
@@ -92,7 +150,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
     oidc, settings = request.app[OIDC], request.app[SETTINGS]
     provider = request.match_info["provider"]
     oidc.provider(provider)  # 404 for an unknown one, before anything else
-    state = await oidc.take_state(provider, request.query.get("state"))
+    state = await oidc.take_state(
+        provider, request.query.get("state"), browser=request.cookies.get(_cookie_name(request))
+    )
     if "error" in request.query:
         raise LoginFailed(f"The provider refused the login ({request.query['error'][:80]}).")
     code = request.query.get("code")
@@ -100,6 +160,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         raise LoginFailed("The provider sent no authorization code.")
     answer = await oidc.exchange(provider, code=code, login=state)
     claims = await oidc.verify_id_token(provider, answer["id_token"], nonce=state.nonce)
+    claims = await oidc.profile(provider, claims, access_token=answer.get("access_token"))
     user, _created = await identity_service.login_with_identity(
         provider=provider, claims=claims, link_user=state.link_user
     )
@@ -110,7 +171,10 @@ async def callback(request: web.Request) -> web.StreamResponse:
             scope=None,
             refresh_ttl=settings.refresh_token_ttl,
         )
-        return json_response(token_body(pair), headers=NO_STORE)
-    one_time = await oidc.issue_code(user_id=str(user.id))
-    target = add_params_to_uri(settings.frontend_url, {"code": one_time})
-    return web.Response(status=302, headers={"Location": target, **NO_STORE})
+        response = json_response(token_body(pair), headers=NO_STORE)
+    else:
+        one_time = await oidc.issue_code(user_id=str(user.id))
+        target = add_params_to_uri(settings.frontend_url, {"code": one_time})
+        response = web.Response(status=302, headers={"Location": target, **NO_STORE})
+    response.del_cookie(_cookie_name(request), **_cookie_attributes(request))
+    return response

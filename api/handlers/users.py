@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, response_schema
 
-from api.appkeys import CACHE
-from api.handlers import person_id
+from api.appkeys import CACHE, SETTINGS
+from api.handlers import person_id, principal
+from api.handlers.auth import login_failed, rate_limit
 from api.http import (
     PRIVATE,
     PUBLIC,
@@ -24,6 +25,7 @@ from api.schemas import (
     UserPublicSchema,
     UserUpdateSchema,
 )
+from core.errors import WrongPassword
 from core.services import users as user_service
 
 _public = UserPublicSchema()
@@ -62,7 +64,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 @docs(tags=["users"], summary="Your own account, with email")
-@authenticated()
+@authenticated(person=True)
 @response_schema(UserPrivateSchema, 200)
 async def get_me(request: web.Request) -> web.Response:
     """The caller's own account."""
@@ -73,13 +75,31 @@ async def get_me(request: web.Request) -> web.Response:
 @docs(
     tags=["users"],
     summary="Change your display name, email or password",
-    responses=errors(409, 415, 422),
+    description="Changing the email or the password needs `current_password` and ends "
+    "every other login of the account (their refresh tokens stop working). Wrong "
+    "`current_password` attempts count like failed logins: 429 with Retry-After.",
+    responses=errors(409, 415, 422, 429),
 )
-@authenticated()
+@authenticated(person=True)
 @json_schema(UserUpdateSchema)
 @response_schema(UserPrivateSchema, 200)
 async def update_me(request: web.Request) -> web.Response:
     """Apply the caller's changes to their own account."""
     user = await user_service.get_user(user_id=person_id(request))
-    user = await user_service.update_user(user=user, cache=request.app[CACHE], **request["json"])
+    body = request["json"]
+    confirming = "current_password" in body
+    if confirming:
+        await rate_limit(request, user.username)
+    try:
+        user = await user_service.update_user(
+            user=user,
+            session=principal(request).session,
+            refresh_ttl=request.app[SETTINGS].refresh_token_ttl,
+            cache=request.app[CACHE],
+            **body,
+        )
+    except WrongPassword:
+        if confirming:  # a guess, not a forgotten field
+            await login_failed(request, user.username)
+        raise
     return json_response(_private.dump(user))

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
+from core import names
 from core.cache import Cache
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, NotFound, WrongPassword
 from core.security import hash_password, verify_password
 from core.services import duplicate_field
+from core.services import tokens as token_service
 from models import User, utcnow
+
+AdminMode = Literal["create", "promote", "reset-password"]
 
 
 def _conflict(exc: DuplicateKeyError) -> Conflict:
@@ -25,7 +30,7 @@ async def create_user(
     """Register a local account; 409 when the username or email is taken."""
     password_hash = await asyncio.to_thread(hash_password, password)
     user = User(
-        username=username,
+        username=names.normalize_username(username),
         email=email.lower(),
         display_name=display_name,
         password_hash=password_hash,
@@ -60,22 +65,27 @@ async def update_user(
     email: str | None = None,
     password: str | None = None,
     current_password: str | None = None,
+    session: str | None,
+    refresh_ttl: int,
     cache: Cache,
 ) -> User:
-    """Change one's own display name, email or password (the latter needs the current one)."""
+    """Change one's own display name, email or password. The email and the password need the
+    current password (WrongPassword), and changing either ends every other login."""
     changes: dict[str, object] = {}
     if display_name is not None:
         changes["display_name"] = display_name
-    if email is not None:
+    if email is not None and email.lower() != user.email:
         changes["email"] = email.lower()
-    if password is not None:
+    sensitive = "email" in changes or password is not None
+    # An account that only logs in through a provider has no password to confirm an email
+    # change with; it cannot set a password this way either (verify_password(None) is False).
+    if password is not None or ("email" in changes and user.password_hash is not None):
+        what = "password" if password is not None else "email"
         if current_password is None or not await asyncio.to_thread(
             verify_password, user.password_hash, current_password
         ):
-            raise InvalidInput(
-                "Changing the password needs the current password.",
-                {"current_password": ["Missing or wrong."]},
-            )
+            raise WrongPassword(f"Changing the {what} needs the current password.")
+    if password is not None:
         changes["password_hash"] = await asyncio.to_thread(hash_password, password)
     if not changes:
         return user
@@ -84,37 +94,49 @@ async def update_user(
         await User.get_motor_collection().update_one({"_id": user.id}, {"$set": changes})
     except DuplicateKeyError as exc:
         raise _conflict(exc) from None
+    if sensitive:
+        assert user.id is not None
+        await token_service.revoke_other_sessions(
+            user_id=user.id, keep=session, refresh_ttl=refresh_ttl
+        )
     await cache.users_changed([user.id])
     for key, value in changes.items():
         setattr(user, key, value)
     return user
 
 
-async def ensure_admin(*, username: str, email: str, password: str) -> tuple[User, bool]:
-    """Create an admin, or promote and re-password an existing user; True when created."""
-    existing = await User.find_one({"username": username.lower()})
+async def ensure_admin(
+    *, username: str, email: str | None, password: str | None, mode: AdminMode, refresh_ttl: int
+) -> tuple[User, str]:
+    """Make `username` an admin; returns the user and what was done ("created", "promoted",
+    "password reset"). An existing account is changed only as `mode` says: "promote" keeps
+    its password and email, "reset-password" sets a new password and ends its logins;
+    "create" refuses it (Conflict)."""
+    username = names.normalize_username(username)
+    existing = await User.find_one({"username": username})
     if existing is None:
-        return await create_user(
-            username=username.lower(),
-            email=email,
-            display_name=username,
-            password=password,
-            role="admin",
-        ), True
-    password_hash = await asyncio.to_thread(hash_password, password)
-    try:
-        await User.get_motor_collection().update_one(
-            {"_id": existing.id},
-            {
-                "$set": {
-                    "role": "admin",
-                    "email": email.lower(),
-                    "password_hash": password_hash,
-                    "updated_at": utcnow(),
-                }
-            },
+        if email is None or password is None:
+            raise NotFound(f"No user {username!r}; creating one needs --email and a password.")
+        user = await create_user(
+            username=username, email=email, display_name=username, password=password, role="admin"
         )
-    except DuplicateKeyError as exc:
-        raise _conflict(exc) from None
-    existing.role = "admin"
-    return existing, False
+        return user, "created"
+    if mode == "create":
+        raise Conflict(
+            f"User {username!r} exists. Use --promote to make them an admin (password and "
+            "email unchanged) or --reset-password to also set a new password.",
+            field="username",
+        )
+    assert existing.id is not None
+    changes: dict[str, object] = {"role": "admin", "updated_at": utcnow()}
+    if mode == "reset-password":
+        if password is None:
+            raise WrongPassword("--reset-password needs the new password.")
+        changes["password_hash"] = await asyncio.to_thread(hash_password, password)
+    await User.get_motor_collection().update_one({"_id": existing.id}, {"$set": changes})
+    if mode == "reset-password":
+        await token_service.revoke_other_sessions(
+            user_id=existing.id, keep=None, refresh_ttl=refresh_ttl
+        )
+        return existing, "password reset"
+    return existing, "promoted"

@@ -46,26 +46,40 @@ class Loopback:
     db: Any
     prefix: str
 
-    async def browser(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    def browser(self) -> aiohttp.ClientSession:
+        """A browser: keeps cookies, and treats the loopback API as a secure origin, as real
+        browsers treat http://127.0.0.1."""
+        jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[self.base])
+        return aiohttp.ClientSession(cookie_jar=jar)
 
-    async def follow(self, url: str, *, until: str | None = None) -> aiohttp.ClientResponse:
-        """Follow redirects like a browser; stop before fetching a URL starting with `until`."""
-        async with await self.browser() as browser:
-            for _ in range(10):
-                resp = await browser.get(url, allow_redirects=False)
-                await resp.read()
-                if resp.status not in (301, 302, 303, 307):
-                    return resp
-                url = str(resp.url.join(URL(resp.headers["Location"])))
-                if until and url.startswith(until):
-                    resp.stop_url = url  # type: ignore[attr-defined]
-                    return resp
+    async def follow(
+        self,
+        url: str,
+        *,
+        until: str | None = None,
+        browser: aiohttp.ClientSession | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Follow redirects like a browser (a fresh one unless given); stop before fetching a
+        URL starting with `until`."""
+        if browser is None:
+            async with self.browser() as fresh:
+                return await self.follow(url, until=until, browser=fresh)
+        for _ in range(10):
+            resp = await browser.get(url, allow_redirects=False)
+            await resp.read()
+            if resp.status not in (301, 302, 303, 307):
+                return resp
+            url = str(resp.url.join(URL(resp.headers["Location"])))
+            if until and url.startswith(until):
+                resp.stop_url = url  # type: ignore[attr-defined]
+                return resp
         raise AssertionError("too many redirects")
 
-    async def callback_url(self, login_path: str) -> str:
-        """Run the flow up to the moment the provider sends the browser back to us."""
-        resp = await self.follow(self.base + login_path, until=f"{self.base}{API}/auth/callback")
+    async def callback_url(self, login_path: str, browser: aiohttp.ClientSession) -> str:
+        """Run the flow in `browser` up to the moment the provider sends it back to us."""
+        resp = await self.follow(
+            self.base + login_path, until=f"{self.base}{API}/auth/callback", browser=browser
+        )
         return resp.stop_url  # type: ignore[attr-defined]
 
     async def counts(self) -> tuple[int, int]:
@@ -217,58 +231,102 @@ async def test_refused_logins_create_nothing(loopback):
     person(loopback.iam)
     before = await loopback.counts()
     client = loopback.client
+    login_path = f"{API}/auth/login/loopback?response=json"
 
     # Unknown provider.
     await _problem(await client.get(f"{API}/auth/login/nope", allow_redirects=False), 404)
     await _problem(await client.get(f"{API}/auth/callback/nope?code=x&state=y"), 404)
 
-    # Wrong state, then a reused one.
-    callback = await loopback.callback_url(f"{API}/auth/login/loopback?response=json")
-    split = urlsplit(callback)
-    query = {k: v[0] for k, v in parse_qs(split.query).items()}
-    forged = add_params_to_uri(split.path, {**query, "state": generate_token(32)})
-    assert "state" in (await _problem(await client.get(forged), 400))["detail"]
-    assert (await client.get(split.path + "?" + split.query)).status == 200
-    after_first = await loopback.counts()
-    reused = await _problem(await client.get(split.path + "?" + split.query), 400)
-    assert "already used" in reused["detail"]
-    assert await loopback.counts() == after_first
-    before = after_first
+    async with loopback.browser() as browser:
+        # Wrong state, then a reused one.
+        callback = await loopback.callback_url(login_path, browser)
+        split = urlsplit(callback)
+        query = {k: v[0] for k, v in parse_qs(split.query).items()}
+        forged = add_params_to_uri(callback.split("?")[0], {**query, "state": generate_token(32)})
+        assert "state" in (await _problem(await browser.get(forged), 400))["detail"]
+        # The forged attempt cleared nothing: the real state and cookie still work, once.
+        assert (await browser.get(callback)).status == 200
+        after_first = await loopback.counts()
+        reused = await _problem(await browser.get(callback), 400)
+        assert "already used" in reused["detail"] or "browser" in reused["detail"]
+        assert await loopback.counts() == after_first
+        before = after_first
 
-    # Wrong nonce: the stored login expects another nonce than the provider put in the token.
-    callback = await loopback.callback_url(f"{API}/auth/login/loopback?response=json")
-    split = urlsplit(callback)
-    state = parse_qs(split.query)["state"][0]
-    key = f"{loopback.prefix}oidc:state:{state}"
-    stored = orjson.loads(await loopback.redis.get(key))
-    await loopback.redis.set(key, orjson.dumps({**stored, "nonce": "not-the-nonce"}), ex=60)
-    bad_nonce = await _problem(await client.get(split.path + "?" + split.query), 400)
-    assert "ID token" in bad_nonce["detail"]
+        # Wrong nonce: the stored login expects another nonce than the provider put in it.
+        callback = await loopback.callback_url(login_path, browser)
+        state = parse_qs(urlsplit(callback).query)["state"][0]
+        key = f"{loopback.prefix}oidc:state:{state}"
+        stored = orjson.loads(await loopback.redis.get(key))
+        await loopback.redis.set(key, orjson.dumps({**stored, "nonce": "not-the-nonce"}), ex=60)
+        bad_nonce = await _problem(await browser.get(callback), 400)
+        assert "ID token" in bad_nonce["detail"]
 
-    # The provider refuses the code exchange: this API presents the wrong client secret.
-    # (Canaille, the loopback provider, does not refuse a replayed code or a mismatched PKCE
-    # verifier for a confidential client, so those cannot be provoked here.)
-    callback = urlsplit(await loopback.callback_url(f"{API}/auth/login/loopback?response=json"))
-    query = {k: v[0] for k, v in parse_qs(callback.query).items()}
-    wrong = loopback.provider.model_copy(update={"client_secret": SecretStr("wrong")})
-    wrong_settings = loopback.client.app[SETTINGS].model_copy(update={"oidc_providers": [wrong]})
-    async with aiohttp.ClientSession() as http:
-        misconfigured = OIDCClient(wrong_settings, http, loopback.redis)
-        login = await misconfigured.take_state("loopback", query["state"])
-        with pytest.raises(LoginFailed, match="code exchange"):
-            await misconfigured.exchange("loopback", code=query["code"], login=login)
+        # The provider refuses the code exchange: this API presents the wrong client secret.
+        # (Canaille, the loopback provider, does not refuse a replayed code or a mismatched
+        # PKCE verifier for a confidential client, so those cannot be provoked here.)
+        callback = await loopback.callback_url(login_path, browser)
+        query = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+        cookie = browser.cookie_jar.filter_cookies(URL(loopback.base))["mr-login"].value
+        wrong = loopback.provider.model_copy(update={"client_secret": SecretStr("wrong")})
+        wrong_settings = client.app[SETTINGS].model_copy(update={"oidc_providers": [wrong]})
+        async with aiohttp.ClientSession() as http:
+            misconfigured = OIDCClient(wrong_settings, http, loopback.redis)
+            login = await misconfigured.take_state("loopback", query["state"], browser=cookie)
+            with pytest.raises(LoginFailed, match="code exchange"):
+                await misconfigured.exchange("loopback", code=query["code"], login=login)
 
-    # The provider itself refuses: no session there and prompt=none.
-    loopback.iam.logout()
-    login = await client.get(f"{API}/auth/login/loopback?response=json", allow_redirects=False)
-    to_provider = add_params_to_uri(login.headers["Location"], {"prompt": "none"})
-    resp = await loopback.follow(to_provider, until=f"{loopback.base}{API}/auth/callback")
-    back = urlsplit(resp.stop_url)  # type: ignore[attr-defined]
-    assert "error" in parse_qs(back.query)
-    provider_error = await _problem(await client.get(back.path + "?" + back.query), 400)
-    assert "refused the login" in provider_error["detail"]
+        # The provider itself refuses: no session there and prompt=none.
+        loopback.iam.logout()
+        login = await browser.get(loopback.base + login_path, allow_redirects=False)
+        to_provider = add_params_to_uri(login.headers["Location"], {"prompt": "none"})
+        resp = await loopback.follow(
+            to_provider, until=f"{loopback.base}{API}/auth/callback", browser=browser
+        )
+        back = resp.stop_url  # type: ignore[attr-defined]
+        assert "error" in parse_qs(urlsplit(back).query)
+        provider_error = await _problem(await browser.get(back), 400)
+        assert "refused the login" in provider_error["detail"]
 
     assert await loopback.counts() == before
+
+
+async def test_a_callback_from_another_browser_is_refused_and_creates_nothing(loopback):
+    """Login CSRF (RFC 9700 §4.7.1): a flow started in one browser (the attacker's) and
+    finished in another (the victim's) logs nobody in and links nothing."""
+    victim = await loopback.api.user("victim")
+    attacker_account = await loopback.api.user("attacker")
+    person(loopback.iam)
+    before = await loopback.counts()
+    login_path = f"{API}/auth/login/loopback?response=json"
+    async with loopback.browser() as attacker, loopback.browser() as other:
+        callback = await loopback.callback_url(login_path, attacker)
+        refused = await _problem(await other.get(callback), 400)
+        assert "browser" in refused["detail"]
+        # Without any cookie at all (the API client, as a script would send it) as well.
+        callback = await loopback.callback_url(login_path, attacker)
+        no_cookie = await loopback.client.get(callback.removeprefix(loopback.base))
+        assert "browser" in (await _problem(no_cookie, 400))["detail"]
+
+        # Linking: the attacker starts a link to their own account and sends the provider
+        # URL (what the API used to hand out) to the victim: refused, nothing linked.
+        started = await loopback.client.post(
+            f"{API}/auth/link/loopback?response=json", headers=attacker_account["auth"]
+        )
+        start_url = (await started.json())["authorization_url"]
+        assert start_url.startswith(f"{loopback.base}{API}/auth/link/loopback/start?ticket=")
+        to_provider = await attacker.get(start_url, allow_redirects=False)
+        assert to_provider.status == 302 and "mr-login" in to_provider.cookies
+        resp = await loopback.follow(
+            to_provider.headers["Location"], until=f"{loopback.base}{API}/auth/callback",
+            browser=other,
+        )  # fmt: skip
+        refused = await _problem(await other.get(resp.stop_url), 400)  # type: ignore[attr-defined]
+        assert "browser" in refused["detail"]
+        # The ticket worked once only.
+        await _problem(await other.get(start_url, allow_redirects=False), 400)
+    assert await loopback.counts() == before
+    assert await loopback.db.identities.count_documents({}) == 0
+    assert victim["id"]
 
 
 def basic(client_id: str, secret: str) -> str:

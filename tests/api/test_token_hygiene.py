@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import subprocess
 import sys
 from typing import Any
 
+import aiohttp
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
@@ -120,33 +122,64 @@ async def test_revocation_kills_the_refresh_family(api, client):
     assert missing.status == 400 and (await missing.json())["error"] == "invalid_request"
 
 
-async def test_token_endpoint_is_rate_limited_per_account_and_per_ip(aiohttp_client, settings, db):
-    strict = settings.model_copy(update={"login_rate_per_account": 3, "login_rate_per_ip": 5})
+def _from(address: str) -> aiohttp.ClientSession:
+    """A client whose connections come from another loopback address (127.0.0.0/8)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+
+
+async def test_wrong_passwords_are_throttled_per_account_and_address(
+    aiohttp_client, settings, db, monkeypatch
+):
+    strict = settings.model_copy(
+        update={
+            "login_failures_per_pair": 3,
+            "login_rate_per_ip": 8,
+            "login_failures_per_account": 5,
+            "login_slowdown": 0.05,
+        }
+    )
     client = await aiohttp_client(create_app(strict))
     api = Api(client, db)
     await api.user("victim")
+    token_url = str(client.make_url(f"{API}/auth/token"))
 
-    async def attempt(username: str) -> Any:
-        form = {"grant_type": "password", "username": username, "password": "wrong password"}
-        return await client.post(f"{API}/auth/token", data=form)
+    async def attempt(session: Any, username: str, password: str = "wrong password") -> Any:
+        form = {"grant_type": "password", "username": username, "password": password}
+        resp = await session.post(token_url, data=form)
+        await resp.read()
+        return resp
 
-    # api.user() logged in once: two more attempts on this account are allowed.
-    statuses = [(await attempt("victim")).status for _ in range(3)]
-    assert statuses == [400, 400, 429]
-    limited = await attempt("victim")
-    assert limited.status == 429
-    assert limited.content_type == "application/problem+json"
-    assert int(limited.headers["Retry-After"]) >= 1
-    assert limited.headers["RateLimit-Limit"] == "3"
-    assert limited.headers["RateLimit-Remaining"] == "0"
-    # Even the right password waits: the limit is on attempts, not failures.
-    right = await client.post(
-        f"{API}/auth/token",
-        data={"grant_type": "password", "username": "victim", "password": PASSWORD},
-    )
-    assert right.status == 429
-    # The IP's own budget (5) is spent too: another account is refused from this address.
-    assert (await attempt("someone-else")).status == 429
+    async with _from("127.0.0.2") as attacker, _from("127.0.0.3") as owner:
+        # Three wrong guesses from one address: that (account, address) pair is refused...
+        statuses = [(await attempt(attacker, "victim")).status for _ in range(4)]
+        assert statuses == [400, 400, 400, 429]
+        limited = await attempt(attacker, "victim", PASSWORD)
+        assert limited.status == 429 and limited.content_type == "application/problem+json"
+        assert int(limited.headers["Retry-After"]) >= 1
+        # ...but the owner, from their own address, is not locked out.
+        assert (await attempt(owner, "victim", PASSWORD)).status == 200
+        # Attempts per address (8, refused ones included) hold for any account.
+        others = [(await attempt(attacker, "someone-else")).status for _ in range(4)]
+        assert others == [400, 400, 400, 429]
+
+    # Guesses from many addresses pass the account's ceiling (5): every further attempt on
+    # it is slowed, and the right password still works.
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(seconds)
+
+    monkeypatch.setattr("api.handlers.auth.asyncio.sleep", recorded)
+    for n in range(4, 8):
+        async with _from(f"127.0.0.{n}") as botnet:
+            await attempt(botnet, "victim")
+    # 3 failures above, then 127.0.0.4 and .5 make 5: the attempts from .6 and .7 wait.
+    assert slept == [0.05, 0.05]
+    async with _from("127.0.0.3") as owner:
+        assert (await attempt(owner, "victim", PASSWORD)).status == 200
+    assert len(slept) == 3
 
 
 async def test_no_secret_reaches_the_logs(settings, db, client, api, caplog):
@@ -186,3 +219,25 @@ async def test_no_secret_reaches_the_logs(settings, db, client, api, caplog):
         client_token,
     ]:
         assert secret_value not in logged
+
+
+async def test_a_refresh_token_replayed_in_parallel_leaves_no_live_token(api, client):
+    """Reuse revokes the family even when the real client's rotation races the replay: the
+    token the winner just got is refused too, whichever write landed first."""
+    await api.user("racer")
+    form = {"grant_type": "refresh_token"}
+    for parallel in (2, 3, 10):
+        for _ in range(8):
+            refresh = (await api.login("racer"))["refresh_token"]
+            answers = await asyncio.gather(
+                *(
+                    client.post(f"{API}/auth/token", data={**form, "refresh_token": refresh})
+                    for _ in range(parallel)
+                )
+            )
+            won = [await r.json() for r in answers if r.status == 200]
+            assert len(won) == 1 and sum(r.status == 400 for r in answers) == parallel - 1
+            again = await client.post(
+                f"{API}/auth/token", data={**form, "refresh_token": won[0]["refresh_token"]}
+            )
+            assert again.status == 400, (parallel, await again.text())

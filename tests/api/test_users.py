@@ -94,7 +94,7 @@ async def test_patch_me_changes_display_name_and_email(api, client):
     alice = await api.user("alice")
     resp = await client.patch(
         f"{API}/users/me",
-        json={"display_name": "Alice L.", "email": "new@example.com"},
+        json={"display_name": "Alice L.", "email": "new@example.com", "current_password": PASSWORD},
         headers=alice["auth"],
     )
     assert resp.status == 200
@@ -106,7 +106,9 @@ async def test_patch_me_email_conflict_and_empty_body(api, client, db):
     alice = await api.user("alice")
     await api.user("bob")
     resp = await client.patch(
-        f"{API}/users/me", json={"email": "bob@example.com"}, headers=alice["auth"]
+        f"{API}/users/me",
+        json={"email": "bob@example.com", "current_password": PASSWORD},
+        headers=alice["auth"],
     )
     assert resp.status == 409
     assert (await db.users.find_one({"username": "alice"}))["email"] == "alice@example.com"
@@ -127,3 +129,100 @@ async def test_password_change_needs_current_password(api, client):
     )
     assert resp.status == 200
     assert (await api.login("alice", "another long one"))["token_type"] == "Bearer"
+
+
+async def _refresh(client, tokens):
+    return await client.post(
+        f"{API}/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+    )
+
+
+async def test_email_change_needs_the_current_password(api, client, db):
+    alice = await api.user("alice")
+    change = {"email": "new@example.com"}
+    for body in (change, {**change, "current_password": "wrong guess!"}):
+        resp = await client.patch(f"{API}/users/me", json=body, headers=alice["auth"])
+        assert resp.status == 422
+        problem = await resp.json()
+        assert any(e["field"] == "current_password" for e in problem["errors"])
+    assert (await db.users.find_one({"username": "alice"}))["email"] == "alice@example.com"
+    # The same address again is no change, and needs nothing.
+    same = await client.patch(
+        f"{API}/users/me", json={"email": "Alice@example.com"}, headers=alice["auth"]
+    )
+    assert same.status == 200
+
+
+async def test_password_or_email_change_ends_every_other_login(api, client):
+    alice = await api.user("alice")  # login 1: makes the change
+    other = await api.login("alice")  # login 2: another device
+    third = await api.login("alice")  # login 3
+    resp = await client.patch(
+        f"{API}/users/me",
+        json={"password": "another long one", "current_password": PASSWORD},
+        headers=alice["auth"],
+    )
+    assert resp.status == 200
+    for tokens in (other, third):
+        refused = await _refresh(client, tokens)
+        assert refused.status == 400 and (await refused.json())["error"] == "invalid_grant"
+    kept = await _refresh(client, alice["tokens"])
+    assert kept.status == 200  # the login that made the change goes on
+
+    # An email change does the same.
+    fourth = await api.login("alice", "another long one")
+    rotated = await kept.json()
+    resp = await client.patch(
+        f"{API}/users/me",
+        json={"email": "alice2@example.com", "current_password": "another long one"},
+        headers={"Authorization": f"Bearer {rotated['access_token']}"},
+    )
+    assert resp.status == 200
+    assert (await _refresh(client, fourth)).status == 400
+    assert (await _refresh(client, rotated)).status == 200
+
+
+async def test_wrong_current_password_is_throttled_like_a_login(aiohttp_client, settings, db):
+    from api.app import create_app
+    from tests.conftest import Api
+
+    strict = settings.model_copy(update={"login_failures_per_pair": 3})
+    client = await aiohttp_client(create_app(strict))
+    alice = await Api(client, db).user("alice")
+    statuses = []
+    for _ in range(5):
+        resp = await client.patch(
+            f"{API}/users/me",
+            json={"password": "another long one", "current_password": "a wrong guess"},
+            headers=alice["auth"],
+        )
+        statuses.append(resp.status)
+    assert statuses == [422, 422, 422, 429, 429]
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert resp.content_type == "application/problem+json"
+
+
+async def test_usernames_match_whole_and_normalised(client, db):
+    async def register(username, display_name="Someone"):
+        return await client.post(
+            f"{API}/users",
+            json={
+                "username": username,
+                "email": f"{abs(hash(username))}@example.com",
+                "display_name": display_name,
+                "password": PASSWORD,
+            },
+        )
+
+    assert (await register("root")).status == 201
+    assert (await register("root\n")).status == 422  # $ used to match before the newline
+    fullwidth = await register("\uff52\uff4f\uff4f\uff54")  # "root" in fullwidth letters
+    assert fullwidth.status == 409  # NFKC first: the same name
+    assert (await register("ROOT")).status == 409
+    for bad in ("Eve\u202eevil", "Eve\x00", "Eve\nMallory", "Eve\u2066x", "x" * 65, "   "):
+        resp = await register(f"user{abs(hash(bad)) % 10**6}", bad)
+        assert resp.status == 422, bad
+        assert (await resp.json())["errors"][0]["field"] == "display_name"
+    assert (await register("eve", "Ève Ünïcode 😀")).status == 201
+    assert await db.users.count_documents({}) == 2
