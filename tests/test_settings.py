@@ -57,3 +57,48 @@ def test_any_listed_key_verifies_so_keys_rotate(tmp_path):
     assert rotated.verify(token).subject == "u1"
     assert rotated.public_jwks()["keys"][0]["kid"] == new.keys[0].kid
     assert "d" not in rotated.public_jwks()["keys"][0]
+
+
+def _provider(issuer: str) -> list[dict[str, str]]:
+    return [{"name": "p", "issuer": issuer, "client_id": "c", "client_secret": "a-real-secret"}]
+
+
+@pytest.mark.parametrize(
+    "issuer", ["http://accounts.example.com", "accounts.example.com", "https://", "ftp://x.org"]
+)
+def test_issuers_outside_development_are_absolute_https_urls(issuer):
+    keys = json.dumps(generate_keyset().as_dict(private=True))
+    with pytest.raises(ValidationError, match="issuer"):
+        Settings(
+            environment="production",
+            token_signing_keys=keys,
+            oidc_providers=_provider(issuer),
+            **URLS,
+        )
+    good = Settings(
+        environment="production",
+        token_signing_keys=keys,
+        oidc_providers=_provider("https://accounts.example.com"),
+        **URLS,
+    )
+    assert good.oidc_providers[0].issuer.startswith("https://")
+
+
+def test_http_issuers_only_on_loopback_in_tests_and_anywhere_in_development():
+    Settings(environment="test", oidc_providers=_provider("http://127.0.0.1:5000"), **URLS)
+    with pytest.raises(ValidationError, match="https"):
+        Settings(environment="test", oidc_providers=_provider("http://idp.internal"), **URLS)
+    Settings(oidc_providers=_provider("http://idp.internal"))
+    with pytest.raises(ValidationError, match="absolute"):
+        Settings(oidc_providers=_provider("idp.internal"))
+
+
+def test_production_refuses_private_import_urls():
+    keys = json.dumps(generate_keyset().as_dict(private=True))
+    with pytest.raises(ValidationError, match="IMPORT_URL_ALLOW_PRIVATE"):
+        Settings(
+            environment="production",
+            token_signing_keys=keys,
+            import_url_allow_private=True,
+            **URLS,
+        )
