@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -86,7 +88,10 @@ class Settings(BaseSettings):
     # Beat drains the recompute intents this often, whatever the broker did meanwhile; a
     # round reads at most drain_batch stamped ratings and intent documents.
     drain_interval: float = Field(5.0, gt=0, le=300)
-    drain_batch: int = Field(500, ge=1, le=10_000)
+    drain_batch: int = Field(2000, ge=1, le=10_000)
+    # Under a steady write load a drain keeps the database busy at most this share of the
+    # time (it rests in between), leaving the rest to the API's requests.
+    drain_duty: float = Field(0.25, gt=0, le=1)
 
     # Imports: paths given to the API are confined to import_root (default DATA_DIR/imports);
     # downloads are cached in DATA_DIR/cache.
@@ -180,11 +185,37 @@ def read_embedded_urls(data_dir: Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def embedded_pointer() -> Path:
+    """Where `make run` notes, for this OS user, which DATA_DIR its running stack uses: so a
+    command finds it from any folder, whatever DATA_DIR it was started with."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"movie-ratings-embedded-{os.getuid()}.json"
+
+
+def _pointed_data_dir() -> Path | None:
+    try:
+        pointer = json.loads(embedded_pointer().read_text())
+        os.kill(int(pointer["pid"]), 0)  # the stack that wrote it still runs
+        return Path(pointer["data_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def with_embedded_urls(settings: Settings) -> Settings:
     """Settings for an operator command: MONGODB_URL unset means the running `make run`."""
     if settings.mongodb_url is not None:
         return settings
+    looked = [settings.data_dir / EMBEDDED_FILE]
     urls = read_embedded_urls(settings.data_dir)
+    pointed = _pointed_data_dir()
+    if not urls and pointed is not None:
+        looked.append(pointed / EMBEDDED_FILE)
+        urls = read_embedded_urls(pointed)
     if not urls:
-        raise RuntimeError("MONGODB_URL is not set and no embedded stack (make run) is running")
+        places = " and ".join(str(p.resolve()) for p in looked)
+        raise RuntimeError(
+            "MONGODB_URL is not set and no embedded stack (make run) is running: looked at "
+            f"{places}, and {embedded_pointer()} names none. Start `make run`, set DATA_DIR "
+            "to the folder it uses, or set MONGODB_URL and REDIS_URL."
+        )
     return settings.model_copy(update=urls)

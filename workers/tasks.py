@@ -64,6 +64,7 @@ def drain_summaries(self: Any) -> None:
             return await aggregation.drain(
                 prior_votes=rt.settings.rating_prior_votes,
                 batch=rt.settings.drain_batch,
+                duty=rt.settings.drain_duty,
                 changed=rt.cache.summaries_changed,
                 round_done=extend,
             )

@@ -44,7 +44,7 @@ from models import (
 
 log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 8
-DRAIN_REST_MAX = 2.0
+DRAIN_REST_MAX = 4.0
 # A command-line import (no job document) writes an intent per batch, seconds apart: one
 # silent this long has stopped, and the drain takes over what it left.
 IMPORT_TAG_QUIET = timedelta(minutes=10)
@@ -438,13 +438,15 @@ async def drain(
     *,
     prior_votes: float,
     batch: int = 500,
+    duty: float = 0.5,
     budget: float = 20.0,
     changed: SummariesChanged | None = None,
     round_done: Callable[[], Awaitable[Any]] | None = None,
 ) -> DrainReport:
     """Drain rounds until nothing is pending or `budget` seconds are spent (the next drain,
-    queued by a write or by beat, takes the rest); `changed` hears each round's ids, and
-    `round_done` is called after every round (the worker extends its lock there)."""
+    queued by a write or by beat, takes the rest), busy at most `duty` of the time; `changed`
+    hears each round's ids, and `round_done` is called after every round (the worker
+    extends its lock there)."""
     total = DrainReport()
     deadline = time.monotonic() + budget
     while True:
@@ -454,10 +456,11 @@ async def drain(
             await round_done()
         if report.empty:
             return total
-        # Pace: rest as long as the round took (at most DRAIN_REST_MAX), so under a steady
-        # write load drains use at most about half of a database that runs one command at
-        # a time, and the rest batches more writes into the next round.
-        await asyncio.sleep(min(time.monotonic() - started, DRAIN_REST_MAX))
+        # Pace: rest so that rounds take at most `duty` of the time (resting at most
+        # DRAIN_REST_MAX): under a steady write load drains leave the rest of a database
+        # that runs one command at a time to the API, and each round batches more writes.
+        took = time.monotonic() - started
+        await asyncio.sleep(min(took * (1 / duty - 1), DRAIN_REST_MAX))
         total.rounds += 1
         total.movies += report.movies
         total.users += report.users
