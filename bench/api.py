@@ -352,9 +352,21 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
         "GET profile 100 (miss)": asyncio.run(
             probe(uncached, "GET", f"{API}/users/{heavy}/ratings?limit=100")
         )[1],
-        "PUT rating": asyncio.run(
+        "PUT rating, new (movie unseen)": asyncio.run(
             probe(
                 cached, "PUT", f"{API}/movies/{top[2]}/rating", json={"score": 4.0},
+                headers={"Authorization": f"Bearer {raters_tokens[0]}"},
+            )
+        )[1],
+        "PUT rating, new (movie seen)": asyncio.run(
+            probe(
+                cached, "PUT", f"{API}/movies/{top[2]}/rating", json={"score": 4.0},
+                headers={"Authorization": f"Bearer {raters_tokens[1]}"},
+            )
+        )[1],
+        "PUT rating, changed": asyncio.run(
+            probe(
+                cached, "PUT", f"{API}/movies/{top[2]}/rating", json={"score": 3.0},
                 headers={"Authorization": f"Bearer {raters_tokens[0]}"},
             )
         )[1],
@@ -480,9 +492,9 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     print(f"PUT rating against raw update_one upserts on the same server ({raw_writes:,.0f}/s, "
           f"same concurrency): {put / raw_writes:.2f}")  # fmt: skip
     print()
-    print(f"{'MongoDB commands per request':<32}{'count':>6}")
+    print(f"{'MongoDB commands per request':<34}{'count':>6}")
     for label, count in trips.items():
-        print(f"{label:<32}{count:>6}")
+        print(f"{label:<34}{count:>6}")
     print()
     took = f"{exact_at - finished:.2f} s after the last response" if exact_at else "NOT EXACT"
     print(f"burst: {len(scores):,} ratings on one movie in {finished - started:.2f} s; "

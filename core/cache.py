@@ -88,6 +88,36 @@ class LocalCopy(Protocol):
     def reset(self) -> None: ...
 
 
+class KnownMovies:
+    """Movie ids this process has seen exist, so a new rating can skip the database's word
+    on it. Trusted only while the invalidation channel is live; forgotten when any process
+    deletes the movie, and after `ttl` in any case (a lost message costs at most that). A
+    rating accepted for a movie deleted meanwhile carries its recompute stamp like any other:
+    the drain finds the movie gone and removes the rating with it."""
+
+    def __init__(self, *, ttl: float = 60.0, max_entries: int = 50_000) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._until: dict[str, float] = {}
+        self.live = False
+
+    def known(self, movie_id: Any) -> bool:
+        until = self._until.get(str(movie_id))
+        return self.live and until is not None and until > time.monotonic()
+
+    def seen(self, movie_id: Any) -> None:
+        if len(self._until) >= self._max:
+            self._until.clear()
+        self._until[str(movie_id)] = time.monotonic() + self._ttl
+
+    def forget(self, movie_ids: Iterable[Any]) -> None:
+        for movie_id in movie_ids:
+            self._until.pop(str(movie_id), None)
+
+    def reset(self) -> None:
+        self._until.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class CacheKey:
     version: str  # the counter whose INCR invalidates this entry
@@ -120,6 +150,8 @@ class Cache:
         self.stats_key = f"{prefix}cache:stats"
         self.channel = f"{prefix}cache:invalidations"
         self.near = near if enabled else None
+        self.known_movies = KnownMovies()
+        self._deleted_prefix = f"{prefix}deleted:movie:"
 
     # ---- keys ------------------------------------------------------------------------------
 
@@ -213,6 +245,14 @@ class Cache:
         """A movie's document or summary changed: its entry and every list page go."""
         await self._bump([self.movie(m).version for m in movie_ids] + [f"{self._prefix}v:movies"])
 
+    async def movies_deleted(self, movie_ids: list[Any]) -> None:
+        """Movies are gone: every process forgets it saw them (see KnownMovies)."""
+        self.known_movies.forget(movie_ids)
+        await self._bump(
+            [self.movie(m).version for m in movie_ids] + [f"{self._prefix}v:movies"],
+            notes=[f"{self._deleted_prefix}{m}" for m in movie_ids],
+        )
+
     async def users_changed(self, user_ids: Iterable[Any]) -> None:
         """A user's account, stats or ratings changed: their view and profile pages go."""
         await self._bump([self.user(u).version for u in user_ids])
@@ -226,7 +266,8 @@ class Cache:
         """Bulk changes (imports, a new global mean): every entry goes."""
         await self._bump([self.epoch_key])
 
-    async def _bump(self, version_keys: list[str]) -> None:
+    async def _bump(self, version_keys: list[str], notes: Iterable[str] = ()) -> None:
+        """INCR the versions and announce them (and `notes`) to every process."""
         if not version_keys or not self.enabled:
             return
         if self.near is not None:  # this process sees its own writes at once
@@ -237,7 +278,7 @@ class Cache:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for version_key in version_keys:
                     pipe.incr(version_key)
-                pipe.publish(self.channel, " ".join(version_keys))
+                pipe.publish(self.channel, " ".join([*version_keys, *notes]))
                 await pipe.execute()
         except RedisError as exc:
             self.health.failed(exc)
@@ -254,25 +295,30 @@ class Cache:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
                     self.near.reset()  # we may have missed messages while not subscribed
-                    self.near.live = True
+                    self.known_movies.reset()
+                    self.near.live = self.known_movies.live = True
                     flushed = time.monotonic()
                     while not stop.is_set():
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
                             keys = message["data"].decode().split()
                             self.near.invalidate(keys, epoch_key=self.epoch_key)
+                            deleted = self._deleted_prefix
+                            self.known_movies.forget(
+                                k.removeprefix(deleted) for k in keys if k.startswith(deleted)
+                            )
                         if self.near.hits and time.monotonic() - flushed >= 1.0:
                             # This process's hits join the shared counters once a second.
                             hits, self.near.hits = self.near.hits, 0
                             flushed = time.monotonic()
                             await self._redis.hincrby(self.stats_key, "near_hits", hits)
             except (RedisError, OSError) as exc:
-                self.near.live = False
+                self.near.live = self.known_movies.live = False
                 self.health.failed(exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
             finally:
-                self.near.live = False
+                self.near.live = self.known_movies.live = False
 
     async def clear(self) -> None:
         """Drop every key of this namespace (tests, operators)."""

@@ -140,5 +140,5 @@ async def delete_movie(*, movie_id: PydanticObjectId, queue: TaskQueue, cache: C
         await aggregation.withdraw_intent(intent)
         raise NotFound("No movie with that id.")
     await aggregation.purge_ratings([movie_id])
-    await cache.movies_changed([movie_id])
+    await cache.movies_deleted([movie_id])
     await queue.request_drain()

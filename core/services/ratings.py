@@ -36,6 +36,14 @@ async def _require(model: type[Movie] | type[User], object_id: PydanticObjectId)
         raise NotFound(f"No {model.Settings.name[:-1]} with that id.")
 
 
+async def _movie_exists(movie_id: PydanticObjectId, cache: Cache) -> bool:
+    """Ask the database (the second round trip of a new rating), and remember a yes."""
+    if await Movie.get_motor_collection().find_one({"_id": movie_id}, {"_id": 1}) is None:
+        return False
+    cache.known_movies.seen(movie_id)
+    return True
+
+
 async def _changed(*, user_id: PydanticObjectId, queue: TaskQueue, cache: Cache) -> None:
     # The caller's own profile shows the write at once; the movie's summary and the user's
     # stats follow when a drain recomputes them (and bumps their cache versions). The intent
@@ -55,11 +63,12 @@ async def put_rating(
     """Set the caller's score for a movie; True when the rating is new.
 
     One upsert on the unique (user, movie) pair that also stamps the rating `pending`, the
-    durable intent to recompute both summaries, then one more round trip: a new rating checks
-    its movie exists (a deleted movie's ratings are gone with it, so an existing rating
-    implies its movie); a changed one reads its creation time. On MongoDB the upsert is a
-    findAndModify that returns the rating as it was, which answers both. The answer is what
-    this request wrote, never a read-back of someone else's write.
+    durable intent to recompute both summaries, then at most one more round trip: a new
+    rating checks its movie exists, unless this process saw it exist lately (KnownMovies:
+    a movie deleted meanwhile takes such a rating with it at the next drain); a changed one
+    reads its creation time (a deleted movie's ratings go with it, so an existing rating
+    implies its movie; on MongoDB the upsert is a findAndModify that returns the rating as
+    it was). The answer is what this request wrote, never a read-back of another write.
     """
     now = utcnow()
     collection = Rating.get_motor_collection()
@@ -87,7 +96,7 @@ async def put_rating(
     else:
         raise ServiceUnavailable("The rating could not be stored; please retry.")
     if created:
-        if await Movie.get_motor_collection().find_one({"_id": movie_id}, {"_id": 1}) is None:
+        if not cache.known_movies.known(movie_id) and not await _movie_exists(movie_id, cache):
             # No such movie (or deleted meanwhile). Its stamp is gone with it; the user's
             # stats never counted it unless a drain ran in between, which the next one fixes.
             await aggregation.record_intent(user_ids=[user_id])
