@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 85
 
-.PHONY: run test lint typecheck check clean bench bench-import bench-embedded chaos
+.PHONY: run test contract lint typecheck check clean bench bench-import bench-embedded chaos
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+
+# The OpenAPI contract alone (schemathesis as a user, an admin and an operator client, and a
+# generated client's core flow); make test runs it too.
+contract: $(STAMP)
+	$(BIN)/python -m pytest tests/api/test_contract.py tests/api/test_generated_client.py $(PYTEST_ARGS)
 
 PACKAGES := api core workers models seed embedded bench
 

@@ -10,7 +10,7 @@ import os
 import sys
 
 from core.logs import configure_logging
-from core.settings import Settings, with_embedded_urls
+from core.settings import Settings, settings_problem, with_embedded_urls
 
 log = logging.getLogger("api")
 
@@ -190,10 +190,20 @@ async def _verify_summaries(settings: Settings, *, repair: bool, as_json: bool) 
     return 0 if wrong == 0 else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m api")
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option, each with its help text."""
+    parser = argparse.ArgumentParser(
+        prog="python -m api",
+        description="Serve the API and run operator commands. Every command reads its "
+        "settings from the environment (see the README's configuration table); the operator "
+        "commands find a running `make run` stack by themselves when MONGODB_URL is unset.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="serve the API (MONGODB_URL and REDIS_URL required)")
+    sub.add_parser(
+        "serve",
+        help="serve the API on HOST:PORT (needs MONGODB_URL and REDIS_URL; WEB_CONCURRENCY "
+        "processes share the port)",
+    )
     admin = sub.add_parser(
         "create-admin",
         help="create an admin (password read from stdin, or prompted on a terminal); an "
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     client = sub.add_parser(
         "create-client", help="register an operator client; prints its secret once"
     )
-    client.add_argument("--name", required=True)
+    client.add_argument("--name", required=True, help="a name to recognise the client by")
     client.add_argument(
         "--scope", action="append", required=True, dest="scopes",
         help="movies:write, imports:write or users:admin (repeat for several)",
@@ -224,11 +234,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     verify.add_argument("--repair", action="store_true", help="recompute the ones that differ")
     verify.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic's ValidationError: one line, no traceback
+        print(f"error: bad setting: {settings_problem(exc)}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     if args.command == "serve":
+        missing = [n for n in ("mongodb_url", "redis_url") if getattr(settings, n) is None]
+        if missing:
+            names = " and ".join(n.upper() for n in missing)
+            print(
+                f"error: python -m api serve needs {names} (or run `make run`, which starts "
+                "the database and Redis and serves the API with them)",
+                file=sys.stderr,
+            )
+            return 2
         return serve(settings)
     try:
         settings = with_embedded_urls(settings)

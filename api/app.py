@@ -24,9 +24,10 @@ from api.middlewares import (
     webargs_error_callback,
 )
 from api.nearcache import NearCache
+from api.openapi import ContractPlugin
 from api.ratelimit import RateLimiter
 from api.routes import setup_routes
-from api.schemas import OAuthErrorSchema, ProblemSchema, TokenSchema
+from api.schemas import OAuthErrorSchema, ProblemSchema, ReadySchema, TokenSchema
 from core import db
 from core.cache import cache_for
 from core.oidc import OIDCClient
@@ -118,9 +119,12 @@ def setup_docs(app: web.Application) -> None:
         error_callback=webargs_error_callback,
         info={"description": "Rate movies on the MovieLens half-star scale."},
     )
+    contract = ContractPlugin()
+    contract.init_spec(spec.spec)
+    spec.spec.plugins = (*spec.spec.plugins, contract)  # after apigami's own plugin
     components = spec.spec.components
     # Schemas only referenced from hand-written response entries must be registered by hand.
-    for schema in (ProblemSchema, TokenSchema, OAuthErrorSchema):
+    for schema in (ProblemSchema, TokenSchema, OAuthErrorSchema, ReadySchema):
         components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
     components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}

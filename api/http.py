@@ -12,12 +12,11 @@ from aiohttp import web
 from aiohttp_apigami import docs as apigami_docs
 from aiohttp_apigami.constants import API_SPEC_ATTR
 
-from api.appkeys import CACHE, NEAR
+from api.appkeys import CACHE, NEAR, SETTINGS
 from api.schemas import ProblemSchema
 from core.cache import Cache, CacheKey
 from core.logs import request_id_var
 
-PROBLEM_TYPE = "https://movie-ratings.dev/problems/{}"
 PROBLEM_JSON = "application/problem+json"
 AUTH_ATTR = "__auth__"
 
@@ -105,6 +104,12 @@ async def cached_read(
     return response
 
 
+def problem_type(request: web.Request, slug: str) -> str:
+    """The URI of the page this API serves about a problem type (`/problems/{slug}`)."""
+    base = request.app[SETTINGS].public_url or f"{request.scheme}://{request.host}"
+    return f"{base.rstrip('/')}/problems/{slug}"
+
+
 def problem(
     request: web.Request,
     *,
@@ -117,7 +122,7 @@ def problem(
 ) -> web.Response:
     """An RFC 9457 problem+json response."""
     body: dict[str, Any] = {
-        "type": PROBLEM_TYPE.format(slug) if slug else "about:blank",
+        "type": problem_type(request, slug) if slug else "about:blank",
         "title": title,
         "status": status,
         "detail": detail,
@@ -178,7 +183,7 @@ def authenticated(scope: str | None = None, *, person: bool = False) -> Callable
 
     def decorate(handler: F) -> F:
         setattr(handler, AUTH_ATTR, {"scope": scope, "person": person})
-        responses = errors(401, 403) if scope else errors(401)
+        responses = errors(401, 403) if scope or person else errors(401)
         security = [{"OAuth2": [scope] if scope else []}, {"bearerAuth": []}]
         return docs(security=security, responses=responses)(handler)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.handlers import auth, health, imports, movies, oidc, ratings, users
+from api.handlers import auth, health, imports, movies, oidc, problems, ratings, users
 
 API = "/api/v1"
 
@@ -13,6 +13,9 @@ def setup_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/health", health.health, name="health")
     r.add_get("/ready", health.ready, name="ready")
+    r.add_get("/", problems.to_docs, allow_head=False)
+    r.add_get("/api/docs/", problems.to_docs, allow_head=False)
+    r.add_get("/problems/{name}", problems.problem_page, name="problem")
 
     r.add_get("/.well-known/jwks.json", auth.jwks, name="jwks")
     r.add_post(f"{API}/auth/token", auth.token, name="token")

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from bson import ObjectId
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from core import names
 from models import SCORES
@@ -45,8 +45,8 @@ class ObjectIdField(fields.Field):
 
 
 class UsernameField(fields.String):
-    """NFKC and lower case first (the form uniqueness is checked in), then the whole string
-    must match: "root" plus a newline, or in fullwidth letters, is not a new name."""
+    """NFKC first (the form uniqueness is checked in), then the whole string must match:
+    "root" plus a newline, or in fullwidth letters, is not a new name."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = names.normalize_username(super()._deserialize(value, attr, data, **kwargs))
@@ -102,15 +102,24 @@ class FieldErrorSchema(Schema):
 
 
 class ProblemSchema(Schema):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details; `type` is the URL of a page about the problem, and a
+    problem may carry further members (RFC 9457 §3.2)."""
 
-    type = fields.String()
+    class Meta:
+        unknown = INCLUDE  # documented as additionalProperties: extension members
+
+    type = fields.String(metadata={"format": "uri"})
     title = fields.String()
     status = fields.Integer()
     detail = fields.String()
     instance = fields.String()
     request_id = fields.String()
-    errors = fields.List(fields.Nested(FieldErrorSchema))
+    errors = fields.List(fields.Nested(FieldErrorSchema), metadata={"description": "422"})
+    field = fields.String(metadata={"description": "409: the field whose value is taken"})
+    required_scope = fields.String(metadata={"description": "403: the scope the route needs"})
+    checks = fields.Dict(
+        keys=fields.String(), values=fields.String(), metadata={"description": "/ready"}
+    )
 
 
 # ---- users ------------------------------------------------------------------------------
@@ -123,14 +132,21 @@ class StatsSchema(Schema):
 
 
 class UserCreateSchema(Schema):
-    username = UsernameField(required=True, metadata={"pattern": names.USERNAME_PATTERN.pattern})
+    username = UsernameField(
+        required=True, metadata={"pattern": f"^{names.USERNAME_PATTERN.pattern}$"}
+    )
     email = fields.Email(required=True, validate=validate.Length(max=254))
-    display_name = DisplayNameField(required=True, metadata={"maxLength": names.DISPLAY_NAME_MAX})
+    display_name = DisplayNameField(
+        required=True,
+        metadata={"maxLength": names.DISPLAY_NAME_MAX, "pattern": names.DISPLAY_NAME_PATTERN},
+    )
     password = fields.String(required=True, validate=PASSWORD, load_only=True)
 
 
 class UserUpdateSchema(Schema):
-    display_name = DisplayNameField(metadata={"maxLength": names.DISPLAY_NAME_MAX})
+    display_name = DisplayNameField(
+        metadata={"maxLength": names.DISPLAY_NAME_MAX, "pattern": names.DISPLAY_NAME_PATTERN}
+    )
     email = fields.Email(validate=validate.Length(max=254))
     password = fields.String(validate=PASSWORD)
     current_password = fields.String(validate=validate.Length(max=256))
@@ -178,9 +194,9 @@ class OAuthErrorSchema(Schema):
 
 
 class ExternalIdsSchema(Schema):
-    movielens = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=1))
+    movielens = fields.Integer(allow_none=True, strict=True, validate=validate.Range(1, 2**31 - 1))
     imdb = fields.String(allow_none=True, validate=validate.Regexp(r"^(tt)?\d{1,10}$"))
-    tmdb = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=1))
+    tmdb = fields.Integer(allow_none=True, strict=True, validate=validate.Range(1, 2**31 - 1))
 
 
 class RatingSummarySchema(Schema):
@@ -308,6 +324,11 @@ class ProfileQuery(PageQuery):
 
 
 # ---- health -----------------------------------------------------------------------------
+
+
+class ReadySchema(Schema):
+    status = fields.String(metadata={"example": "ok"})
+    checks = fields.Dict(keys=fields.String(), values=fields.String())
 
 
 class HealthSchema(Schema):

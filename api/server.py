@@ -9,6 +9,7 @@ server with a protocol handler that renders it as every other error is rendered.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from http import HTTPStatus
 from typing import Any
@@ -18,6 +19,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from api.http import PROBLEM_JSON
+
+log = logging.getLogger("api.server")
 
 PARSER_ERRORS = {
     400: "The request could not be parsed (request line, URL, or a header too long or malformed).",
@@ -36,7 +39,10 @@ class ProblemRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs; raises if already answered
+        if request.writer.output_size > 0:  # as aiohttp's own: too late for an answer
+            raise ConnectionError("Response is sent already, cannot send another response")
+        # A client's malformed request, not our failure: no traceback at ERROR level.
+        log.info("unparsable request", extra={"status": status, "reason": str(exc)[:200]})
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         body = {
             "type": "about:blank",

@@ -9,7 +9,12 @@ USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
 DISPLAY_NAME_MAX = 64
 # Characters that reorder or hide text (Trojan Source, CVE-2021-42574): the bidi embeddings,
 # overrides and isolates, the directional marks, and the Arabic letter mark.
-_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+_BIDI = "\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
+_CONTROL = "\u0000-\u001f\u007f-\u009f"
+_HIDDEN = re.compile(f"[{_CONTROL}{_BIDI}\ud800-\udfff]")
+# The same rule as a JSON Schema pattern, for the OpenAPI document: no hidden character, and
+# at least one that is not a space.
+DISPLAY_NAME_PATTERN = f"^[^{_CONTROL}{_BIDI}]*[^\\s{_CONTROL}{_BIDI}][^{_CONTROL}{_BIDI}]*$"
 
 
 def normalize(text: str) -> str:
@@ -18,8 +23,8 @@ def normalize(text: str) -> str:
 
 
 def normalize_username(text: str) -> str:
-    """A username as stored and compared: NFKC, lower case."""
-    return normalize(text).lower()
+    """A username as stored and compared: NFKC (fullwidth letters are plain ones)."""
+    return normalize(text)
 
 
 def is_username(text: str) -> bool:
@@ -27,18 +32,14 @@ def is_username(text: str) -> bool:
     return USERNAME_PATTERN.fullmatch(text) is not None
 
 
-def _hidden(char: str) -> bool:
-    return char in _BIDI or unicodedata.category(char) in ("Cc", "Cs", "Co", "Cn")
-
-
 def display_name_problem(text: str) -> str | None:
-    """Why a display name typed by a person is refused, or None when it is fine."""
-    name = normalize(text)
-    if any(_hidden(c) for c in name):
+    """Why a display name typed by a person is refused, or None when it is fine (it is
+    stored NFKC-normalised)."""
+    if _HIDDEN.search(text) or _HIDDEN.search(normalize(text)):
         return "Control and text-direction characters are not allowed."
-    if not name.strip():
+    if not text.strip():
         return "Must not be blank."
-    if len(name) > DISPLAY_NAME_MAX:
+    if len(text) > DISPLAY_NAME_MAX:
         return f"At most {DISPLAY_NAME_MAX} characters."
     return None
 
@@ -46,5 +47,5 @@ def display_name_problem(text: str) -> str | None:
 def clean_display_name(text: str, fallback: str) -> str:
     """A display name from elsewhere (a login provider): the same rules, mended rather than
     refused; hidden characters dropped, whitespace collapsed, cut to the same limit."""
-    name = " ".join("".join(c for c in normalize(text) if not _hidden(c)).split())
+    name = " ".join(_HIDDEN.sub("", normalize(text)).split())
     return name[:DISPLAY_NAME_MAX].rstrip() or fallback

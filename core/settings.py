@@ -179,6 +179,16 @@ class Settings(BaseSettings):
         return self.data_dir / "jwks.json"
 
 
+def settings_problem(exc: ValueError) -> str:
+    """One line saying which setting is wrong (a command prints it instead of a traceback)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and errors():
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())).upper()
+        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    return str(exc).splitlines()[0]
+
+
 def read_embedded_urls(data_dir: Path) -> dict[str, str]:
     """URLs of a running embedded stack, for commands such as create-admin."""
     path = data_dir / EMBEDDED_FILE

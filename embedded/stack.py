@@ -27,7 +27,7 @@ from core.processes import (
     wait_until,
 )
 from core.security import ensure_dev_keyset
-from core.settings import EMBEDDED_FILE, Settings
+from core.settings import EMBEDDED_FILE, Settings, embedded_pointer
 
 log = logging.getLogger("embedded.stack")
 
@@ -170,6 +170,9 @@ def run_embedded(settings: Settings) -> int:
         (data_dir / EMBEDDED_FILE).write_text(
             json.dumps({"mongodb_url": mongodb_url, "redis_url": redis_url})
         )
+        embedded_pointer().write_text(
+            json.dumps({"data_dir": str(data_dir.resolve()), "pid": os.getpid()})
+        )
         if settings.token_signing_keys is None:
             ensure_dev_keyset(settings.signing_keys_file)  # one key shared by every process
 
@@ -202,6 +205,17 @@ def run_embedded(settings: Settings) -> int:
         log.info("stopping", extra={"components": list(stack.where)})
         stack.supervisor.stop()
         (data_dir / EMBEDDED_FILE).unlink(missing_ok=True)
+        _forget_pointer()
+
+
+def _forget_pointer() -> None:
+    """Remove the per-user pointer, if it is still this stack's."""
+    pointer = embedded_pointer()
+    try:
+        if json.loads(pointer.read_text()).get("pid") == os.getpid():
+            pointer.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 def _start_api(env: dict[str, str], port: int) -> subprocess.Popen:

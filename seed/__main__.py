@@ -4,6 +4,11 @@ python -m seed sample                         the shipped sample, into an empty 
 python -m seed movielens PATH_OR_ZIP          import a MovieLens release
 python -m seed movielens --download NAME      fetch ml-latest-small / ml-25m / ml-32m first
 python -m seed synth --ratings N --users U --movies M --out DIR
+python -m seed download NAME [--cache DIR]     fetch a release only; prints its path
+
+Environment: MONGODB_URL and MONGODB_DB (else the running `make run` stack, found through
+DATA_DIR or the note `make run` leaves for this user), REDIS_URL (to refresh the API's cache
+after an import), IMPORT_BATCH_SIZE, MOVIELENS_BASE_URL and DATA_DIR (the download cache).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from tqdm import tqdm
 from core import db
 from core.logs import configure_logging
 from core.services.movielens import Hooks, MovieLensImport
-from core.settings import Settings, with_embedded_urls
+from core.settings import Settings, settings_problem, with_embedded_urls
 from models import ImportReport
 from seed.download import DATASETS, DownloadError, dataset_url, fetch
 from seed.movielens import MovieLensRelease
@@ -106,7 +111,8 @@ async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> dict:
     return {**report.model_dump(), "seconds": seconds}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option, each with its help text."""
     parser = argparse.ArgumentParser(
         prog="python -m seed",
         description=__doc__,
@@ -115,19 +121,47 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sample", help="load the shipped sample catalogue if the database is empty")
     ml = sub.add_parser("movielens", help="import a MovieLens release (folder or .zip)")
-    ml.add_argument("path", nargs="?", type=Path)
-    ml.add_argument("--download", choices=DATASETS, help="fetch this release into the cache")
+    ml.add_argument(
+        "path", nargs="?", type=Path,
+        help="a MovieLens folder (movies.csv, links.csv, ratings.csv, optional tags.csv) or a "
+        ".zip of one, e.g. ../shared/movielens/ml-latest-small",
+    )  # fmt: skip
+    ml.add_argument(
+        "--download", choices=DATASETS,
+        help="fetch this release from MOVIELENS_BASE_URL into DATA_DIR/cache (MD5-checked, "
+        "resumable) and import it, instead of PATH",
+    )  # fmt: skip
     ml.add_argument("--dry-run", action="store_true", help="count everything, write nothing")
     ml.add_argument("--report-json", type=Path, help="also write the full report here")
-    synth = sub.add_parser("synth", help="write a synthetic MovieLens-format release")
-    synth.add_argument("--ratings", type=int, required=True)
-    synth.add_argument("--users", type=int, required=True)
-    synth.add_argument("--movies", type=int, required=True)
-    synth.add_argument("--out", type=Path, required=True)
-    synth.add_argument("--seed", type=int, default=42)
+    download = sub.add_parser(
+        "download", help="fetch a MovieLens release (MD5-checked, resumable); print its path"
+    )
+    download.add_argument("name", choices=DATASETS, help="which release")
+    download.add_argument(
+        "--cache", type=Path, help="the folder to keep it in (default DATA_DIR/cache)"
+    )
+    synth = sub.add_parser(
+        "synth", help="write a synthetic MovieLens-format release (for benchmarks; no database)"
+    )
+    synth.add_argument("--ratings", type=int, required=True, help="how many ratings to write")
+    synth.add_argument("--users", type=int, required=True, help="how many distinct users")
+    synth.add_argument("--movies", type=int, required=True, help="how many distinct movies")
+    synth.add_argument("--out", type=Path, required=True, help="the folder to write into")
+    synth.add_argument(
+        "--seed", type=int, default=42, help="random seed: the same seed writes the same files"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic's ValidationError: one line, no traceback
+        print(f"error: bad setting: {settings_problem(exc)}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     if args.command == "synth":
         made = generate(
@@ -136,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"wrote {made.movies} movies, {made.users} users, {made.ratings} ratings to {args.out}"
         )
+        return 0
+    if args.command == "download":
+        try:
+            path = fetch(
+                dataset_url(args.name, settings.movielens_base_url),
+                cache_dir=args.cache or settings.cache_dir,
+            )
+        except DownloadError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(path)
         return 0
     try:
         settings = with_embedded_urls(settings)

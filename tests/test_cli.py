@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import aiohttp
+import pytest
 
 from core.processes import free_port
 from tests.conftest import API, PASSWORD, eventually
@@ -162,3 +163,79 @@ async def test_verify_summaries_finds_and_repairs_what_differs(settings, db, api
     assert (await db.movies.find_one({}))["rating"]["count"] == 1
     done = await asyncio.to_thread(_run, settings, "api", "verify-summaries", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["ok"] is True
+
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}
+
+
+def test_every_command_and_option_says_what_it_does():
+    from api.__main__ import build_parser as api_parser
+    from seed.__main__ import build_parser as seed_parser
+
+    undocumented = []
+    for program in (api_parser(), seed_parser()):
+        commands = _subparsers(program)
+        helps = {a.dest: a.help for a in program._subparsers._group_actions[0]._choices_actions}
+        for name, command in commands.items():
+            if not helps.get(name):
+                undocumented.append(f"{program.prog} {name}")
+            for option in command._actions:
+                if option.dest != "help" and not option.help:
+                    undocumented.append(f"{program.prog} {name} {option.dest}")
+    assert undocumented == []
+
+
+def test_serve_without_a_database_url_says_what_to_set(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "REDIS_URL")}
+    done = subprocess.run(
+        [sys.executable, "-m", "api", "serve"],
+        capture_output=True, text=True, env={**env, "DATA_DIR": str(tmp_path)}, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "MONGODB_URL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_setting_is_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "api", "create-client", "--name", "x", "--scope", "movies:write"],
+        capture_output=True, text=True, env={**os.environ, "PORT": "not-a-port"}, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.startswith("error: bad setting: PORT")
+    assert "Traceback" not in done.stderr
+
+
+def test_commands_find_a_running_stack_from_any_folder(settings, tmp_path, monkeypatch):
+    """`make run` (any DATA_DIR) notes where it runs; a command started elsewhere, without
+    DATA_DIR or MONGODB_URL, finds it there, and says where it looked when nothing runs."""
+    from core.settings import EMBEDDED_FILE, Settings, embedded_pointer, with_embedded_urls
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    custom = tmp_path / "custom-data"
+    custom.mkdir()
+    elsewhere = Settings(data_dir=tmp_path / "nowhere")
+    with pytest.raises(RuntimeError) as nothing:
+        with_embedded_urls(elsewhere)
+    assert str(tmp_path / "nowhere") in str(nothing.value)
+    assert str(embedded_pointer()) in str(nothing.value)
+
+    urls = {"mongodb_url": settings.mongodb_url, "redis_url": settings.redis_url}
+    (custom / EMBEDDED_FILE).write_text(json.dumps(urls))
+    embedded_pointer().write_text(json.dumps({"data_dir": str(custom), "pid": os.getpid()}))
+    found = with_embedded_urls(elsewhere)
+    assert (found.mongodb_url, found.redis_url) == (settings.mongodb_url, settings.redis_url)
+
+    # A pointer left by a stack that is gone is not trusted.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    embedded_pointer().write_text(json.dumps({"data_dir": str(custom), "pid": int(dead.stdout)}))
+    with pytest.raises(RuntimeError):
+        with_embedded_urls(elsewhere)

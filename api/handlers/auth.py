@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from typing import Any
 from urllib.parse import unquote_plus
 
 from aiohttp import web
@@ -20,6 +21,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM = "application/x-www-form-urlencoded"
 _MAX_FIELD = 4096
 
+_TEXT = {"type": "string", "minLength": 1, "maxLength": _MAX_FIELD}
 _TOKEN_FORM = {
     "type": "object",
     "required": ["grant_type"],
@@ -28,21 +30,24 @@ _TOKEN_FORM = {
             "type": "string",
             "enum": ["password", "refresh_token", "client_credentials", "authorization_code"],
         },
-        "username": {"type": "string"},
-        "password": {"type": "string", "format": "password"},
-        "refresh_token": {"type": "string"},
-        "client_id": {"type": "string"},
-        "client_secret": {"type": "string", "format": "password"},
-        "code": {"type": "string", "description": "One-time code from a third-party login"},
-        "scope": {"type": "string"},
+        "username": _TEXT,
+        "password": {**_TEXT, "format": "password"},
+        "refresh_token": _TEXT,
+        "client_id": _TEXT,
+        "client_secret": {**_TEXT, "format": "password"},
+        "code": {**_TEXT, "description": "One-time code from a third-party login"},
+        "scope": _TEXT,
     },
 }
 _REVOKE_FORM = {
     "type": "object",
     "required": ["token"],
     "properties": {
-        "token": {"type": "string"},
-        "token_type_hint": {"type": "string", "enum": ["refresh_token", "access_token"]},
+        "token": _TEXT,
+        "token_type_hint": {
+            "type": "string",
+            "description": "refresh_token or access_token; other hints are ignored (RFC 7009)",
+        },
     },
 }
 _OAUTH_ERROR = {
@@ -53,15 +58,9 @@ _RATE_LIMITED = errors(429)[429]
 
 
 def oauth_error(exc: OAuthError) -> web.Response:
-    """RFC 6749 §5.2 error body, with problem-details members alongside."""
-    body = {
-        "error": exc.error,
-        "error_description": exc.description,
-        "type": "about:blank",
-        "title": exc.error,
-        "status": exc.status,
-        "detail": exc.description,
-    }
+    """RFC 6749 §5.2: the one error format OAuth2 clients read at these endpoints
+    (application/json, `error` and `error_description`). Everything else is problem+json."""
+    body = {"error": exc.error, "error_description": exc.description}
     headers = dict(NO_STORE)
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="movie-ratings"'
@@ -143,7 +142,9 @@ async def login_failed(request: web.Request, account: str) -> None:
     )
 
 
-async def _form(request: web.Request) -> dict[str, str]:
+async def _form(request: web.Request, known: dict[str, Any]) -> dict[str, str]:
+    """The recognised parameters of a form body, each given once as text; others are
+    ignored, as RFC 6749 §3.2 asks."""
     if request.content_type != _FORM:
         raise OAuthError("invalid_request", f"The body must be {_FORM}.")
     try:
@@ -151,7 +152,7 @@ async def _form(request: web.Request) -> dict[str, str]:
     except (ValueError, UnicodeDecodeError):
         raise OAuthError("invalid_request", "The form body could not be decoded.") from None
     fields: dict[str, str] = {}
-    for key in form:
+    for key in set(form) & set(known["properties"]):
         values = form.getall(key)
         if len(values) != 1 or not isinstance(values[0], str) or len(values[0]) > _MAX_FIELD:
             raise OAuthError("invalid_request", f"'{key}' must be given once, as text.")
@@ -185,7 +186,7 @@ async def token(request: web.Request) -> web.Response:
     verdict: Verdict | None = None
     account: str | None = None
     try:
-        form = await _form(request)
+        form = await _form(request, _TOKEN_FORM)
         grant = form.get("grant_type")
         account = form.get("username") if grant == "password" else None
         client: tuple[str, str] | None = None
@@ -266,7 +267,7 @@ def token_body(pair: token_service.TokenPair) -> dict[str, object]:
 async def revoke(request: web.Request) -> web.Response:
     """Revoke a refresh token (its whole family)."""
     try:
-        form = await _form(request)
+        form = await _form(request, _REVOKE_FORM)
         await rate_limit(request, None)
         (value,) = _required(form, "token")
         await token_service.revoke(

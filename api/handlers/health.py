@@ -10,7 +10,7 @@ from aiohttp_apigami import response_schema
 
 from api.appkeys import MONGO, REDIS
 from api.http import docs, errors, json_response, problem
-from api.schemas import HealthSchema
+from api.schemas import HealthSchema, ReadySchema
 
 _PROBE_TIMEOUT = 2.0
 
@@ -30,7 +30,17 @@ async def _check(coro) -> str:
         return f"unavailable: {type(exc).__name__}"
 
 
-@docs(tags=["health"], summary="MongoDB and Redis answer", responses=errors(503))
+@docs(
+    tags=["health"],
+    summary="MongoDB and Redis answer",
+    responses={
+        200: {
+            "description": "Both answer",
+            "content": {"application/json": {"schema": ReadySchema}},
+        },
+        **errors(503),
+    },
+)
 async def ready(request: web.Request) -> web.Response:
     """Readiness: MongoDB and Redis both answer a ping."""
     checks = {

@@ -51,7 +51,26 @@ async def list_movies(request: web.Request) -> web.Response:
     return await cached_read(request, key, load, cache_control=PUBLIC)
 
 
-@docs(tags=["movies"], summary="Add a movie (admin)", responses=errors(409, 415, 422))
+_MOVIE_LINKS = {
+    name: {"operationId": op, "parameters": {"movie_id": "$response.body#/id"}}
+    for name, op in (
+        ("GetMovie", "get_movie"),
+        ("UpdateMovie", "update_movie"),
+        ("DeleteMovie", "delete_movie"),
+        ("RateMovie", "put_rating"),
+        ("GetYourRating", "get_rating"),
+        ("DeleteYourRating", "delete_rating"),
+        ("ListMovieRatings", "list_movie_ratings"),
+    )
+}
+
+
+@docs(
+    tags=["movies"],
+    summary="Add a movie (admin)",
+    responses=errors(409, 415, 422),
+    links={201: _MOVIE_LINKS},
+)
 @authenticated("movies:write")
 @json_schema(MovieCreateSchema)
 @response_schema(MoviePublicSchema, 201)

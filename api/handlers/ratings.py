@@ -41,8 +41,15 @@ _profile_items = ProfileItemSchema(many=True)
 @docs(
     tags=["ratings"],
     summary="Rate a movie (0.5-5.0 in half stars)",
-    description="201 when the rating is new, 200 when it replaced an earlier score.",
-    responses={200: {"description": "Changed"}, **errors(404, 415, 422)},
+    description="201 (with Location) when the rating is new; 200 when it replaced an earlier "
+    "score.",
+    responses={
+        200: {
+            "description": "Changed",
+            "content": {"application/json": {"schema": RatingPublicSchema}},
+        },
+        **errors(404, 415, 422),
+    },
 )
 @authenticated("ratings:write", person=True)
 @match_info_schema(MovieIdPath)
@@ -50,14 +57,18 @@ _profile_items = ProfileItemSchema(many=True)
 @response_schema(RatingPublicSchema, 201)
 async def put_rating(request: web.Request) -> web.Response:
     """Set the caller's score for a movie."""
+    movie_id = request["match_info"]["movie_id"]
     rating, created = await rating_service.put_rating(
         user_id=person_id(request),
-        movie_id=request["match_info"]["movie_id"],
+        movie_id=movie_id,
         score=request["json"]["score"],
         queue=request.app[QUEUE],
         cache=request.app[CACHE],
     )
-    return json_response(_rating.dump(rating), status=201 if created else 200)
+    if not created:
+        return json_response(_rating.dump(rating))
+    location = str(request.app.router["my_rating"].url_for(movie_id=str(movie_id)))
+    return json_response(_rating.dump(rating), status=201, headers={"Location": location})
 
 
 @docs(tags=["ratings"], summary="Your rating of a movie", responses=errors(404, 422))

@@ -32,7 +32,17 @@ _public = UserPublicSchema()
 _private = UserPrivateSchema()
 
 
-@docs(tags=["users"], summary="Register a local account", responses=errors(409, 415, 422))
+@docs(
+    tags=["users"],
+    summary="Register a local account",
+    responses=errors(409, 415, 422),
+    links={
+        201: {
+            name: {"operationId": op, "parameters": {"user_id": "$response.body#/id"}}
+            for name, op in (("GetUser", "get_user"), ("ListUserRatings", "user_ratings"))
+        }
+    },
+)
 @json_schema(UserCreateSchema)
 @response_schema(UserPrivateSchema, 201)
 async def register(request: web.Request) -> web.Response:

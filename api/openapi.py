@@ -1,0 +1,49 @@
+"""What every operation of the OpenAPI document says besides its own decorators.
+
+An apispec plugin, run after aiohttp-apigami's: it sees each operation as generated and
+adds what holds for all of them, so no handler can forget it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import BasePlugin
+
+from api.http import errors
+
+
+class ContractPlugin(BasePlugin):
+    """Drops HEAD twins, names operations, and documents the answers of JSON bodies."""
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict | None = None, **kwargs: Any
+    ) -> None:
+        if operations is None:
+            return
+        # aiohttp answers HEAD for every GET; documenting each twin (with a body a HEAD
+        # never has) only clutters the document and generated clients.
+        operations.pop("head", None)
+        handler = kwargs.get("handler")
+        for method, operation in operations.items():
+            if handler is not None:
+                operation.setdefault("operationId", handler.__name__)
+            responses = operation.setdefault("responses", {})
+            body = operation.get("requestBody")
+            if body is not None and "application/json" in body.get("content", {}):
+                body["required"] = True
+                if method == "patch":  # a change must change something
+                    media = body["content"]["application/json"]
+                    media["schema"] = {"allOf": [media["schema"]], "minProperties": 1}
+                for status, entry in errors(400, 413, 415).items():
+                    responses.setdefault(_key(responses, status), entry)
+            # Links ride on the handler's @docs(links={status: {...}}): apigami keeps only
+            # a response's description, headers and examples, so they are placed here.
+            for status, links in operation.pop("links", {}).items():
+                entry = responses.setdefault(_key(responses, status), {"description": "Links"})
+                entry["links"] = links
+
+
+def _key(responses: dict[Any, Any], status: int) -> Any:
+    """The key a status already has in `responses` (apigami writes some as text)."""
+    return next((k for k in responses if str(k) == str(status)), status)
