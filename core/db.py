@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass
+from typing import Any
 
 import pymongo
 from beanie import init_beanie
@@ -97,8 +98,16 @@ async def connect(settings: Settings, *, op_budget: float | None = None) -> Asyn
     if not settings.mongodb_url:
         raise RuntimeError("MONGODB_URL is not set (use `make run` for the embedded default)")
     budget = op_budget if op_budget is not None else settings.mongodb_timeout
+    # Credentials given apart from the URL need no URL escaping (docker-compose passes them).
+    credentials: dict[str, Any] = {}
+    if settings.mongodb_username is not None and settings.mongodb_password is not None:
+        credentials = {
+            "username": settings.mongodb_username,
+            "password": settings.mongodb_password.get_secret_value(),
+        }
     client: AsyncIOMotorClient = AsyncIOMotorClient(
         settings.mongodb_url,
+        **credentials,
         tz_aware=True,
         timeoutMS=int(budget * 1000),
         serverSelectionTimeoutMS=int(min(budget, 2.0) * 1000),

@@ -25,18 +25,46 @@ ADMIN_SCOPES = ("ratings:write", "movies:write", "imports:write", "users:admin")
 CLIENT_SCOPES = ("movies:write", "imports:write", "users:admin")
 CLIENT_SUBJECT = "client:"  # `sub` of a client's access token: "client:<client_id>"
 
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-# Verifying against this keeps an unknown username as slow as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+# argon2id at the library's recommended cost (RFC 9106's low-memory profile). "test" makes the
+# suite's hundreds of accounts cheap; Settings refuses it in production.
+PASSWORD_COSTS: dict[str, PasswordHasher] = {
+    "production": PasswordHasher(),
+    "test": PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
+}
+
+
+class _Passwords:
+    def __init__(self, cost: str) -> None:
+        self.cost = cost
+        self.hasher = PASSWORD_COSTS[cost]
+        self._dummy: str | None = None
+
+    @property
+    def dummy(self) -> str:
+        # Verifying against this keeps an unknown username as slow as a wrong password.
+        if self._dummy is None:
+            self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+        return self._dummy
+
+
+_passwords = _Passwords("production")
+
+
+def use_password_cost(cost: str) -> None:
+    """Hash new passwords at this cost (each entry point calls it with its settings)."""
+    global _passwords
+    if _passwords.cost != cost:
+        _passwords = _Passwords(cost)
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _passwords.hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        ok = _passwords.hasher.verify(password_hash or _passwords.dummy, password)
+        return ok and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 

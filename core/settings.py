@@ -47,10 +47,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
     environment: Literal["development", "test", "production"] = "development"
+    # Password hashing cost: "test" only for the test suite (refused in production).
+    password_cost: Literal["production", "test"] = "production"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
 
     mongodb_url: str | None = None
+    # Optional credentials apart from the URL (no escaping needed): both or neither.
+    mongodb_username: str | None = None
+    mongodb_password: SecretStr | None = None
     mongodb_db: str = "movie_ratings"
     redis_url: str | None = None
     data_dir: Path = Path("data")
@@ -142,6 +147,8 @@ class Settings(BaseSettings):
         if self.environment == "production":
             if self.import_url_allow_private:
                 raise ValueError("IMPORT_URL_ALLOW_PRIVATE must not be set in production")
+            if self.password_cost != "production":
+                raise ValueError("PASSWORD_COST must be production in production")
             keys = self.token_signing_keys.get_secret_value() if self.token_signing_keys else ""
             if keys.strip().lower() in PLACEHOLDERS:
                 raise ValueError("TOKEN_SIGNING_KEYS must be set to a JWKS in production")

@@ -65,6 +65,7 @@ def start_services(tmp: Path) -> TestServices:
     (tmp / "imports").mkdir()
     settings = Settings(
         environment="test",
+        password_cost="test",  # argon2id at a cheap cost: hundreds of accounts per run
         mongodb_url=mongodb_url,
         mongodb_db=f"test_{run_id}",
         redis_url=redis_url,

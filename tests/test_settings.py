@@ -102,3 +102,12 @@ def test_production_refuses_private_import_urls():
             import_url_allow_private=True,
             **URLS,
         )
+
+
+def test_production_refuses_cheap_password_hashing():
+    keys = json.dumps(generate_keyset().as_dict(private=True))
+    with pytest.raises(ValidationError, match="PASSWORD_COST"):
+        Settings(environment="production", token_signing_keys=keys, password_cost="test", **URLS)
+    assert Settings(environment="production", token_signing_keys=keys, **URLS).password_cost == (
+        "production"
+    )
