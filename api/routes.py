@@ -33,6 +33,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(f"{API}/users/{{user_id}}", users.get_user, name="user")
     r.add_get(f"{API}/users/{{user_id}}/ratings", ratings.user_ratings, name="user_ratings")
 
+    r.add_get(f"{API}/genres", movies.list_genres, name="genres")
     r.add_get(f"{API}/movies", movies.list_movies, name="movies")
     r.add_post(f"{API}/movies", movies.create_movie)
     r.add_get(f"{API}/movies/{{movie_id}}", movies.get_movie, name="movie")

@@ -238,9 +238,20 @@ class MoviePublicSchema(Schema):
     rating = fields.Nested(RatingSummarySchema)
 
 
+class GenreSchema(Schema):
+    name = fields.String(metadata={"example": "Comedy"})
+    movies = fields.Integer(metadata={"description": "Movies in this genre"})
+
+
+class GenreListSchema(Schema):
+    items = fields.List(fields.Nested(GenreSchema))
+
+
 class MovieListQuery(Schema):
     q = fields.String(validate=validate.Length(1, 200), metadata={"description": "Title search"})
-    genre = fields.String(validate=validate.Length(1, 40))
+    genre = fields.String(
+        validate=validate.Length(1, 40), metadata={"description": "In any case: comedy, Comedy"}
+    )
     year_min = fields.Integer(validate=validate.Range(1870, 2100))
     year_max = fields.Integer(validate=validate.Range(1870, 2100))
     min_votes = fields.Integer(validate=validate.Range(0, 10_000_000))

@@ -162,6 +162,10 @@ class Cache:
         digest = hashlib.blake2b(orjson.dumps(query, option=orjson.OPT_SORT_KEYS), digest_size=10)
         return CacheKey(f"{self._prefix}v:movies", f"{self._prefix}c:movies:{digest.hexdigest()}")
 
+    def genres(self) -> CacheKey:
+        # Its own version: only movie creations, changes and deletions move genre counts.
+        return CacheKey(f"{self._prefix}v:genres", f"{self._prefix}c:genres")
+
     def user(self, user_id: Any) -> CacheKey:
         return CacheKey(f"{self._prefix}v:user:{user_id}", f"{self._prefix}c:user:{user_id}")
 
@@ -242,8 +246,11 @@ class Cache:
     # ---- invalidation ----------------------------------------------------------------------
 
     async def movies_changed(self, movie_ids: Iterable[Any]) -> None:
-        """A movie's document or summary changed: its entry and every list page go."""
-        await self._bump([self.movie(m).version for m in movie_ids] + [f"{self._prefix}v:movies"])
+        """A movie's document changed: its entry, every list page and the genres go."""
+        await self._bump(
+            [self.movie(m).version for m in movie_ids]
+            + [f"{self._prefix}v:movies", self.genres().version]
+        )
 
     async def movies_deleted(self, movie_ids: list[Any]) -> None:
         """Movies are gone: every process forgets it saw them (see KnownMovies)."""

@@ -17,6 +17,7 @@ from api.http import (
     next_url,
 )
 from api.schemas import (
+    GenreListSchema,
     MovieCreateSchema,
     MovieIdPath,
     MovieListQuery,
@@ -41,7 +42,10 @@ async def list_movies(request: web.Request) -> web.Response:
 
     async def load() -> dict:
         page = await movie_service.list_movies(
-            query=movie_service.MovieQuery(**params), offset=offset, limit=limit
+            query=movie_service.MovieQuery(**params),
+            offset=offset,
+            limit=limit,
+            cache=request.app[CACHE],
         )
         return {"items": _movies.dump(page.items), "next": next_url(request, page.next_offset)}
 
@@ -49,6 +53,18 @@ async def list_movies(request: web.Request) -> web.Response:
         return cached_json(request, await load(), cache_control=PUBLIC)
     key = request.app[CACHE].movie_list({**params, "limit": limit, "offset": offset})
     return await cached_read(request, key, load, cache_control=PUBLIC)
+
+
+@docs(
+    tags=["movies"],
+    summary="Every genre, with its number of movies",
+    description="Genre filters (`GET /movies?genre=`) match these names in any case.",
+)
+@response_schema(GenreListSchema, 200)
+async def list_genres(request: web.Request) -> web.Response:
+    """The catalogue's genres."""
+    key = request.app[CACHE].genres()
+    return await cached_read(request, key, movie_service.genre_counts, cache_control=PUBLIC)
 
 
 _MOVIE_LINKS = {

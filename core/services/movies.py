@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 from beanie import PydanticObjectId, SortDirection
 from pymongo.errors import DuplicateKeyError
 
@@ -94,8 +95,35 @@ async def get_movie(*, movie_id: PydanticObjectId) -> Movie:
     return movie
 
 
-async def list_movies(*, query: MovieQuery, offset: int, limit: int) -> Page[Movie]:
-    """A page of movies matching `query`, in the requested stable order."""
+async def genre_counts() -> dict[str, list[dict[str, Any]]]:
+    """Every genre with its number of movies, by name, as GET /genres shows them."""
+    pipeline: list[dict[str, Any]] = [
+        {"$unwind": "$genres"},
+        {"$group": {"_id": "$genres", "movies": {"$sum": 1}}},
+        {"$sort": {"_id": 1}},
+    ]
+    rows = await Movie.get_motor_collection().aggregate(pipeline).to_list(None)
+    return {"items": [{"name": row["_id"], "movies": row["movies"]} for row in rows]}
+
+
+async def canonical_genre(name: str, *, cache: Cache) -> str | None:
+    """The stored spelling of a genre asked in any case ("comedy" -> "Comedy"), from the
+    cached genre list, so the filter stays an index equality; None when there is none."""
+    listed = orjson.loads(await cache.fetch(cache.genres(), genre_counts))["items"]
+    wanted = name.casefold()
+    return next((g["name"] for g in listed if g["name"].casefold() == wanted), None)
+
+
+async def list_movies(
+    *, query: MovieQuery, offset: int, limit: int, cache: Cache | None = None
+) -> Page[Movie]:
+    """A page of movies matching `query`, in the requested stable order; `genre` in any
+    case (with `cache` to look its spelling up)."""
+    if query.genre and cache is not None:
+        genre = await canonical_genre(query.genre, cache=cache)
+        if genre is None:
+            return Page(items=[], next_offset=None)
+        query = replace(query, genre=genre)
     rows = (
         await Movie.find(movie_filter(query))
         .sort(SORTS[query.sort])

@@ -175,3 +175,31 @@ async def test_delete_movie_removes_ratings_and_updates_user_stats(api, client, 
     assert await db.ratings.count_documents({}) == 1
     resp = await client.delete(f"{API}/movies/{doomed['id']}", headers=admin["auth"])
     assert resp.status == 404
+
+
+async def test_genres_in_any_case_and_their_counts(api, client):
+    admin = await api.user("root", admin=True)
+    comedy = await api.movie(admin, title="Airplane!", genres=["Comedy"])
+    await api.movie(admin, title="Alien", genres=["Horror", "Sci-Fi"])
+    listed = await client.get(f"{API}/genres")
+    assert listed.status == 200
+    assert (await listed.json())["items"] == [
+        {"name": "Comedy", "movies": 1},
+        {"name": "Horror", "movies": 1},
+        {"name": "Sci-Fi", "movies": 1},
+    ]
+    for asked in ("comedy", "COMEDY", "Comedy"):
+        page = await (await client.get(f"{API}/movies", params={"genre": asked})).json()
+        assert [m["id"] for m in page["items"]] == [comedy["id"]], asked
+    sci_fi = await (await client.get(f"{API}/movies", params={"genre": "sci-fi"})).json()
+    assert [m["title"] for m in sci_fi["items"]] == ["Alien"]
+    none = await (await client.get(f"{API}/movies", params={"genre": "western"})).json()
+    assert none == {"items": [], "next": None}
+    # A new movie shows in the counts at once (the genres entry is invalidated with it).
+    await api.movie(admin, title="Top Secret!", genres=["Comedy"])
+    counts = {
+        g["name"]: g["movies"] for g in (await (await client.get(f"{API}/genres")).json())["items"]
+    }
+    assert counts["Comedy"] == 2
+    page = await (await client.get(f"{API}/movies", params={"genre": "comedy"})).json()
+    assert len(page["items"]) == 2
