@@ -116,6 +116,7 @@ class ProblemSchema(Schema):
     request_id = fields.String()
     errors = fields.List(fields.Nested(FieldErrorSchema), metadata={"description": "422"})
     field = fields.String(metadata={"description": "409: the field whose value is taken"})
+    existing = fields.String(metadata={"description": "409: the movie that has this id"})
     required_scope = fields.String(metadata={"description": "403: the scope the route needs"})
     checks = fields.Dict(
         keys=fields.String(), values=fields.String(), metadata={"description": "/ready"}

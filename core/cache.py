@@ -252,6 +252,14 @@ class Cache:
             + [f"{self._prefix}v:movies", self.genres().version]
         )
 
+    async def catalogue_grew(self, updated: Iterable[Any]) -> None:
+        """A batch of an import stored movies: list pages and genres go, and the entries of
+        the movies it changed (new ones have none yet)."""
+        await self._bump(
+            [self.movie(m).version for m in updated]
+            + [f"{self._prefix}v:movies", self.genres().version]
+        )
+
     async def movies_deleted(self, movie_ids: list[Any]) -> None:
         """Movies are gone: every process forgets it saw them (see KnownMovies)."""
         self.known_movies.forget(movie_ids)

@@ -50,6 +50,9 @@ class Movie(Document):
             IndexModel(
                 [("genres", ASCENDING), ("rating.weighted", DESCENDING)], name="genre_weighted"
             ),
+            # Duplicate checks on create and change (409 names the movie that has the id).
+            IndexModel([("external_ids.imdb", ASCENDING)], name="imdb_lookup"),
+            IndexModel([("external_ids.tmdb", ASCENDING)], name="tmdb_lookup"),
             # Lets "store this summary unless a newer one is there" find the movie by index.
             IndexModel(
                 [("external_ids.movielens", ASCENDING)],

@@ -19,10 +19,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from core import db
+from core.cache import Cache
 from core.logs import configure_logging
 from core.services.movielens import Hooks, MovieLensImport
 from core.settings import Settings, settings_problem, with_embedded_urls
@@ -35,10 +37,16 @@ from seed.synth import generate
 
 
 class BarHooks(Hooks):
-    """One progress bar per file, on stderr."""
+    """One progress bar per file, on stderr; with a cache, each batch of movies shows in
+    the running API's lists and searches at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: Cache | None = None) -> None:
         self.bar: tqdm | None = None
+        self.cache = cache
+
+    async def movies_written(self, *, inserted: list[Any], updated: list[Any]) -> None:
+        if self.cache is not None:
+            await self.cache.catalogue_grew(updated)
 
     async def file_started(self, name: str, total: int) -> None:
         self.bar = tqdm(total=total, desc=f"{name:<12}", unit=" rows", unit_scale=True)
@@ -91,10 +99,18 @@ async def _sample(settings: Settings) -> int:
 
 
 async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> dict:
+    from redis.asyncio import Redis
+
+    from core.cache import cache_for
+
+    redis = (
+        Redis.from_url(settings.redis_url, socket_connect_timeout=2) if settings.redis_url else None
+    )
+    cache = cache_for(settings, redis) if redis is not None and not dry_run else None
     release = MovieLensRelease(Source(path))
     importer = MovieLensImport(
         release,
-        hooks=BarHooks(),
+        hooks=BarHooks(cache),
         dry_run=dry_run,
         batch_size=settings.import_batch_size,
         prior_votes=settings.rating_prior_votes,
@@ -104,6 +120,8 @@ async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> dict:
         report = await _with_db(settings, importer.run)
     finally:
         release.close()
+        if redis is not None:
+            await redis.aclose()
     seconds = time.perf_counter() - started
     if not dry_run and settings.redis_url:
         await _invalidate_cache(settings)

@@ -120,7 +120,7 @@ def run_import(self: Any, job_id: str) -> None:
     async def work() -> str | None:
         try:
             return await imports.run_job(
-                job_id=oid, settings=rt.settings, open_release=open_job_release
+                job_id=oid, settings=rt.settings, open_release=open_job_release, cache=rt.cache
             )
         finally:
             await rt.cache.everything_changed()  # even a failed import wrote some batches

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
 
@@ -26,6 +29,7 @@ from api.schemas import (
     MovieUpdateSchema,
 )
 from core.cache import CACHED_ROWS
+from core.errors import Conflict
 from core.services import movies as movie_service
 
 _movie = MoviePublicSchema()
@@ -67,6 +71,16 @@ async def list_genres(request: web.Request) -> web.Response:
     return await cached_read(request, key, movie_service.genre_counts, cache_control=PUBLIC)
 
 
+@contextmanager
+def _naming_the_existing_movie(request: web.Request) -> Iterator[None]:
+    """A duplicate external id's 409 carries the URL of the movie that has it."""
+    try:
+        yield
+    except movie_service.DuplicateMovie as exc:
+        url = str(request.app.router["movie"].url_for(movie_id=str(exc.existing)))
+        raise Conflict(exc.detail, field=exc.extra["field"], existing=url) from None
+
+
 _MOVIE_LINKS = {
     name: {"operationId": op, "parameters": {"movie_id": "$response.body#/id"}}
     for name, op in (
@@ -93,13 +107,14 @@ _MOVIE_LINKS = {
 async def create_movie(request: web.Request) -> web.Response:
     """Create a movie."""
     body = request["json"]
-    movie = await movie_service.create_movie(
-        title=body["title"],
-        year=body.get("year"),
-        genres=body.get("genres", []),
-        external_ids=body.get("external_ids", {}),
-        cache=request.app[CACHE],
-    )
+    with _naming_the_existing_movie(request):
+        movie = await movie_service.create_movie(
+            title=body["title"],
+            year=body.get("year"),
+            genres=body.get("genres", []),
+            external_ids=body.get("external_ids", {}),
+            cache=request.app[CACHE],
+        )
     location = str(request.app.router["movie"].url_for(movie_id=str(movie.id)))
     return json_response(_movie.dump(movie), status=201, headers={"Location": location})
 
@@ -126,11 +141,12 @@ async def get_movie(request: web.Request) -> web.Response:
 @response_schema(MoviePublicSchema, 200)
 async def update_movie(request: web.Request) -> web.Response:
     """Apply a partial change to a movie."""
-    movie = await movie_service.update_movie(
-        movie_id=request["match_info"]["movie_id"],
-        changes=request["json"],
-        cache=request.app[CACHE],
-    )
+    with _naming_the_existing_movie(request):
+        movie = await movie_service.update_movie(
+            movie_id=request["match_info"]["movie_id"],
+            changes=request["json"],
+            cache=request.app[CACHE],
+        )
     return json_response(_movie.dump(movie))
 
 

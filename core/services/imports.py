@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from beanie import PydanticObjectId, SortDirection
+from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from core.cache import Cache
 from core.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from core.outbound import OutboundRefused, UrlPolicy, check_url
 from core.queue import RUN_IMPORT, TaskQueue
@@ -165,8 +167,9 @@ class JobBusy(Exception):
 class JobHooks(Hooks):
     """Writes progress and counts to the job document; notices cancellation."""
 
-    def __init__(self, job_id: PydanticObjectId) -> None:
+    def __init__(self, job_id: PydanticObjectId, cache: Cache | None = None) -> None:
         self.job_id = job_id
+        self._cache = cache
         self._collection = ImportJob.get_motor_collection()
         self._last = 0.0
 
@@ -188,6 +191,11 @@ class JobHooks(Hooks):
 
     async def file_finished(self, name: str, report: ImportReport) -> None:
         await self._save(report, force=True)
+
+    async def movies_written(self, *, inserted: list[ObjectId], updated: list[ObjectId]) -> None:
+        # Searches and lists show each batch as it lands, not only when the import ends.
+        if self._cache is not None:
+            await self._cache.catalogue_grew(updated)
 
     async def cancelled(self) -> bool:
         doc = await self._collection.find_one({"_id": self.job_id}, {"cancel_requested": 1})
@@ -249,7 +257,11 @@ async def _finish(job_id: Any, *, status: str, **fields: Any) -> None:
 
 
 async def run_job(
-    *, job_id: PydanticObjectId, settings: Settings, open_release: OpenRelease
+    *,
+    job_id: PydanticObjectId,
+    settings: Settings,
+    open_release: OpenRelease,
+    cache: Cache | None = None,
 ) -> str | None:
     """Run (or resume) one import job to its end; returns its final status."""
     job = await _claim(job_id, settings.import_stale_after)
@@ -258,7 +270,7 @@ async def run_job(
     if job.cancel_requested:
         await _finish(job_id, status="cancelled")
         return "cancelled"
-    hooks = JobHooks(job_id)
+    hooks = JobHooks(job_id, cache)
     importer: MovieLensImport | None = None
     try:
         async with _heartbeat(job_id, settings.import_stale_after / 4):

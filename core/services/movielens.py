@@ -98,6 +98,9 @@ class Hooks:
     async def advanced(self, name: str, rows: int, report: ImportReport) -> None:
         """Called after each batch with the rows it covered."""
 
+    async def movies_written(self, *, inserted: list[ObjectId], updated: list[ObjectId]) -> None:
+        """Called after each batch of movies is stored (what readers may see changed)."""
+
     async def file_finished(self, name: str, report: ImportReport) -> None:
         """Called when a file is done."""
 
@@ -215,7 +218,7 @@ class MovieLensImport:
             async for doc in collection.find({"external_ids.movielens": {"$in": part}}, projection):
                 existing[doc["external_ids"]["movielens"]] = doc
         now = utcnow()
-        inserts, updates = [], []
+        inserts, updates, updated_ids = [], [], []
         for movie_id, want in wanted.items():
             have = existing.get(movie_id)
             if have is None:
@@ -234,9 +237,14 @@ class MovieLensImport:
                 updates.append(
                     UpdateOne({"_id": have["_id"]}, {"$set": {**want, "updated_at": now}})
                 )
+                updated_ids.append(have["_id"])
                 self.report.movies.updated += 1
         if not self.dry_run:
             await _apply(collection, inserts, updates)
+            if inserts or updates:
+                await self.hooks.movies_written(
+                    inserted=[d["_id"] for d in inserts], updated=updated_ids
+                )
 
     # ratings.csv: the large file, grouped by user in every MovieLens release
 

@@ -63,6 +63,34 @@ def movie_filter(query: MovieQuery) -> dict[str, Any]:
     return flt
 
 
+class DuplicateMovie(Conflict):
+    """Another movie already carries one of these external ids."""
+
+    def __init__(self, *, source: str, existing: PydanticObjectId) -> None:
+        super().__init__(
+            f"The movie with this {source} id is already in the catalogue.",
+            field=f"external_ids.{source}",
+        )
+        self.existing = existing
+
+
+async def _check_external_ids(
+    external_ids: dict[str, Any], *, other_than: PydanticObjectId | None = None
+) -> None:
+    """DuplicateMovie when another movie has one of these ids (MovieLens, IMDb, TMDb)."""
+    collection = Movie.get_motor_collection()
+    for source in ("movielens", "imdb", "tmdb"):
+        value = external_ids.get(source)
+        if value is None:
+            continue
+        flt: dict[str, Any] = {f"external_ids.{source}": value}
+        if other_than is not None:
+            flt["_id"] = {"$ne": other_than}
+        found = await collection.find_one(flt, {"_id": 1})
+        if found is not None:
+            raise DuplicateMovie(source=source, existing=found["_id"])
+
+
 async def create_movie(
     *,
     title: str,
@@ -71,7 +99,8 @@ async def create_movie(
     external_ids: dict[str, Any],
     cache: Cache,
 ) -> Movie:
-    """Add a movie; 409 when its MovieLens id is already in the catalogue."""
+    """Add a movie; DuplicateMovie (409) when one of its external ids is taken."""
+    await _check_external_ids(external_ids)
     movie = Movie(
         title=title,
         title_key=title_key(title),
@@ -137,7 +166,10 @@ async def list_movies(
 async def update_movie(
     *, movie_id: PydanticObjectId, changes: dict[str, Any], cache: Cache
 ) -> Movie:
-    """Apply a partial update (title, year, genres, external ids) to one movie."""
+    """Apply a partial update (title, year, genres, external ids) to one movie;
+    DuplicateMovie (409) when an external id it sets belongs to another movie."""
+    if changes.get("external_ids"):
+        await _check_external_ids(changes["external_ids"], other_than=movie_id)
     update: dict[str, Any] = {}
     for key, value in changes.items():
         if key == "external_ids":

@@ -203,3 +203,26 @@ async def test_genres_in_any_case_and_their_counts(api, client):
     assert counts["Comedy"] == 2
     page = await (await client.get(f"{API}/movies", params={"genre": "comedy"})).json()
     assert len(page["items"]) == 2
+
+
+async def test_an_external_id_names_one_movie(api, client, db):
+    admin = await api.user("root", admin=True)
+    ids = {"movielens": 1, "imdb": "tt0114709", "tmdb": 862}
+    toy = await api.movie(admin, title="Toy Story", year=1995, external_ids=ids)
+    for source, value in ids.items():
+        body = {"title": "Toy Story again", "external_ids": {source: value}}
+        resp = await client.post(f"{API}/movies", json=body, headers=admin["auth"])
+        assert resp.status == 409, source
+        problem = await resp.json()
+        assert problem["field"] == f"external_ids.{source}"
+        assert problem["existing"] == f"{API}/movies/{toy['id']}"
+    other = await api.movie(admin, title="Heat", year=1995)
+    taken = await client.patch(
+        f"{API}/movies/{other['id']}", json={"external_ids": {"tmdb": 862}}, headers=admin["auth"]
+    )
+    assert taken.status == 409 and (await taken.json())["existing"].endswith(toy["id"])
+    own = await client.patch(
+        f"{API}/movies/{toy['id']}", json={"external_ids": {"tmdb": 862}}, headers=admin["auth"]
+    )
+    assert own.status == 200  # a movie may restate its own ids
+    assert await db.movies.count_documents({}) == 2

@@ -216,3 +216,37 @@ async def test_ml_latest_small_exact_counts_and_idempotent(ml_small_import):
     )
     assert again.movies.inserted + again.movies.updated + again.ratings.inserted == 0
     assert again.ratings.updated == 0
+
+
+class _Batches(Hooks):
+    def __init__(self) -> None:
+        self.written: list[tuple[int, int]] = []
+
+    async def movies_written(self, *, inserted, updated) -> None:
+        self.written.append((len(inserted), len(updated)))
+
+
+async def test_each_batch_of_movies_is_announced_as_it_lands(odm, tmp_path, redis, settings):
+    """Searches see an import's films batch by batch: every stored batch is announced (the
+    job's hooks bump the list, genre and changed movies' cache versions)."""
+    from beanie import PydanticObjectId
+
+    from core.cache import cache_for
+    from core.services.imports import JobHooks
+
+    release = write_release(tmp_path / "rel")
+    hooks = _Batches()
+    await _import(release, hooks=hooks)
+    assert len(MOVIES) == 4 and hooks.written == [(2, 0), (2, 0)]  # batch_size 2
+    again = _Batches()
+    await _import(release, hooks=again)  # nothing changed: nothing to announce
+    assert again.written == []
+
+    cache = cache_for(settings, redis)
+    lists, genres = f"{settings.mongodb_db}:v:movies", cache.genres().version
+    before = [int(await redis.get(k) or 0) for k in (lists, genres)]
+    changed = PydanticObjectId()
+    await JobHooks(PydanticObjectId(), cache).movies_written(inserted=[], updated=[changed])
+    after = [int(await redis.get(k) or 0) for k in (lists, genres)]
+    assert after == [b + 1 for b in before]
+    assert int(await redis.get(cache.movie(changed).version)) == 1
