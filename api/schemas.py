@@ -233,6 +233,7 @@ class MovieUpdateSchema(MovieCreateSchema):
 class MoviePublicSchema(Schema):
     id = ObjectIdField()
     title = fields.String()
+    aliases = fields.List(fields.String(), metadata={"description": "Other names of the film"})
     year = fields.Integer(allow_none=True)
     genres = fields.List(fields.String())
     external_ids = fields.Nested(ExternalIdsSchema)

@@ -29,8 +29,10 @@ def title_key(title: str) -> str:
 
 
 class Movie(Document):
-    title: str
+    title: str  # as people write it: "The Matrix" (core.titles)
     title_key: str
+    aliases: list[str] = Field(default_factory=list)  # other names: "Se7en"
+    source_title: str | None = None  # as the imported release wrote it: "Matrix, The (1999)"
     year: int | None = None
     genres: list[str] = Field(default_factory=list)
     external_ids: ExternalIds = Field(default_factory=ExternalIds)

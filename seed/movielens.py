@@ -73,7 +73,13 @@ def parse_movie(fields: list[str]) -> MovieRow | str:
     if movie_id is None or not fields[1].strip():
         return "movieId must be a positive integer, title set"
     title, year = parse_title(fields[1])
-    return MovieRow(movielens=movie_id, title=title, year=year, genres=parse_genres(fields[2]))
+    return MovieRow(
+        movielens=movie_id,
+        title=title,
+        year=year,
+        genres=parse_genres(fields[2]),
+        source_title=fields[1].strip(),
+    )
 
 
 def parse_rating(fields: list[str]) -> RatingRow | str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from importlib import resources
 
+from core.titles import display_title
 from models import Movie, title_key
 
 SAMPLE_FILE = "sample_movies.csv"
@@ -17,7 +18,7 @@ def read_sample() -> list[dict]:
     for row in csv.DictReader(text.splitlines()):
         rows.append(
             {
-                "title": row["title"],
+                "source_title": row["title"],
                 "year": int(row["year"]) if row["year"] else None,
                 "genres": [g for g in row["genres"].split("|") if g],
             }
@@ -29,6 +30,9 @@ async def seed_sample() -> int:
     """Insert the sample catalogue when there are no movies yet; returns how many were added."""
     if await Movie.get_motor_collection().find_one({}, {"_id": 1}) is not None:
         return 0
-    movies = [Movie(title_key=title_key(r["title"]), **r) for r in read_sample()]
+    movies = []
+    for row in read_sample():
+        title, aliases = display_title(row["source_title"])
+        movies.append(Movie(title=title, title_key=title_key(title), aliases=aliases, **row))
     await Movie.insert_many(movies)
     return len(movies)

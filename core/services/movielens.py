@@ -24,6 +24,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from core.services import aggregation, chunked
+from core.titles import display_title
 from models import ImportReport, Movie, Rating, User, title_key, utcnow
 from models.import_job import FileProgress
 
@@ -50,6 +51,7 @@ class MovieRow:
     title: str
     year: int | None
     genres: list[str]
+    source_title: str = ""  # the title exactly as the release writes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +198,12 @@ class MovieLensImport:
                     self.report.bad(name, line, f"duplicate movieId {row.movielens}")
                     continue
                 link = links.get(row.movielens)
+                shown, aliases = display_title(row.title)
                 wanted[row.movielens] = {
-                    "title": row.title,
-                    "title_key": title_key(row.title),
+                    "title": shown,
+                    "title_key": title_key(shown),
+                    "aliases": aliases,
+                    "source_title": row.source_title or row.title,
                     "year": row.year,
                     "genres": row.genres,
                     "external_ids": {
@@ -212,7 +217,8 @@ class MovieLensImport:
     async def _write_movies(self, collection: Any, wanted: dict[int, dict[str, Any]]) -> None:
         if not wanted:
             return
-        projection = {key: 1 for key in ("title", "year", "genres", "external_ids")}
+        compared = ("title", "aliases", "source_title", "year", "genres", "external_ids")
+        projection = {key: 1 for key in compared}
         existing = {}
         for part in chunked(wanted):
             async for doc in collection.find({"external_ids.movielens": {"$in": part}}, projection):
@@ -229,7 +235,7 @@ class MovieLensImport:
                 self.report.movies.inserted += 1
                 continue
             self.movie_ids[movie_id] = have["_id"]
-            current = {k: have.get(k) for k in ("title", "year", "genres", "external_ids")}
+            current = {k: have.get(k) for k in compared}
             target = {k: want[k] for k in current}
             if current == target:
                 self.report.movies.unchanged += 1

@@ -14,6 +14,7 @@ from core.cache import Cache
 from core.errors import Conflict, NotFound
 from core.queue import TaskQueue
 from core.services import Page, aggregation, page_of
+from core.titles import display_title
 from models import ExternalIds, Movie, title_key, utcnow
 
 # Sort name -> Mongo sort; every one ends in _id (total order) and has an index (models.movie).
@@ -101,9 +102,11 @@ async def create_movie(
 ) -> Movie:
     """Add a movie; DuplicateMovie (409) when one of its external ids is taken."""
     await _check_external_ids(external_ids)
+    shown, aliases = display_title(title)
     movie = Movie(
-        title=title,
-        title_key=title_key(title),
+        title=shown,
+        title_key=title_key(shown),
+        aliases=aliases,
         year=year,
         genres=genres,
         external_ids=ExternalIds(**external_ids),
@@ -178,7 +181,8 @@ async def update_movie(
         else:
             update[key] = value
     if "title" in changes:
-        update["title_key"] = title_key(changes["title"])
+        update["title"], update["aliases"] = display_title(changes["title"])
+        update["title_key"] = title_key(update["title"])
     update["updated_at"] = utcnow()
     try:
         result = await Movie.get_motor_collection().update_one({"_id": movie_id}, {"$set": update})

@@ -95,7 +95,9 @@ async def test_search_filters_and_sorts(api, client):
         return [m["title"] for m in (await resp.json())["items"]]
 
     assert await titles("q=TOY&sort=title") == ["Toy Soldiers", "Toy Story"]
-    assert await titles("q=a.i.") == ["A.I. (Artificial Intelligence)"]  # no regex injection
+    assert await titles("q=a.i.") == [
+        "A.I."
+    ]  # no regex injection (its alias: Artificial Intelligence)
     assert await titles("genre=Horror") == ["Alien"]
     assert await titles("year_min=1990&year_max=1999&sort=-year") == ["Toy Story", "Toy Soldiers"]
     assert await titles("sort=-title&limit=1") == ["Toy Story"]
@@ -226,3 +228,17 @@ async def test_an_external_id_names_one_movie(api, client, db):
     )
     assert own.status == 200  # a movie may restate its own ids
     assert await db.movies.count_documents({}) == 2
+
+
+async def test_titles_typed_into_the_api_get_the_same_rules(api, client):
+    admin = await api.user("root", admin=True)
+    matrix = await api.movie(admin, title="Matrix, The", year=1999)
+    assert matrix["title"] == "The Matrix" and matrix["aliases"] == []
+    seven = await api.movie(admin, title="Seven (a.k.a. Se7en)", year=1995)
+    assert (seven["title"], seven["aliases"]) == ("Seven", ["Se7en"])
+    found = await (await client.get(f"{API}/movies", params={"q": "the matrix"})).json()
+    assert [m["id"] for m in found["items"]] == [matrix["id"]]
+    changed = await client.patch(
+        f"{API}/movies/{seven['id']}", json={"title": "Se7en"}, headers=admin["auth"]
+    )
+    assert (await changed.json())["title"] == "Se7en"

@@ -250,3 +250,12 @@ async def test_each_batch_of_movies_is_announced_as_it_lands(odm, tmp_path, redi
     after = [int(await redis.get(k) or 0) for k in (lists, genres)]
     assert after == [b + 1 for b in before]
     assert int(await redis.get(cache.movie(changed).version)) == 1
+
+
+async def test_imported_titles_read_as_people_write_them(odm, tmp_path):
+    await _import(write_release(tmp_path / "rel"))
+    good = await odm.movies.find_one({"external_ids.movielens": 2})
+    assert good["title"] == "The Good, the Bad and the Ugly"
+    assert good["title_key"] == "the good, the bad and the ugly"
+    assert good["source_title"] == "Good, the Bad and the Ugly, The (1966)"
+    assert good["aliases"] == [] and good["year"] == 1966
