@@ -67,9 +67,10 @@ async def test_create_get_list_and_update_movies(mock_db):
     )
     assert [m.title for m in page.items] == ["Aliens"] and page.next_offset == 1
     updated = await movies.update_movie(
-        movie_id=alien.id, changes={"title": "Alien (Director)"}, cache=NO_CACHE
+        movie_id=alien.id, changes={"title": "Alien, The (Director's Cut)"}, cache=NO_CACHE
     )
-    assert updated.title_key == "alien (director)"
+    assert (updated.title, updated.aliases) == ("The Alien", ["Director's Cut"])
+    assert updated.title_key == "the alien"
     with pytest.raises(NotFound):
         await movies.update_movie(
             movie_id=PydanticObjectId(), changes={"year": 2000}, cache=NO_CACHE
