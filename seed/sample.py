@@ -6,13 +6,14 @@ import csv
 from importlib import resources
 
 from core.titles import display_title
-from models import Movie, title_key
+from models import ExternalIds, Movie, title_key
 
 SAMPLE_FILE = "sample_movies.csv"
 
 
 def read_sample() -> list[dict]:
-    """Rows of the shipped sample: title, year and genres."""
+    """Rows of the shipped sample: title, year, genres and the films' real IMDb and TMDb
+    ids (so a MovieLens import recognises them instead of adding each film again)."""
     text = resources.files("seed").joinpath(SAMPLE_FILE).read_text(encoding="utf-8")
     rows = []
     for row in csv.DictReader(text.splitlines()):
@@ -21,6 +22,9 @@ def read_sample() -> list[dict]:
                 "source_title": row["title"],
                 "year": int(row["year"]) if row["year"] else None,
                 "genres": [g for g in row["genres"].split("|") if g],
+                "external_ids": ExternalIds(
+                    imdb=row["imdb"] or None, tmdb=int(row["tmdb"]) if row["tmdb"] else None
+                ),
             }
         )
     return rows

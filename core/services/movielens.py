@@ -223,6 +223,7 @@ class MovieLensImport:
         for part in chunked(wanted):
             async for doc in collection.find({"external_ids.movielens": {"$in": part}}, projection):
                 existing[doc["external_ids"]["movielens"]] = doc
+        existing.update(await self._same_films(collection, wanted, existing, projection))
         now = utcnow()
         inserts, updates, updated_ids = [], [], []
         for movie_id, want in wanted.items():
@@ -251,6 +252,45 @@ class MovieLensImport:
                 await self.hooks.movies_written(
                     inserted=[d["_id"] for d in inserts], updated=updated_ids
                 )
+
+    async def _same_films(
+        self,
+        collection: Any,
+        wanted: dict[int, dict[str, Any]],
+        found: dict[int, Any],
+        projection: dict[str, int],
+    ) -> dict[int, Any]:
+        """Catalogue records with no MovieLens id that are the same film as a wanted row: by
+        IMDb id, then TMDb id, then (title, year). They take the MovieLens id instead of a
+        second record being made (the shipped sample, films added through the API)."""
+        matched: dict[int, Any] = {}
+        taken: set[Any] = set()
+
+        def claim(movie_id: int | None, doc: dict[str, Any]) -> None:
+            if movie_id is not None and movie_id not in matched and doc["_id"] not in taken:
+                matched[movie_id] = doc
+                taken.add(doc["_id"])
+
+        def open_rows() -> list[tuple[int, dict[str, Any]]]:
+            return [(m, w) for m, w in wanted.items() if m not in found and m not in matched]
+
+        for source in ("imdb", "tmdb"):
+            keys: dict[Any, int] = {}
+            for movie_id, want in open_rows():
+                if want["external_ids"].get(source) is not None:
+                    keys.setdefault(want["external_ids"][source], movie_id)
+            for part in chunked(list(keys)):
+                flt = {f"external_ids.{source}": {"$in": part}, "external_ids.movielens": None}
+                async for doc in collection.find(flt, projection):
+                    claim(keys.get(doc["external_ids"].get(source)), doc)
+        by_title: dict[tuple[str, Any], int] = {}
+        for movie_id, want in open_rows():
+            by_title.setdefault((want["title_key"], want["year"]), movie_id)
+        for part in chunked(sorted({title for title, _ in by_title})):
+            flt = {"title_key": {"$in": part}, "external_ids.movielens": None}
+            async for doc in collection.find(flt, {**projection, "title_key": 1}):
+                claim(by_title.get((doc["title_key"], doc.get("year"))), doc)
+        return matched
 
     # ratings.csv: the large file, grouped by user in every MovieLens release
 

@@ -259,3 +259,26 @@ async def test_imported_titles_read_as_people_write_them(odm, tmp_path):
     assert good["title_key"] == "the good, the bad and the ugly"
     assert good["source_title"] == "Good, the Bad and the Ugly, The (1966)"
     assert good["aliases"] == [] and good["year"] == 1966
+
+
+async def test_an_import_joins_the_films_already_in_the_catalogue(odm, tmp_path):
+    """One record per film: the shipped sample's films are matched by IMDb id, a film added
+    by hand without ids by title and year; they take the MovieLens ids instead of being
+    added twice, and ratings land on them."""
+    from models import Movie, title_key
+    from seed.sample import seed_sample
+
+    added = await seed_sample()
+    await Movie(title="Heat", title_key=title_key("Heat"), year=1995).insert()
+    report = await _import(write_release(tmp_path / "rel"))
+    # Toy Story and The Good, the Bad and the Ugly are the sample's; Heat the hand-made one.
+    assert (report.movies.inserted, report.movies.updated) == (1, 3)
+    assert await odm.movies.count_documents({}) == added + 1 + 1
+    for title in ("toy story", "the good, the bad and the ugly", "heat"):
+        assert await odm.movies.count_documents({"title_key": title}) == 1, title
+    toy = await odm.movies.find_one({"external_ids.movielens": 1})
+    assert toy["external_ids"]["imdb"] == "tt0114709" and toy["title"] == "Toy Story"
+    rated = await odm.ratings.distinct("movie_id")
+    assert toy["_id"] in rated
+    again = await _import(write_release(tmp_path / "rel"))
+    assert (again.movies.inserted, again.movies.updated) == (0, 0)
