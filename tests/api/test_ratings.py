@@ -50,7 +50,7 @@ async def test_put_get_change_delete_rating(api, client, db):
 async def test_put_rating_through_find_and_modify(api, client, db, monkeypatch):
     """The MongoDB profile's path (one findAndModify per write), on whatever server runs here."""
     monkeypatch.setattr(core_db, "_profile", core_db.MONGODB)
-    await test_a_rating_write_carries_its_recompute_intent(api, client, db)
+    await test_a_rating_write_carries_its_recompute_intent(api, client, db, monkeypatch)
 
 
 async def test_a_rating_write_carries_its_recompute_intent(api, client, db, monkeypatch):
