@@ -91,9 +91,11 @@ class Settings(BaseSettings):
     # published C, so they stay exact with respect to it.
     weighted_mean_tolerance: float = Field(0.01, ge=0, le=1)
     # Beat drains the recompute intents this often, whatever the broker did meanwhile; a
-    # round reads at most drain_batch stamped ratings and intent documents.
+    # round reads at most drain_batch intent documents, and takes the rating writes older
+    # than drain_settle seconds (in the database server's clock) that no round took yet.
     drain_interval: float = Field(5.0, gt=0, le=300)
     drain_batch: int = Field(2000, ge=1, le=10_000)
+    drain_settle: float = Field(1.0, ge=0, le=60)
     # Under a steady write load a drain keeps the database busy at most this share of the
     # time (it rests in between), leaving the rest to the API's requests.
     drain_duty: float = Field(0.25, gt=0, le=1)

@@ -1,6 +1,6 @@
 """Stored documents (Beanie). Every collection the system owns is listed in DOCUMENT_MODELS."""
 
-from models.backlog import SummaryIntent
+from models.backlog import DrainMark, SummaryIntent
 from models.client import ApiClient
 from models.common import SCORES, RatingStats, bucket, utcnow
 from models.identity import Identity
@@ -19,6 +19,7 @@ DOCUMENT_MODELS: list[type] = [
     GlobalRatingStats,
     ImportJob,
     SummaryIntent,
+    DrainMark,
     ApiClient,
     Identity,
 ]
@@ -28,6 +29,7 @@ __all__ = [
     "FINISHED",
     "SCORES",
     "ApiClient",
+    "DrainMark",
     "ExternalIds",
     "GlobalRatingStats",
     "Identity",

@@ -13,7 +13,7 @@ from models.common import utcnow
 
 class SummaryIntent(Document):
     """Movies and users whose summaries a write changed; cleared by the drain once it has
-    recomputed them (a PUT instead stamps its rating: `Rating.pending`).
+    recomputed them (a PUT instead marks its rating: `Rating` `changed_at`).
 
     `job_id` marks an import batch's intent: its job recomputes and clears them when it ends;
     the drain takes them only once that job is no longer running.
@@ -28,3 +28,14 @@ class SummaryIntent(Document):
         name = "summary_intents"
         # The drain asks for job_id = None, then per ended import: both served by this.
         indexes = [IndexModel([("job_id", ASCENDING)], name="intents_by_job")]
+
+
+class DrainMark(Document):
+    """How far the drain has taken the rating writes: every write whose `changed_at` is
+    before `drained_before` (the database server's clock) is reflected in the summaries."""
+
+    id: str = "ratings"  # type: ignore[assignment]
+    drained_before: datetime
+
+    class Settings:
+        name = "drain_marks"

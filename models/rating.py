@@ -9,9 +9,10 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 
 class Rating(Document):
-    """`pending` (not a model field: absent unless set) is a fresh ObjectId each write stamps
-    in the same update, the durable intent to recompute this movie and user; the drain
-    unsets it once both are recomputed, unless a newer write changed it meanwhile."""
+    """`changed_at` (not a model field: absent on imported ratings) is the database server's
+    clock at each API write, set by the same update: the durable intent to recompute this
+    movie and user. The drain takes the writes between its mark and a moment just past, in
+    that server's clock; a write is never cleared, the mark moves past it."""
 
     movie_id: PydanticObjectId
     user_id: PydanticObjectId
@@ -39,7 +40,7 @@ class Rating(Document):
                 [("movie_id", ASCENDING), ("rated_at", DESCENDING), ("_id", DESCENDING)],
                 name="movie_recent",
             ),
-            # Sparse: holds only the stamped ratings, so the drain's scan is as small as its
-            # backlog (explain: IXSCAN on both servers).
-            IndexModel([("pending", ASCENDING)], name="pending_summaries", sparse=True),
+            # Sparse: holds only the ratings written through the API; the drain's range scan
+            # from its mark reads just its backlog (explain: IXSCAN on both servers).
+            IndexModel([("changed_at", ASCENDING)], name="drain_order", sparse=True),
         ]

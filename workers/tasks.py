@@ -65,6 +65,7 @@ def drain_summaries(self: Any) -> None:
                 prior_votes=rt.settings.rating_prior_votes,
                 batch=rt.settings.drain_batch,
                 duty=rt.settings.drain_duty,
+                settle=rt.settings.drain_settle,
                 changed=rt.cache.summaries_changed,
                 round_done=extend,
             )
@@ -86,7 +87,7 @@ def drain_summaries(self: Any) -> None:
                 "movies": [str(i) for i in report.movies],
                 "users": len(report.users),
                 "purged_movies": [str(i) for i in report.purged_movies],
-                "cleared": report.cleared,
+                "taken": report.taken,
                 "rounds": report.rounds,
             },
         )

@@ -1,10 +1,14 @@
 """Exact rating summaries, kept by draining durable recompute intents.
 
-Intents: a PUT stamps its rating with `pending` (a fresh ObjectId) in the same write; a rating
-DELETE, a movie deletion and each import batch insert a SummaryIntent before their write. So a
-crash at any instant leaves either no write, or a write plus its intent. `drain` reads a
-bounded batch of both, recomputes every movie and user they name, and only then clears exactly
-what it read: a stamp or intent written meanwhile survives for the next round.
+Intents: a PUT sets its rating's `changed_at` to the database server's clock in the same
+write (`$currentDate`); a rating DELETE, a movie deletion and each import batch insert a
+SummaryIntent before their write. So a crash at any instant leaves either no write, or a
+write plus its intent. A drain round takes the rating writes from its mark (`DrainMark`) up
+to `settle` seconds before the server's present, and a bounded batch of intents, recomputes
+every movie and user they name, and only then moves the mark and deletes those intents.
+Writes are never cleared one by one: the mark moves past them, and a write landing meanwhile
+carries a later time. `settle` covers writes whose time was taken just before the round
+asked for the present but that became visible just after.
 
 Ordering is per document (compare-and-set): a recomputation reads the summary's `version`,
 then the ratings, and stores only over that same version, setting a new one; a loser reads
@@ -19,7 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from beanie import PydanticObjectId
@@ -31,6 +35,7 @@ from core.services import chunked
 from models import (
     FINISHED,
     SCORES,
+    DrainMark,
     GlobalRatingStats,
     ImportJob,
     Movie,
@@ -44,6 +49,11 @@ from models import (
 
 log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 8
+CHANGED_AT = "changed_at"
+# Stamped on a rating by the write itself: the server's clock, so the drain's mark and the
+# writes it takes are read off one clock.
+MARK_CHANGED = {"$currentDate": {CHANGED_AT: True}}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DRAIN_REST_MAX = 4.0
 # A command-line import (no job document) writes an intent per batch, seconds apart: one
 # silent this long has stopped, and the drain takes over what it left.
@@ -81,12 +91,13 @@ class DrainReport:
     movies: list[ObjectId] = field(default_factory=list)
     users: list[ObjectId] = field(default_factory=list)
     purged_movies: list[ObjectId] = field(default_factory=list)
-    cleared: int = 0
+    taken: int = 0
     rounds: int = 0
+    waiting: bool = False  # writes too recent for this round: the next one takes them
 
     @property
     def empty(self) -> bool:
-        return not (self.movies or self.users or self.purged_movies or self.cleared)
+        return not (self.movies or self.users or self.purged_movies or self.taken)
 
 
 def weighted_score(
@@ -98,11 +109,6 @@ def weighted_score(
     if prior_mean is None or prior_votes == 0:
         return mean
     return count / (count + prior_votes) * mean + prior_votes / (count + prior_votes) * prior_mean
-
-
-def new_stamp() -> ObjectId:
-    """A fresh intent stamp for a rating write."""
-    return ObjectId()
 
 
 async def histograms(field: str, ids: list[ObjectId], *, everything: bool = False) -> dict:
@@ -390,24 +396,74 @@ async def _running_imports(tags: set[ObjectId]) -> set[ObjectId]:
     return running
 
 
-async def drain_once(*, prior_votes: float, batch: int) -> DrainReport:
-    """One round: read ≤ batch stamps and intents, recompute what they name, clear them."""
+async def server_now() -> datetime:
+    """The database server's clock, the one `$currentDate` stamps writes with."""
+    hello = await Rating.get_motor_collection().database.command("hello")
+    now: datetime = hello["localTime"]
+    return now if now.tzinfo else now.replace(tzinfo=UTC)
+
+
+async def drained_before() -> datetime:
+    """The drain's mark: every rating write stamped before it is in the summaries."""
+    mark = await DrainMark.get_motor_collection().find_one({"_id": "ratings"})
+    return mark["drained_before"].replace(tzinfo=UTC) if mark else EPOCH
+
+
+async def undrained() -> int:
+    """Rating writes at or past the mark plus intent documents: what drains have yet to take
+    (0 once the summaries reflect every write)."""
+    since = await drained_before()
+    ratings = await Rating.get_motor_collection().count_documents({CHANGED_AT: {"$gte": since}})
+    return ratings + await SummaryIntent.get_motor_collection().count_documents({})
+
+
+LEGACY_INDEX = "pending_summaries"
+
+
+async def adopt_legacy_stamps() -> int:
+    """Ratings stamped by the earlier scheme (`pending`, cleared one by one) join the new
+    one: they get `changed_at` now, and the old index goes. Returns how many there were."""
+    ratings = Rating.get_motor_collection()
+    if LEGACY_INDEX not in await ratings.index_information():
+        return 0
+    moved = await ratings.update_many(
+        {"pending": {"$exists": True}}, {"$unset": {"pending": ""}, **MARK_CHANGED}
+    )
+    await ratings.drop_index(LEGACY_INDEX)
+    return moved.modified_count
+
+
+async def drain_once(*, prior_votes: float, batch: int, settle: float = 1.0) -> DrainReport:
+    """One round: take the rating writes from the mark to `settle` seconds ago and ≤ batch
+    intents, recompute what they name, then move the mark and delete those intents."""
     report = DrainReport(rounds=1)
     ratings = Rating.get_motor_collection()
     intents = SummaryIntent.get_motor_collection()
-    stamps = await ratings.find(
-        {"pending": {"$exists": True}}, {"movie_id": 1, "user_id": 1, "pending": 1}
-    ).to_list(batch)
+    since = await drained_before()
+    until = await server_now() - timedelta(seconds=settle)
+    movies: set[ObjectId] = set()
+    users: set[ObjectId] = set()
+    if since < until:
+        # One range scan of the sparse index, streamed: its size is the backlog, and the ids
+        # it yields are at most every movie and user.
+        window = {CHANGED_AT: {"$gte": since, "$lt": until}}
+        async for write in ratings.find(window, {"movie_id": 1, "user_id": 1, "_id": 0}):
+            movies.add(write["movie_id"])
+            users.add(write["user_id"])
+            report.taken += 1
+    report.waiting = (
+        await ratings.find_one({CHANGED_AT: {"$gte": max(since, until)}}, {"_id": 1})
+    ) is not None
     notes = await intents.find({"job_id": None}).to_list(batch)
     # An import's intents wait for their job to end (it recomputes and clears them itself),
     # unless it ended without doing so (failed, cancelled, a CLI run that crashed).
     tags = set(await intents.distinct("job_id", {"job_id": {"$ne": None}}))
     if ended := sorted(tags - await _running_imports(tags)):
         notes += await intents.find({"job_id": {"$in": ended}}).to_list(batch)
-    if not stamps and not notes:
-        return DrainReport()
-    movies = {s["movie_id"] for s in stamps} | {m for n in notes for m in n["movie_ids"]}
-    users = {s["user_id"] for s in stamps} | {u for n in notes for u in n["user_ids"]}
+    movies |= {m for n in notes for m in n["movie_ids"]}
+    users |= {u for n in notes for u in n["user_ids"]}
+    if not movies and not users and not notes:
+        return report
 
     done = await recompute_movies(movies, prior_votes=prior_votes)
     report.movies = done.stored
@@ -418,19 +474,14 @@ async def drain_once(*, prior_votes: float, batch: int) -> DrainReport:
         report.purged_movies = done.missing
     report.users = (await recompute_users(users)).stored
 
-    # Everything read above is now reflected; a stamp rewritten meanwhile no longer matches.
-    # Stamps are unique (a fresh one per write), so "pending is one of those read" clears
-    # exactly the writes seen; in small chunks, as SecantusDB scans both lists per document.
-    for part in chunked(stamps, server_profile().match_batch):
-        seen = {
-            "_id": {"$in": [s["_id"] for s in part]},
-            "pending": {"$in": [s["pending"] for s in part]},
-        }
-        report.cleared += (
-            await ratings.update_many(seen, {"$unset": {"pending": ""}})
-        ).modified_count
+    # Everything read above is now reflected. $max: a slower drain that took the lock over
+    # never moves the mark back.
+    if report.taken:
+        await DrainMark.get_motor_collection().update_one(
+            {"_id": "ratings"}, {"$max": {"drained_before": until}}, upsert=True
+        )
     for ids in chunked([n["_id"] for n in notes]):
-        report.cleared += (await intents.delete_many({"_id": {"$in": ids}})).deleted_count
+        report.taken += (await intents.delete_many({"_id": {"$in": ids}})).deleted_count
     return report
 
 
@@ -439,6 +490,7 @@ async def drain(
     prior_votes: float,
     batch: int = 500,
     duty: float = 0.5,
+    settle: float = 1.0,
     budget: float = 20.0,
     changed: SummariesChanged | None = None,
     round_done: Callable[[], Awaitable[Any]] | None = None,
@@ -449,24 +501,27 @@ async def drain(
     extends its lock there)."""
     total = DrainReport()
     deadline = time.monotonic() + budget
+    await adopt_legacy_stamps()
     while True:
         started = time.monotonic()
-        report = await drain_once(prior_votes=prior_votes, batch=batch)
+        report = await drain_once(prior_votes=prior_votes, batch=batch, settle=settle)
         if round_done is not None:
             await round_done()
-        if report.empty:
+        if report.empty and not report.waiting:
             return total
         # Pace: rest so that rounds take at most `duty` of the time (resting at most
         # DRAIN_REST_MAX): under a steady write load drains leave the rest of a database
         # that runs one command at a time to the API, and each round batches more writes.
+        # Writes too recent to take are ripe once `settle` has passed.
         took = time.monotonic() - started
-        await asyncio.sleep(min(took * (1 / duty - 1), DRAIN_REST_MAX))
-        total.rounds += 1
+        rest = min(took * (1 / duty - 1), DRAIN_REST_MAX)
+        await asyncio.sleep(max(rest, settle / 2) if report.waiting else rest)
+        total.rounds += report.rounds
         total.movies += report.movies
         total.users += report.users
         total.purged_movies += report.purged_movies
-        total.cleared += report.cleared
-        if changed is not None:
+        total.taken += report.taken
+        if changed is not None and not report.empty:
             await changed(report.movies + report.purged_movies, report.users)
         if time.monotonic() >= deadline:
             return total

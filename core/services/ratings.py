@@ -62,21 +62,23 @@ async def put_rating(
 ) -> tuple[Rating, bool]:
     """Set the caller's score for a movie; True when the rating is new.
 
-    One upsert on the unique (user, movie) pair that also stamps the rating `pending`, the
-    durable intent to recompute both summaries, then at most one more round trip: a new
-    rating checks its movie exists, unless this process saw it exist lately (KnownMovies:
-    a movie deleted meanwhile takes such a rating with it at the next drain); a changed one
-    reads its creation time (a deleted movie's ratings go with it, so an existing rating
-    implies its movie; on MongoDB the upsert is a findAndModify that returns the rating as
-    it was). The answer is what this request wrote, never a read-back of another write.
+    One upsert on the unique (user, movie) pair that also stamps the rating's `changed_at`
+    with the server's clock, the durable intent to recompute both summaries, then at most
+    one more round trip: a new rating checks its movie exists, unless this process saw it
+    exist lately (KnownMovies: a movie deleted meanwhile takes such a rating with it at the
+    next drain); a changed one reads its creation time (a deleted movie's ratings go with
+    it, so an existing rating implies its movie; on MongoDB the upsert is a findAndModify
+    that returns the rating as it was). The answer is what this request wrote, never a
+    read-back of another write.
     """
     now = utcnow()
     collection = Rating.get_motor_collection()
     pair = {"user_id": user_id, "movie_id": movie_id}
     new_id = ObjectId()
     update = {
-        "$set": {"score": score, "updated_at": now, "pending": aggregation.new_stamp()},
+        "$set": {"score": score, "updated_at": now},
         "$setOnInsert": {"_id": new_id, "rated_at": now},
+        **aggregation.MARK_CHANGED,
     }
     single_call = server_profile().find_and_modify
     before: dict[str, Any] | None = None
@@ -97,7 +99,7 @@ async def put_rating(
         raise ServiceUnavailable("The rating could not be stored; please retry.")
     if created:
         if not cache.known_movies.known(movie_id) and not await _movie_exists(movie_id, cache):
-            # No such movie (or deleted meanwhile). Its stamp is gone with it; the user's
+            # No such movie (or deleted meanwhile). Its mark is gone with it; the user's
             # stats never counted it unless a drain ran in between, which the next one fixes.
             await aggregation.record_intent(user_ids=[user_id])
             await collection.delete_one({"_id": new_id})

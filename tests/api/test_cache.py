@@ -17,6 +17,7 @@ from api.app import create_app
 from core import processes
 from core.cache import cache_for
 from core.queue import DRAIN_SUMMARIES, make_producer
+from core.services import aggregation
 from embedded import stack as embedded
 from tests.conftest import API, Api, eventually
 
@@ -152,7 +153,7 @@ async def test_reads_bypass_a_stopped_redis_and_aggregation_catches_up(
         outage_logs = [r for r in caplog.records if "redis unavailable" in r.getMessage()]
         assert len(outage_logs) == 1
         # The write's intent is in MongoDB with it, whatever the broker did.
-        assert await db.ratings.count_documents({"pending": {"$exists": True}}) == 1
+        assert await db.ratings.count_documents({"changed_at": {"$exists": True}}) == 1
 
         own_redis = embedded.start_redis(port=port, workdir=tmp_path / "redis")
         await asyncio.sleep(1.1)  # the breaker's cool-down
@@ -164,7 +165,7 @@ async def test_reads_bypass_a_stopped_redis_and_aggregation_catches_up(
 
         async def caught_up() -> bool:
             doc = await db.movies.find_one({"_id": _oid(movie["id"])})
-            pending = await db.ratings.count_documents({"pending": {"$exists": True}})
+            pending = await aggregation.undrained()
             return doc["rating"]["count"] == 1 and doc["rating"]["mean"] == 3.0 and not pending
 
         await eventually(caught_up)

@@ -69,10 +69,11 @@ async def test_a_rating_write_carries_its_recompute_intent(api, client, db, monk
     assert resp.status == 201 and int(resp.headers["X-DB-Calls"]) <= 2
     # Written by the same update as the score: no window where one exists without the other.
     mine = {"user_id": PydanticObjectId(alice["id"]), "movie_id": PydanticObjectId(movie["id"])}
-    stamp = (await db.ratings.find_one(mine))["pending"]
+    stamp = (await db.ratings.find_one(mine))["changed_at"]
+    await asyncio.sleep(0.01)  # the server's clock has millisecond steps
     resp = await client.put(url, json={"score": 2}, headers=alice["auth"])
     assert resp.status == 200 and int(resp.headers["X-DB-Calls"]) <= 2
-    assert (await db.ratings.find_one(mine))["pending"] != stamp
+    assert (await db.ratings.find_one(mine))["changed_at"] > stamp
     # A removal has no document to stamp: its intent is its own document, written first.
     assert (await client.delete(url, headers=alice["auth"])).status == 204
     intent = await db.summary_intents.find_one({"user_ids": mine["user_id"]})

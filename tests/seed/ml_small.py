@@ -79,7 +79,7 @@ async def run(work: Path, path: Path) -> dict[str, Any]:
             "counts": counts,
             "toy": {k: toy["rating"][k] for k in ("count", "mean", "histogram")},
             "left": {
-                "pending": await db.ratings.count_documents({"pending": {"$exists": True}}),
+                "marked": await db.ratings.count_documents({"changed_at": {"$exists": True}}),
                 "intents": await db.summary_intents.count_documents({}),
             },
             "again": await _import(path),

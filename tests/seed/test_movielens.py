@@ -208,7 +208,7 @@ async def test_ml_latest_small_exact_counts_and_idempotent(ml_small_import):
     assert round(toy["mean"], 6) == 3.920930
     assert toy["histogram"] == [1, 0, 1, 6, 8, 34, 18, 82, 18, 47]
     # The import recomputed what its batches recorded, and cleared those intents.
-    assert result["left"] == {"pending": 0, "intents": 0}
+    assert result["left"] == {"marked": 0, "intents": 0}
     assert (again.movies.unchanged, again.users.unchanged, again.ratings.unchanged) == (
         9742,
         610,

@@ -44,8 +44,7 @@ async def _stamped(movie: Movie, user_id: PydanticObjectId, score: float) -> Obj
     """A rating as a PUT leaves it when nothing after the write ran (no task queued)."""
     rating = factories.rating(movie_id=movie.id, user_id=user_id, score=score)
     await rating.insert()
-    stamp = aggregation.new_stamp()
-    await rating.get_motor_collection().update_one({"_id": rating.id}, {"$set": {"pending": stamp}})
+    await rating.get_motor_collection().update_one({"_id": rating.id}, aggregation.MARK_CHANGED)
     return rating.id
 
 
@@ -66,7 +65,7 @@ async def test_drain_requests_are_coalesced_while_one_is_queued(settings, client
         await redis.delete(DRAIN_PENDING_KEY)
 
 
-async def test_burst_of_ratings_converges_exactly_and_clears_every_intent(
+async def test_burst_of_ratings_converges_exactly_and_drains_every_intent(
     aiohttp_client, settings, db
 ):
     # A one-second coalescing window: the burst is drained in a few rounds, not 40.
@@ -80,7 +79,7 @@ async def test_burst_of_ratings_converges_exactly_and_clears_every_intent(
 
     async def exact():
         doc = await db.movies.find_one({"_id": PydanticObjectId(movie["id"])})
-        pending = await db.ratings.count_documents({"pending": {"$exists": True}})
+        pending = await aggregation.undrained()
         return doc if doc["rating"]["count"] == len(users) and not pending else None
 
     doc = await eventually(exact)
@@ -127,10 +126,10 @@ async def test_the_drain_heals_a_write_whose_task_was_never_queued(client, db):
     assert movie.id in report.movies and user.id in report.users
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 3.5
     assert (await db.users.find_one({"_id": user.id}))["stats"]["count"] == 1
-    assert await db.ratings.count_documents({"pending": {"$exists": True}}) == 0
+    assert await aggregation.undrained() == 0
 
 
-async def test_a_stamp_rewritten_during_a_drain_survives_it(client, db, monkeypatch):
+async def test_a_write_during_a_round_is_left_for_the_next(client, db, monkeypatch):
     movie = await _movie()
     rating_id = await _stamped(movie, PydanticObjectId(), 2.0)
     real = aggregation.recompute_users
@@ -138,16 +137,30 @@ async def test_a_stamp_rewritten_during_a_drain_survives_it(client, db, monkeypa
     async def meanwhile(ids: Any, **kwargs: Any) -> aggregation.Recomputed:
         # The same user rates again after the drain read the movie's ratings.
         await db.ratings.update_one(
-            {"_id": rating_id}, {"$set": {"score": 4.0, "pending": aggregation.new_stamp()}}
+            {"_id": rating_id}, {"$set": {"score": 4.0}, **aggregation.MARK_CHANGED}
         )
         return await real(ids, **kwargs)
 
     monkeypatch.setattr(aggregation, "recompute_users", meanwhile)
-    await aggregation.drain_once(prior_votes=10, batch=100)
+    report = await aggregation.drain_once(prior_votes=10, batch=100, settle=0)
     monkeypatch.setattr(aggregation, "recompute_users", real)
-    assert await db.ratings.count_documents({"pending": {"$exists": True}}) == 1
-    await aggregation.drain_once(prior_votes=10, batch=100)
+    assert report.taken == 1
+    assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 2.0
+    assert await aggregation.undrained() == 1
+    await aggregation.drain_once(prior_votes=10, batch=100, settle=0)
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 4.0
+    assert await aggregation.undrained() == 0
+
+
+async def test_ratings_stamped_by_the_earlier_scheme_are_drained(client, db):
+    movie = await _movie()
+    rating = factories.rating(movie_id=movie.id, user_id=PydanticObjectId(), score=4.5)
+    await rating.insert()
+    await db.ratings.create_index("pending", name=aggregation.LEGACY_INDEX, sparse=True)
+    await db.ratings.update_one({"_id": rating.id}, {"$set": {"pending": ObjectId()}})
+    await aggregation.drain(prior_votes=10, settle=0)
+    assert (await db.movies.find_one({"_id": movie.id}))["rating"]["count"] == 1
+    assert aggregation.LEGACY_INDEX not in await db.ratings.index_information()
     assert await db.ratings.count_documents({"pending": {"$exists": True}}) == 0
 
 
@@ -159,7 +172,7 @@ async def test_a_running_imports_intents_wait_for_its_job(client, db):
     assert (await aggregation.drain_once(prior_votes=10, batch=100)).empty
     await db.import_jobs.update_one({"_id": job_id}, {"$set": {"status": "failed"}})
     report = await aggregation.drain_once(prior_votes=10, batch=100)
-    assert report.movies == [movie.id] and report.cleared == 1
+    assert report.movies == [movie.id] and report.taken == 1
 
 
 async def test_a_command_line_imports_intents_wait_until_it_falls_silent(client, db):
