@@ -1,4 +1,4 @@
-# Everything runs from .venv, made from pyproject.toml on first use: a fresh machine needs
+# Everything runs from .venv, made from the hash-pinned lock on first use: a fresh machine needs
 # only Python 3.11+.
 PY ?= python3
 VENV := .venv
@@ -6,13 +6,27 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 85
 
-.PHONY: run test contract lint typecheck check clean bench bench-import bench-embedded chaos
+.PHONY: lock run test contract lint typecheck check clean bench bench-import bench-embedded chaos
 
-$(STAMP): pyproject.toml
+# Installs come from the hash-pinned lock (requirements/dev.lock), never from the ranges in
+# pyproject.toml; the project itself goes in editable and adds nothing.
+$(STAMP): pyproject.toml requirements/dev.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,embedded]'
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolve both locks from pyproject.toml (after changing a dependency, or to take
+# upgrades): `make lock`, then run the tests and commit the two files.
+LOCK_TOOL := .venv-lock
+lock:
+	$(PY) -m venv $(LOCK_TOOL)
+	$(LOCK_TOOL)/bin/python -m pip install -q 'pip-tools>=7.4,<8'
+	$(LOCK_TOOL)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+		--extra dev --extra embedded -o requirements/dev.lock pyproject.toml
+	$(LOCK_TOOL)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+		-o requirements/prod.lock pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/python -m embedded
@@ -38,7 +52,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(LOCK_TOOL) .pytest_cache .mypy_cache .ruff_cache .coverage
 
 bench-embedded: $(STAMP)
 	$(BIN)/python -m bench.embedded_server $(BENCH_ARGS)

@@ -42,10 +42,11 @@ _profile_items = ProfileItemSchema(many=True)
     tags=["ratings"],
     summary="Rate a movie (0.5-5.0 in half stars)",
     description="201 (with Location) when the rating is new; 200 when it replaced an earlier "
-    "score.",
+    "score, or when the score was already this one (then nothing changes, `updated_at` "
+    "included).",
     responses={
         200: {
-            "description": "Changed",
+            "description": "Changed, or unchanged",
             "content": {"application/json": {"schema": RatingPublicSchema}},
         },
         **errors(404, 415, 422),

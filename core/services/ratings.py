@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from beanie import PydanticObjectId, SortDirection
 from bson import ObjectId
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from core.cache import Cache
@@ -52,6 +54,23 @@ async def _changed(*, user_id: PydanticObjectId, queue: TaskQueue, cache: Cache)
     await queue.request_drain()
 
 
+def _score_update(score: float, now: datetime) -> list[dict[str, Any]]:
+    """The upsert as a pipeline: a score equal to the stored one keeps `updated_at` and the
+    drain mark as they were (the write is then a no-op); anything else stamps both, with the
+    mark on the server's clock ($$NOW), the durable intent to recompute."""
+    same = {"$eq": ["$score", score]}
+    return [
+        {
+            "$set": {
+                "updated_at": {"$cond": [same, "$updated_at", now]},
+                aggregation.CHANGED_AT: {"$cond": [same, f"${aggregation.CHANGED_AT}", "$$NOW"]},
+                "rated_at": {"$ifNull": ["$rated_at", now]},
+                "score": score,
+            }
+        }
+    ]
+
+
 async def put_rating(
     *,
     user_id: PydanticObjectId,
@@ -66,32 +85,32 @@ async def put_rating(
     with the server's clock, the durable intent to recompute both summaries, then at most
     one more round trip: a new rating checks its movie exists, unless this process saw it
     exist lately (KnownMovies: a movie deleted meanwhile takes such a rating with it at the
-    next drain); a changed one reads its creation time (a deleted movie's ratings go with
+    next drain); an existing one reads its creation time (a deleted movie's ratings go with
     it, so an existing rating implies its movie; on MongoDB the upsert is a findAndModify
-    that returns the rating as it was). The answer is what this request wrote, never a
+    that returns the rating as written). An unchanged score changes nothing, not even
+    `updated_at`, and asks for no drain. The answer is what this request wrote, never a
     read-back of another write.
     """
     now = utcnow()
     collection = Rating.get_motor_collection()
     pair = {"user_id": user_id, "movie_id": movie_id}
-    new_id = ObjectId()
-    update = {
-        "$set": {"score": score, "updated_at": now},
-        "$setOnInsert": {"_id": new_id, "rated_at": now},
-        **aggregation.MARK_CHANGED,
-    }
+    update = _score_update(score, now)
+    fields = {"_id": 1, "rated_at": 1, "updated_at": 1}
     single_call = server_profile().find_and_modify
-    before: dict[str, Any] | None = None
+    stored: dict[str, Any] | None = None
     for _ in range(3):
         try:
             if single_call:
-                before = await collection.find_one_and_update(
-                    pair, update, {"_id": 1, "rated_at": 1}, upsert=True
+                stored = await collection.find_one_and_update(
+                    pair, update, fields, upsert=True, return_document=ReturnDocument.AFTER
                 )
-                created = before is None
+                # Only this request's insert sets rated_at to its own `now` (ms steps).
+                created = stored is not None and stored["rated_at"] == now
             else:
                 result = await collection.update_one(pair, update, upsert=True)
                 created = result.upserted_id is not None
+                if created:
+                    stored = {"_id": result.upserted_id, "rated_at": now, "updated_at": now}
             break
         except DuplicateKeyError:
             continue  # two first ratings raced: the loser retries, as an update
@@ -102,22 +121,21 @@ async def put_rating(
             # No such movie (or deleted meanwhile). Its mark is gone with it; the user's
             # stats never counted it unless a drain ran in between, which the next one fixes.
             await aggregation.record_intent(user_ids=[user_id])
-            await collection.delete_one({"_id": new_id})
+            await collection.delete_one(pair | {"rated_at": now})
             raise NotFound("No movie with that id.")
-        rating_id, rated_at = new_id, now
-    else:
-        if not single_call:
-            before = await collection.find_one(pair, {"_id": 1, "rated_at": 1})
-        # None: a concurrent DELETE removed it right after this write; the write did happen.
-        rating_id, rated_at = (before["_id"], before["rated_at"]) if before else (new_id, now)
-    await _changed(user_id=user_id, queue=queue, cache=cache)
+    elif not single_call:
+        stored = await collection.find_one(pair, fields)
+    # None: a concurrent DELETE removed it right after this write; the write did happen.
+    stored = stored or {"_id": ObjectId(), "rated_at": now, "updated_at": now}
+    if stored["updated_at"] == now or created:
+        await _changed(user_id=user_id, queue=queue, cache=cache)
     rating = Rating(
-        id=rating_id,
+        id=stored["_id"],
         user_id=user_id,
         movie_id=movie_id,
         score=score,
-        rated_at=rated_at,
-        updated_at=now,
+        rated_at=stored["rated_at"],
+        updated_at=stored["updated_at"],
     )
     return rating, created
 

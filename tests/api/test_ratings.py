@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from beanie import PydanticObjectId
 
 from api.appkeys import CACHE as API_CACHE
@@ -51,6 +52,41 @@ async def test_put_rating_through_find_and_modify(api, client, db, monkeypatch):
     """The MongoDB profile's path (one findAndModify per write), on whatever server runs here."""
     monkeypatch.setattr(core_db, "_profile", core_db.MONGODB)
     await test_a_rating_write_carries_its_recompute_intent(api, client, db, monkeypatch)
+
+
+@pytest.mark.parametrize("profile", [core_db.SECANTUSDB, core_db.MONGODB], ids=lambda p: p.name)
+async def test_an_unchanged_score_is_200_and_changes_nothing(api, client, db, monkeypatch, profile):
+    monkeypatch.setattr(core_db, "_profile", profile)  # update+read, or one findAndModify
+    asked: list[str] = []
+
+    async def recording_drain() -> bool:
+        asked.append("drain")
+        return True
+
+    monkeypatch.setattr(client.app[API_QUEUE], "request_drain", recording_drain)
+    admin = await api.user(admin=True)
+    movie = await api.movie(admin)
+    alice = await api.user()
+    url = f"{API}/movies/{movie['id']}/rating"
+    resp = await client.put(url, json={"score": 3.5}, headers=alice["auth"])
+    assert resp.status == 201 and asked == ["drain"]
+    first = await resp.json()
+    mine = {"user_id": PydanticObjectId(alice["id"]), "movie_id": PydanticObjectId(movie["id"])}
+    before = await db.ratings.find_one(mine)
+    await asyncio.sleep(0.01)  # a bump would show: the clocks have millisecond steps
+
+    resp = await client.put(url, json={"score": 3.5}, headers=alice["auth"])
+    assert resp.status == 200 and await resp.json() == first
+    assert await db.ratings.find_one(mine) == before  # updated_at and the drain mark kept
+    assert asked == ["drain"]  # nothing to recompute
+
+    resp = await client.put(url, json={"score": 4}, headers=alice["auth"])
+    assert resp.status == 200 and asked == ["drain", "drain"]
+    changed = await resp.json()
+    assert changed["updated_at"] > first["updated_at"]
+    assert changed["rated_at"] == first["rated_at"]
+    after = await db.ratings.find_one(mine)
+    assert after["changed_at"] > before["changed_at"] and after["score"] == 4.0
 
 
 async def test_a_rating_write_carries_its_recompute_intent(api, client, db, monkeypatch):
