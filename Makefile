@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.lock
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 # Re-resolve both locks from pyproject.toml (after changing a dependency, or to take
@@ -23,9 +23,11 @@ LOCK_TOOL := .venv-lock
 lock:
 	$(PY) -m venv $(LOCK_TOOL)
 	$(LOCK_TOOL)/bin/python -m pip install -q 'pip-tools>=7.4,<8'
-	$(LOCK_TOOL)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	$(LOCK_TOOL)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links \
 		--extra dev --extra embedded -o requirements/dev.lock pyproject.toml
-	$(LOCK_TOOL)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	$(LOCK_TOOL)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links \
 		-o requirements/prod.lock pyproject.toml
 
 run: $(STAMP)
