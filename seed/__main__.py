@@ -5,6 +5,7 @@ python -m seed movielens PATH_OR_ZIP          import a MovieLens release
 python -m seed movielens --download NAME      fetch ml-latest-small / ml-25m / ml-32m first
 python -m seed synth --ratings N --users U --movies M --out DIR
 python -m seed download NAME [--cache DIR]     fetch a release only; prints its path
+python -m seed dedupe [--dry-run]             merge duplicate movies into one record each
 
 Environment: MONGODB_URL and MONGODB_DB (else the running `make run` stack, found through
 DATA_DIR or the note `make run` leaves for this user), REDIS_URL (to refresh the API's cache
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from core import db
 from core.cache import Cache
 from core.logs import configure_logging
+from core.services.dedupe import DedupeReport, dedupe
 from core.services.movielens import Hooks, MovieLensImport
 from core.settings import Settings, settings_problem, with_embedded_urls
 from models import ImportReport
@@ -90,6 +92,31 @@ async def _invalidate_cache(settings: Settings) -> None:
 
     async with Redis.from_url(settings.redis_url_required, socket_connect_timeout=2) as redis:
         await cache_for(settings, redis).everything_changed()
+
+
+async def _dedupe(settings: Settings, *, dry_run: bool) -> int:
+    from redis.asyncio import Redis
+
+    from core.cache import cache_for
+
+    redis = (
+        Redis.from_url(settings.redis_url, socket_connect_timeout=2) if settings.redis_url else None
+    )
+    cache = cache_for(settings, redis) if redis is not None and not dry_run else None
+
+    async def work() -> DedupeReport:
+        return await dedupe(dry_run=dry_run, prior_votes=settings.rating_prior_votes, cache=cache)
+
+    try:
+        report = await _with_db(settings, work)
+    finally:
+        if redis is not None:
+            await redis.aclose()
+    for merge in report.merges:
+        print(merge.describe(dry_run=dry_run))
+    verb = "would merge" if dry_run else "merged"
+    print(f"{report.movies_checked} movies checked; {verb} {len(report.merges)} duplicates")
+    return 0
 
 
 async def _sample(settings: Settings) -> int:
@@ -158,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument(
         "--cache", type=Path, help="the folder to keep it in (default DATA_DIR/cache)"
     )
+    dedupe = sub.add_parser(
+        "dedupe",
+        help="merge duplicate movies (same IMDb or TMDb id, or same title and year where one "
+        "has no id) into one record each: ratings move to the kept record (a user who rated "
+        "both keeps the newer one), summaries are recomputed, every merge is printed",
+    )
+    dedupe.add_argument(
+        "--dry-run", action="store_true", help="list the duplicates that would merge; write nothing"
+    )
     synth = sub.add_parser(
         "synth", help="write a synthetic MovieLens-format release (for benchmarks; no database)"
     )
@@ -204,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = with_embedded_urls(settings)
         if args.command == "sample":
             return asyncio.run(_sample(settings))
+        if args.command == "dedupe":
+            return asyncio.run(_dedupe(settings, dry_run=args.dry_run))
         if (args.path is None) == (args.download is None):
             parser.error("give a PATH or --download NAME")
         path = args.path

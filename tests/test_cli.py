@@ -99,6 +99,20 @@ async def test_seed_sample_only_fills_an_empty_catalogue(settings, db):
     assert await db.movies.count_documents({}) == count
 
 
+async def test_seed_dedupe_lists_then_merges(settings, db):
+    first = {"title": "Heat", "title_key": "heat", "year": 1995, "external_ids": {"imdb": "tt1"}}
+    await db.movies.insert_many([first, {**first, "external_ids": {"imdb": "tt1", "tmdb": 9}}])
+    done = _run(settings, "seed", "dedupe", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "would merge" in done.stdout and "would merge 1 duplicates" in done.stdout
+    assert await db.movies.count_documents({}) == 2
+    done = _run(settings, "seed", "dedupe")
+    assert done.returncode == 0, done.stderr
+    assert "merged 1 duplicates" in done.stdout
+    kept = await db.movies.find_one({})
+    assert await db.movies.count_documents({}) == 1 and kept["external_ids"]["tmdb"] == 9
+
+
 async def test_web_concurrency_runs_several_processes_on_one_port(settings, db):
     port = free_port()
     env = {**settings_env(settings), "PORT": str(port), "WEB_CONCURRENCY": "2"}
