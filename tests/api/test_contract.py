@@ -81,5 +81,7 @@ async def test_every_operation_keeps_to_the_document(aiohttp_server, settings, d
         assert proc.returncode == 0, f"schemathesis as {who}:\n{text[-20000:]}"
         generated = re.search(r"(\d+) generated", text)
         assert generated, text[-3000:]
+        summary = [line.strip() for line in text.splitlines() if "generated" in line]
+        print(f"schemathesis as {who}: {' | '.join(summary)}")  # shown with pytest -s
         total += int(generated.group(1))
     assert total >= MIN_CASES, f"only {total} cases ran"
