@@ -55,17 +55,14 @@ MONGODB = ServerProfile(
 )
 # SecantusDB matches $in by scanning the list for every document (2,000 ids at once: 44 s;
 # in chunks of 100: 2.1 s). It runs one command at a time, so a drain's bulk write of 500
-# summaries (~5 ms each on disk) held every API request for 2.5 s; 100 held them ~0.5 s,
-# which set make bench's PUT p99 (~780 ms); 20 hold them ~0.1 s.
+# summaries (~5 ms each on disk) held every API request for 2.5 s; 100 hold it ~0.5 s.
 # findAndModify on an existing document takes ~85 ms against ~3.3 ms for update_one plus
 # find_one. (A $unionWith that reads a movie and a rating in one trip scans the whole other
 # collection: 168 ms with 10k movies, against 1.8 ms for two finds.) The list scan is paid per
 # matched document too: histograms of 200 movies (30 ratings each) took 0.65 s in $in chunks
-# of 100, 0.31 s one movie per query, 0.22 s in chunks of 10 (bench-embedded). But a chunk
-# of 10 popular movies is ~3,000 ratings, one command that holds every API request as long
-# (make bench's PUT p99 ~0.8-1.1 s during drains): chunks of 2 trade some drain time for it.
+# of 100, 0.31 s one movie per query, 0.22 s in chunks of 10 (bench-embedded).
 SECANTUSDB = ServerProfile(
-    "secantusdb", in_list_max=100, write_batch=20, match_batch=2, find_and_modify=False
+    "secantusdb", in_list_max=100, write_batch=100, match_batch=10, find_and_modify=False
 )
 _profile = SECANTUSDB  # the cautious default until connect() has asked the server
 

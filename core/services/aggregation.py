@@ -447,8 +447,7 @@ async def drain_once(*, prior_votes: float, batch: int, settle: float = 1.0) -> 
         # One range scan of the sparse index, streamed: its size is the backlog, and the ids
         # it yields are at most every movie and user.
         window = {CHANGED_AT: {"$gte": since, "$lt": until}}
-        found = ratings.find(window, {"movie_id": 1, "user_id": 1, "_id": 0}, batch_size=500)
-        async for write in found:
+        async for write in ratings.find(window, {"movie_id": 1, "user_id": 1, "_id": 0}):
             movies.add(write["movie_id"])
             users.add(write["user_id"])
             report.taken += 1
