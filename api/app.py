@@ -13,7 +13,7 @@ from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
 from aiohttp_apigami.constants import APISPEC_PARSER
 from redis.asyncio import Redis
 
-from api.appkeys import CACHE, LIMITER, MONGO, NEAR, OIDC, QUEUE, REDIS, SETTINGS, TOKENS
+from api.appkeys import CACHE, CURSORS, LIMITER, MONGO, NEAR, OIDC, QUEUE, REDIS, SETTINGS, TOKENS
 from api.middlewares import (
     DecodedBodyParser,
     auth_middleware,
@@ -32,7 +32,14 @@ from core import db
 from core.cache import cache_for
 from core.oidc import OIDCClient
 from core.queue import TaskQueue, make_producer
-from core.security import ADMIN_SCOPES, CLIENT_SCOPES, TokenService, load_keyset, use_password_cost
+from core.security import (
+    ADMIN_SCOPES,
+    CLIENT_SCOPES,
+    PageCursors,
+    TokenService,
+    load_keyset,
+    use_password_cost,
+)
 from core.settings import Settings
 
 SCOPE_DESCRIPTIONS = {
@@ -103,7 +110,9 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[TOKENS] = TokenService(settings, load_keyset(settings))
+    keyset = load_keyset(settings)
+    app[TOKENS] = TokenService(settings, keyset)
+    app[CURSORS] = PageCursors(keyset)  # signed with a key derived from the same keys
     yield
 
 

@@ -11,7 +11,7 @@ from api.ratelimit import RateLimiter
 from core.cache import Cache
 from core.oidc import OIDCClient
 from core.queue import TaskQueue
-from core.security import TokenService
+from core.security import PageCursors, TokenService
 from core.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -23,4 +23,5 @@ NEAR: web.AppKey[NearCache | None] = web.AppKey("near")
 LIMITER = web.AppKey("limiter", RateLimiter)
 QUEUE = web.AppKey("queue", TaskQueue)
 TOKENS = web.AppKey("tokens", TokenService)
+CURSORS = web.AppKey("cursors", PageCursors)
 OIDC = web.AppKey("oidc", OIDCClient)

@@ -12,10 +12,12 @@ from aiohttp import web
 from aiohttp_apigami import docs as apigami_docs
 from aiohttp_apigami.constants import API_SPEC_ATTR
 
-from api.appkeys import CACHE, NEAR, SETTINGS
+from api.appkeys import CACHE, CURSORS, NEAR, SETTINGS
 from api.schemas import ProblemSchema
 from core.cache import Cache, CacheKey
+from core.errors import BadCursor
 from core.logs import request_id_var
+from core.services import Position
 
 PROBLEM_JSON = "application/problem+json"
 AUTH_ATTR = "__auth__"
@@ -137,12 +139,34 @@ def problem(
     )
 
 
-def next_url(request: web.Request, next_offset: int | None) -> str | None:
-    """Root-relative URL of the next page: same query, the new offset."""
-    if next_offset is None:
+_NOT_SCOPE = {"cursor", "offset", "limit"}
+
+
+def _list_scope(request: web.Request) -> str:
+    """What names a list for its cursors: the path and every parsed parameter that chooses
+    or orders rows (defaults included, so `?sort=title` and no sort are one list)."""
+    chosen = {k: v for k, v in request["querystring"].items() if k not in _NOT_SCOPE}
+    return request.path + orjson.dumps(chosen, option=orjson.OPT_SORT_KEYS, default=str).decode()
+
+
+def page_after(request: web.Request) -> Position | None:
+    """The position the `cursor` parameter names, or None for a first page; BadCursor
+    (400) for a cursor not issued for this list."""
+    cursor = request["querystring"].get("cursor")
+    if cursor is None:
         return None
-    query = dict(request.query)
-    query["offset"] = str(next_offset)
+    position = request.app[CURSORS].decode(cursor, scope=_list_scope(request))
+    if not isinstance(position, list) or len(position) != 2:  # issued by another version
+        raise BadCursor("This cursor is from an earlier version of this list; start again.")
+    return position[0], position[1]
+
+
+def next_url(request: web.Request, after: Position | None) -> str | None:
+    """Root-relative URL of the next page: same query, a cursor in place of any offset."""
+    if after is None:
+        return None
+    query = {k: v for k, v in request.query.items() if k != "offset"}
+    query["cursor"] = request.app[CURSORS].encode(list(after), scope=_list_scope(request))
     return str(request.rel_url.with_query(query))
 
 

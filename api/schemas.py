@@ -19,8 +19,22 @@ PASSWORD = validate.Length(min=10, max=256)
 PAGE_LIMIT = fields.Integer(
     load_default=20, validate=validate.Range(1, 100), metadata={"description": "Page size."}
 )
+OFFSET_MAX = 1_000  # deeper pages are reached by following `next` (a cursor)
 PAGE_OFFSET = fields.Integer(
-    load_default=0, validate=validate.Range(0, 100_000), metadata={"description": "Items to skip."}
+    load_default=0,
+    validate=validate.Range(0, OFFSET_MAX),
+    metadata={
+        "description": "Items to skip, up to 1,000, for the first page read; then follow "
+        "`next`, which carries a cursor. Not with `cursor`."
+    },
+)
+PAGE_CURSOR = fields.String(
+    validate=[validate.Length(1, 600), validate.Regexp(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")],
+    metadata={
+        "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+        "description": "Where the page starts: copied from the previous page's `next`. "
+        "Opaque and signed; one issued for another list or altered is a 400."
+    },
 )
 
 
@@ -249,8 +263,26 @@ class GenreListSchema(Schema):
     items = fields.List(fields.Nested(GenreSchema))
 
 
-class MovieListQuery(Schema):
-    q = fields.String(validate=validate.Length(1, 200), metadata={"description": "Title search"})
+class PageQuery(Schema):
+    limit = PAGE_LIMIT
+    offset = PAGE_OFFSET
+    cursor = PAGE_CURSOR
+
+    @validates_schema
+    def _one_start(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("cursor") is not None and data.get("offset"):
+            raise ValidationError("Give either a cursor or an offset.", "offset")
+
+
+class MovieListQuery(PageQuery):
+    q = fields.String(
+        validate=validate.Length(1, 200),
+        metadata={
+            "description": "Words of a title or another name of the film, in any order, "
+            "case, accents and punctuation; the last word may be cut short: `incep`, "
+            "`the matrix`, `amelie`, `star wars empire strikes back`"
+        },
+    )
     genre = fields.String(
         validate=validate.Length(1, 40), metadata={"description": "In any case: comedy, Comedy"}
     )
@@ -258,14 +290,15 @@ class MovieListQuery(Schema):
     year_max = fields.Integer(validate=validate.Range(1870, 2100))
     min_votes = fields.Integer(validate=validate.Range(0, 10_000_000))
     sort = fields.String(
-        load_default="title",
         validate=validate.OneOf(
             [f"{d}{k}" for k in ("title", "year", "mean", "votes", "weighted") for d in ("", "-")]
         ),
-        metadata={"description": "A leading '-' sorts descending."},
+        metadata={
+            "description": "A leading '-' sorts descending. Without it: by relevance when "
+            "`q` is given (exact title, then the words as a phrase, then all words, then "
+            "the last one as a prefix; ties by number of ratings), else by title."
+        },
     )
-    limit = PAGE_LIMIT
-    offset = PAGE_OFFSET
 
 
 class MovieIdPath(Schema):
@@ -325,11 +358,6 @@ class RatingPageSchema(Schema):
 class ProfilePageSchema(Schema):
     items = fields.List(fields.Nested(ProfileItemSchema))
     next = fields.String(allow_none=True)
-
-
-class PageQuery(Schema):
-    limit = PAGE_LIMIT
-    offset = PAGE_OFFSET
 
 
 class ProfileQuery(PageQuery):

@@ -31,8 +31,6 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Only the first pages of lists are cached: deep pages are rare and would crowd out the rest.
-CACHED_ROWS = 100
 FLIGHT_GRACE = 0.05  # seconds a finished load still answers requests for the same key
 
 _READ = """
@@ -169,9 +167,11 @@ class Cache:
     def user(self, user_id: Any) -> CacheKey:
         return CacheKey(f"{self._prefix}v:user:{user_id}", f"{self._prefix}c:user:{user_id}")
 
-    def profile(self, user_id: Any, sort: str, offset: int, limit: int) -> CacheKey:
-        # A profile page shares its user's version: the user's own writes bump it at once.
-        data = f"{self._prefix}c:profile:{user_id}:{sort}:{offset}:{limit}"
+    def profile(self, user_id: Any, sort: str, start: str, limit: int) -> CacheKey:
+        """A profile page from `start` (an offset or a cursor). It shares its user's
+        version: the user's own writes bump it at once."""
+        page = hashlib.blake2b(start.encode(), digest_size=10).hexdigest()
+        data = f"{self._prefix}c:profile:{user_id}:{sort}:{page}:{limit}"
         return CacheKey(f"{self._prefix}v:user:{user_id}", data)
 
     # ---- reads -----------------------------------------------------------------------------

@@ -19,6 +19,12 @@ class DomainError(Exception):
         self.extra = extra  # further members of the problem body
 
 
+class BadCursor(DomainError):
+    """A page cursor this API did not issue, was altered, or belongs to another list."""
+
+    status, title, slug = 400, "Bad Cursor", "bad-cursor"
+
+
 class NotFound(DomainError):
     status, title, slug = 404, "Not Found", "not-found"
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from bson import json_util
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from core.errors import Unauthorized
+from core.errors import BadCursor, Unauthorized
 from core.settings import Settings
 
 ALGORITHM = "ES256"
@@ -108,6 +114,50 @@ def ensure_dev_keyset(path: Path) -> KeySet:
 
 def generate_keyset() -> KeySet:
     return KeySet.generate_key_set("EC", "P-256", count=1)
+
+
+class PageCursors:
+    """Opaque, signed positions in a list (keyset pagination): the client cannot alter one
+    or use it on another list. `scope` names the list: route, sort and filters."""
+
+    _OPTIONS = json_util.JSONOptions(
+        json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=UTC
+    )
+
+    def __init__(self, keyset: KeySet) -> None:
+        # Derived from the token signing key: every API process shares it, and rotating
+        # that key retires old cursors (a client then starts from the first page again).
+        material = json.dumps(keyset.keys[0].as_dict(private=True), sort_keys=True)
+        self._key = hashlib.sha256(b"page-cursors\0" + material.encode()).digest()
+
+    def _mac(self, data: bytes) -> bytes:
+        return hmac.new(self._key, data, hashlib.sha256).digest()[:16]
+
+    def encode(self, position: Any, *, scope: str) -> str:
+        """The cursor for `position` in the list named `scope`."""
+        data = json_util.dumps([scope, position], json_options=self._OPTIONS).encode()
+        return f"{_b64(data)}.{_b64(self._mac(data))}"
+
+    def decode(self, cursor: str, *, scope: str) -> Any:
+        """The position in a cursor issued for `scope`; BadCursor for anything else."""
+        try:
+            body, mac = cursor.split(".")
+            data = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            valid = hmac.compare_digest(
+                base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4)), self._mac(data)
+            )
+        except (ValueError, binascii.Error):
+            valid = False
+        if not valid:
+            raise BadCursor("This cursor was not issued by this API or was altered.")
+        issued_for, position = json_util.loads(data, json_options=self._OPTIONS)
+        if issued_for != scope:
+            raise BadCursor("This cursor belongs to a list with other filters or another sort.")
+        return position
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 class TokenService:

@@ -33,6 +33,8 @@ class Movie(Document):
     title_key: str
     aliases: list[str] = Field(default_factory=list)  # other names: "Se7en"
     source_title: str | None = None  # as the imported release wrote it: "Matrix, The (1999)"
+    search_names: list[str] = Field(default_factory=list)  # core.search
+    search_terms: list[str] = Field(default_factory=list)  # core.search
     year: int | None = None
     genres: list[str] = Field(default_factory=list)
     external_ids: ExternalIds = Field(default_factory=ExternalIds)
@@ -52,6 +54,8 @@ class Movie(Document):
             IndexModel(
                 [("genres", ASCENDING), ("rating.weighted", DESCENDING)], name="genre_weighted"
             ),
+            # Title search (core.search): exact names and words, then the most rated first.
+            IndexModel([("search_terms", ASCENDING), ("rating.count", DESCENDING)], name="search"),
             # Duplicate checks on create and change (409 names the movie that has the id).
             IndexModel([("external_ids.imdb", ASCENDING)], name="imdb_lookup"),
             IndexModel([("external_ids.tmdb", ASCENDING)], name="tmdb_lookup"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 from importlib import resources
 
-from core.titles import display_title
-from models import ExternalIds, Movie, title_key
+from core.search import title_fields
+from models import ExternalIds, Movie
 
 SAMPLE_FILE = "sample_movies.csv"
 
@@ -36,7 +36,6 @@ async def seed_sample() -> int:
         return 0
     movies = []
     for row in read_sample():
-        title, aliases = display_title(row["source_title"])
-        movies.append(Movie(title=title, title_key=title_key(title), aliases=aliases, **row))
+        movies.append(Movie(**title_fields(row["source_title"]), **row))
     await Movie.insert_many(movies)
     return len(movies)

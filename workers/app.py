@@ -7,7 +7,13 @@ from typing import Any
 from celery import Celery, signals
 
 from core.logs import configure_logging
-from core.queue import DRAIN_SUMMARIES, REFRESH_WEIGHTED, REQUEUE_STALE_IMPORTS, celery_config
+from core.queue import (
+    DRAIN_SUMMARIES,
+    INDEX_TITLES,
+    REFRESH_WEIGHTED,
+    REQUEUE_STALE_IMPORTS,
+    celery_config,
+)
 from core.settings import Settings
 
 app = Celery("movie-ratings", include=["workers.tasks"])
@@ -33,6 +39,7 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
 def _drain_on_start(sender: Any = None, **kwargs: Any) -> None:
     # A worker that starts (after a crash, an outage, a deploy) drains what was left at once.
     app.send_task(DRAIN_SUMMARIES)
+    app.send_task(INDEX_TITLES)  # movies stored before title search was added
 
 
 @signals.setup_logging.connect

@@ -12,11 +12,12 @@ from redis.exceptions import LockError, RedisError
 
 from core.queue import (
     DRAIN_SUMMARIES,
+    INDEX_TITLES,
     REFRESH_WEIGHTED,
     REQUEUE_STALE_IMPORTS,
     RUN_IMPORT,
 )
-from core.services import aggregation, imports
+from core.services import aggregation, imports, movies
 from seed.movielens import open_job_release
 from workers.app import app
 from workers.runtime import run, start_runtime
@@ -108,6 +109,15 @@ def refresh_weighted(self: Any) -> None:
         )
 
     run(work())
+
+
+@app.task(name=INDEX_TITLES, **RETRY)
+def index_titles(self: Any) -> None:
+    """Give movies stored before title search its fields (each worker start sends this)."""
+    rt = start_runtime()
+    indexed = run(movies.index_titles(cache=rt.cache))
+    if indexed:
+        log.info("titles indexed for search", extra={"movies": indexed})
 
 
 @app.task(name=RUN_IMPORT, **RETRY)

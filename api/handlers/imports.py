@@ -11,7 +11,7 @@ from beanie import PydanticObjectId
 
 from api.appkeys import QUEUE, SETTINGS
 from api.handlers import principal
-from api.http import authenticated, docs, errors, json_response, next_url
+from api.http import authenticated, docs, errors, json_response, next_url, page_after
 from api.schemas import (
     ImportCreateSchema,
     ImportIdPath,
@@ -96,16 +96,18 @@ async def create_import(request: web.Request) -> web.Response:
     )
 
 
-@docs(tags=["imports"], summary="Import jobs, newest first", responses=errors(422))
+@docs(tags=["imports"], summary="Import jobs, newest first", responses=errors(400, 422))
 @authenticated("imports:write")
 @querystring_schema(PageQuery)
 @response_schema(ImportPageSchema, 200)
 async def list_imports(request: web.Request) -> web.Response:
     """A page of import jobs."""
     query = request["querystring"]
-    page = await import_service.list_jobs(offset=query["offset"], limit=query["limit"])
+    page = await import_service.list_jobs(
+        after=page_after(request), offset=query["offset"], limit=query["limit"]
+    )
     items = _jobs.dump([job_view(j) for j in page.items])
-    return json_response({"items": items, "next": next_url(request, page.next_offset)})
+    return json_response({"items": items, "next": next_url(request, page.after)})
 
 
 @docs(

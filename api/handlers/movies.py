@@ -12,12 +12,12 @@ from api.appkeys import CACHE, QUEUE
 from api.http import (
     PUBLIC,
     authenticated,
-    cached_json,
     cached_read,
     docs,
     errors,
     json_response,
     next_url,
+    page_after,
 )
 from api.schemas import (
     GenreListSchema,
@@ -28,7 +28,6 @@ from api.schemas import (
     MoviePublicSchema,
     MovieUpdateSchema,
 )
-from core.cache import CACHED_ROWS
 from core.errors import Conflict
 from core.services import movies as movie_service
 
@@ -36,26 +35,29 @@ _movie = MoviePublicSchema()
 _movies = MoviePublicSchema(many=True)
 
 
-@docs(tags=["movies"], summary="List, search, filter and sort movies", responses=errors(422))
+@docs(tags=["movies"], summary="List, search, filter and sort movies", responses=errors(400, 422))
 @querystring_schema(MovieListQuery)
 @response_schema(MoviePageSchema, 200)
 async def list_movies(request: web.Request) -> web.Response:
     """A page of movies."""
     params = dict(request["querystring"])
     limit, offset = params.pop("limit"), params.pop("offset")
+    cursor = params.pop("cursor", None)
+    after = page_after(request)
 
     async def load() -> dict:
         page = await movie_service.list_movies(
             query=movie_service.MovieQuery(**params),
+            after=after,
             offset=offset,
             limit=limit,
             cache=request.app[CACHE],
         )
-        return {"items": _movies.dump(page.items), "next": next_url(request, page.next_offset)}
+        return {"items": _movies.dump(page.items), "next": next_url(request, page.after)}
 
-    if offset >= CACHED_ROWS:  # deep pages are rare: not worth the memory
-        return cached_json(request, await load(), cache_control=PUBLIC)
-    key = request.app[CACHE].movie_list({**params, "limit": limit, "offset": offset})
+    key = request.app[CACHE].movie_list(
+        {**params, "limit": limit, "offset": offset, "cursor": cursor}
+    )
     return await cached_read(request, key, load, cache_control=PUBLIC)
 
 

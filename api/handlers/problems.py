@@ -25,6 +25,15 @@ PROBLEMS: dict[str, ProblemType] = {
         "The request cannot be understood as sent.",
         "Fix the request as `detail` says; sending it again unchanged fails again.",
     ),
+    "bad-cursor": ProblemType(
+        "Bad Cursor",
+        400,
+        "The `cursor` parameter is not one this API issued for this list: it was altered or "
+        "cut short, it comes from a list with other filters or another sort, or the keys "
+        "that sign cursors were rotated since.",
+        "Follow the `next` link of a page exactly as given, or start again from the first "
+        "page (no `cursor`).",
+    ),
     "validation-error": ProblemType(
         "Unprocessable Content",
         422,

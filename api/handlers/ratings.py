@@ -18,6 +18,7 @@ from api.http import (
     errors,
     json_response,
     next_url,
+    page_after,
 )
 from api.schemas import (
     MovieIdPath,
@@ -30,7 +31,6 @@ from api.schemas import (
     RatingPutSchema,
     UserIdPath,
 )
-from core.cache import CACHED_ROWS
 from core.services import ratings as rating_service
 
 _rating = RatingPublicSchema()
@@ -102,7 +102,7 @@ async def delete_rating(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@docs(tags=["ratings"], summary="A movie's ratings, newest first", responses=errors(404, 422))
+@docs(tags=["ratings"], summary="A movie's ratings, newest first", responses=errors(400, 404, 422))
 @match_info_schema(MovieIdPath)
 @querystring_schema(PageQuery)
 @response_schema(RatingPageSchema, 200)
@@ -110,33 +110,37 @@ async def list_movie_ratings(request: web.Request) -> web.Response:
     """A page of one movie's ratings."""
     query = request["querystring"]
     page = await rating_service.list_movie_ratings(
-        movie_id=request["match_info"]["movie_id"], offset=query["offset"], limit=query["limit"]
+        movie_id=request["match_info"]["movie_id"],
+        after=page_after(request),
+        offset=query["offset"],
+        limit=query["limit"],
     )
-    body = {"items": _ratings.dump(page.items), "next": next_url(request, page.next_offset)}
+    body = {"items": _ratings.dump(page.items), "next": next_url(request, page.after)}
     return cached_json(request, body, cache_control=PUBLIC)
 
 
 async def _profile(request: web.Request, user_id: PydanticObjectId, *, own: bool) -> web.Response:
     cache_control = PRIVATE if own else PUBLIC
-    sort, offset, limit = (request["querystring"][k] for k in ("sort", "offset", "limit"))
+    query = request["querystring"]
+    sort, offset, limit = query["sort"], query["offset"], query["limit"]
+    after = page_after(request)
 
     async def load() -> dict:
         page = await rating_service.list_user_ratings(
-            user_id=user_id, sort=sort, offset=offset, limit=limit
+            user_id=user_id, sort=sort, after=after, offset=offset, limit=limit
         )
         items = _profile_items.dump(
             [{**item.rating.model_dump(), "movie": item.movie} for item in page.items]
         )
-        return {"items": items, "next": next_url(request, page.next_offset)}
+        return {"items": items, "next": next_url(request, page.after)}
 
-    if offset >= CACHED_ROWS:
-        return cached_json(request, await load(), cache_control=cache_control)
-    key = request.app[CACHE].profile(user_id, sort, offset, limit)
+    start = query.get("cursor") or str(offset)
+    key = request.app[CACHE].profile(user_id, sort, start, limit)
     # One's own profile skips the process-local copy: it must show one's write at once.
     return await cached_read(request, key, load, cache_control=cache_control, near=not own)
 
 
-@docs(tags=["ratings"], summary="What a user rated", responses=errors(404, 422))
+@docs(tags=["ratings"], summary="What a user rated", responses=errors(400, 404, 422))
 @match_info_schema(UserIdPath)
 @querystring_schema(ProfileQuery)
 @response_schema(ProfilePageSchema, 200)
@@ -145,7 +149,7 @@ async def user_ratings(request: web.Request) -> web.Response:
     return await _profile(request, request["match_info"]["user_id"], own=False)
 
 
-@docs(tags=["ratings"], summary="What you rated", responses=errors(422))
+@docs(tags=["ratings"], summary="What you rated", responses=errors(400, 422))
 @authenticated(person=True)
 @querystring_schema(ProfileQuery)
 @response_schema(ProfilePageSchema, 200)

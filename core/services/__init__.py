@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from beanie import SortDirection
 from pymongo.errors import DuplicateKeyError
 
 from core.db import server_profile
@@ -33,15 +34,80 @@ def chunked(items: Iterable[T], size: int | None = None) -> Iterator[list[T]]:
         yield batch
 
 
+Sort = list[tuple[str, SortDirection]]  # a field and then _id: a total order
+Position = tuple[Any, Any]  # the sort field's value and the _id of a page's last row
+Find = Callable[[dict[str, Any], Sort, int, int], Awaitable[list[T]]]  # filter, sort, skip, limit
+
+
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
-    """A page of results; `next_offset` is None on the last page."""
+    """A page of results; `after` is where the next one starts, None on the last page."""
 
     items: list[T]
-    next_offset: int | None
+    after: Position | None = None
 
 
-def page_of(rows: list[T], *, offset: int, limit: int) -> Page[T]:
-    """Build a Page from a query that fetched limit + 1 rows."""
-    more = len(rows) > limit
-    return Page(items=rows[:limit], next_offset=offset + limit if more else None)
+def _merged(flt: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`flt` with `extra`'s conditions too, in one document (never $and: SecantusDB would
+    not use an index for it); conditions on one field join into one operator document."""
+    out = dict(flt)
+    for field, cond in extra.items():
+        have = out.get(field)
+        if have is None:
+            out[field] = cond
+            continue
+        have = have if isinstance(have, dict) else {"$eq": have}
+        add = cond if isinstance(cond, dict) else {"$eq": cond}
+        out[field] = {**add, **have}  # on one operator the client's own filter wins
+    return out
+
+
+def keyset_parts(sort: Sort, after: Position, *, nullable: bool) -> list[tuple[dict, Sort]]:
+    """The ranges that together hold every row after `after`, in order, each an index range
+    on (field, _id): the rest of `after`'s value, the values beyond it, and the rows without
+    a value (servers sort them below every number). No $or: not every server keeps an index
+    for one."""
+    (field, direction), (_, id_direction) = sort
+    value, last_id = after
+    by_id: Sort = [("_id", id_direction)]
+    parts = [({field: value, "_id": {"$gt" if id_direction > 0 else "$lt": last_id}}, by_id)]
+    if value is None:
+        if direction > 0:  # numbers come after the rows without a value
+            parts.append(({field: {"$gte": float("-inf")}}, sort))
+    else:
+        parts.append(({field: {"$gt" if direction > 0 else "$lt": value}}, sort))
+        if direction < 0 and nullable:
+            parts.append(({field: None}, by_id))
+    return parts
+
+
+def paged(rows: list[T], *, limit: int, position: Callable[[T], Position]) -> Page[T]:
+    """A Page from rows fetched with limit + 1."""
+    if len(rows) > limit:
+        return Page(items=rows[:limit], after=position(rows[limit - 1]))
+    return Page(items=rows)
+
+
+async def keyset_page(
+    find: Find[T],
+    *,
+    flt: dict[str, Any],
+    sort: Sort,
+    after: Position | None,
+    limit: int,
+    position: Callable[[T], Position],
+    offset: int = 0,
+    nullable: bool = False,
+) -> Page[T]:
+    """A page of `limit` rows in `sort` order after `after` (else after the first `offset`),
+    read by `find(filter, sort, skip, limit)` from index ranges: page 500 costs what page 1
+    costs, and a page never repeats or skips a row while others move."""
+    if after is None:
+        rows = await find(flt, sort, offset, limit + 1)
+        return paged(rows, limit=limit, position=position)
+    rows = []
+    for extra, part_sort in keyset_parts(sort, after, nullable=nullable):
+        rows.extend(await find(_merged(flt, extra), part_sort, 0, limit + 1 - len(rows)))
+        if len(rows) > limit:
+            break
+    return paged(rows, limit=limit, position=position)

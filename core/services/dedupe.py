@@ -21,6 +21,7 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from core.cache import Cache
+from core.search import search_fields
 from core.services import aggregation
 from models import Movie, Rating
 
@@ -156,6 +157,7 @@ def _merged_fields(kept: dict[str, Any], merged: dict[str, Any]) -> dict[str, An
     extra = [n for n in dict.fromkeys(names) if n.casefold() not in known]
     if extra:
         update["aliases"] = [*kept.get("aliases", []), *extra]
+        update.update(search_fields(kept["title"], update["aliases"]))
     return update
 
 

@@ -27,7 +27,7 @@ from core.cache import Cache
 from core.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from core.outbound import OutboundRefused, UrlPolicy, check_url
 from core.queue import RUN_IMPORT, TaskQueue
-from core.services import Page, page_of
+from core.services import Page, Position, Sort, keyset_page
 from core.services.movielens import Hooks, ImportCancelled, MovieLensImport, Release, ReleaseError
 from core.settings import Settings
 from models import FINISHED, ImportJob, ImportReport, utcnow
@@ -123,16 +123,21 @@ async def get_job(*, job_id: PydanticObjectId) -> ImportJob:
     return job
 
 
-async def list_jobs(*, offset: int, limit: int) -> Page[ImportJob]:
-    """Import jobs, newest first."""
-    rows = (
-        await ImportJob.find({})
-        .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
-        .skip(offset)
-        .limit(limit + 1)
-        .to_list()
-    )
-    return page_of(rows, offset=offset, limit=limit)
+NEWEST_FIRST: Sort = [("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)]
+
+
+async def _find(flt: dict[str, Any], sort: Sort, skip: int, limit: int) -> list[ImportJob]:
+    return await ImportJob.find(flt).sort(sort).skip(skip).limit(limit).to_list()
+
+
+async def list_jobs(
+    *, limit: int, after: Position | None = None, offset: int = 0
+) -> Page[ImportJob]:
+    """Import jobs, newest first, after `after` (else the first `offset`)."""
+    return await keyset_page(
+        _find, flt={}, sort=NEWEST_FIRST, after=after, offset=offset, limit=limit,
+        position=lambda job: (job.created_at, job.id),
+    )  # fmt: skip
 
 
 async def cancel_job(*, job_id: PydanticObjectId) -> ImportJob:

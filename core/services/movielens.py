@@ -23,9 +23,9 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
+from core.search import title_fields
 from core.services import aggregation, chunked
-from core.titles import display_title
-from models import ImportReport, Movie, Rating, User, title_key, utcnow
+from models import ImportReport, Movie, Rating, User, utcnow
 from models.import_job import FileProgress
 
 BATCH_SIZE = 5000
@@ -198,11 +198,8 @@ class MovieLensImport:
                     self.report.bad(name, line, f"duplicate movieId {row.movielens}")
                     continue
                 link = links.get(row.movielens)
-                shown, aliases = display_title(row.title)
                 wanted[row.movielens] = {
-                    "title": shown,
-                    "title_key": title_key(shown),
-                    "aliases": aliases,
+                    **title_fields(row.title),
                     "source_title": row.source_title or row.title,
                     "year": row.year,
                     "genres": row.genres,
@@ -217,7 +214,10 @@ class MovieLensImport:
     async def _write_movies(self, collection: Any, wanted: dict[int, dict[str, Any]]) -> None:
         if not wanted:
             return
-        compared = ("title", "aliases", "source_title", "year", "genres", "external_ids")
+        compared = (
+            "title", "aliases", "search_names", "search_terms", "source_title", "year", "genres",
+            "external_ids",
+        )  # fmt: skip
         projection = {key: 1 for key in compared}
         existing = {}
         for part in chunked(wanted):

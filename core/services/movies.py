@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
+from functools import cmp_to_key, partial
 from typing import Any
 
 import orjson
 from beanie import PydanticObjectId, SortDirection
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from core.cache import Cache
 from core.errors import Conflict, NotFound
 from core.queue import TaskQueue
-from core.services import Page, aggregation, page_of
-from core.titles import display_title
-from models import ExternalIds, Movie, title_key, utcnow
+from core.search import SearchText, search_fields, title_fields
+from core.services import Page, Position, Sort, aggregation, keyset_page, paged
+from models import ExternalIds, Movie, utcnow
 
 # Sort name -> Mongo sort; every one ends in _id (total order) and has an index (models.movie).
 ASC, DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
@@ -33,6 +34,18 @@ SORTS: dict[str, list[tuple[str, SortDirection]]] = {
 }
 
 
+# Fields that may hold no value (no year; no summary yet): their rows sort below numbers.
+NULLABLE = {"year", "rating.mean", "rating.weighted"}
+RELEVANCE = "relevance"  # the order of a search when no sort is asked for
+CANDIDATES = 1_000  # the most rated movies holding a query's longest word that one search ranks
+RELEVANCE_SORT: Sort = [("rank", ASC), ("_id", ASC)]
+# What a search reads of each candidate: its names to rank it, and every sort key.
+_CANDIDATE = {
+    "search_names": 1, "title_key": 1, "year": 1, "rating.count": 1, "rating.mean": 1,
+    "rating.weighted": 1,
+}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class MovieQuery:
     """What a client may ask of the movie list."""
@@ -42,14 +55,18 @@ class MovieQuery:
     year_min: int | None = None
     year_max: int | None = None
     min_votes: int | None = None
-    sort: str = "title"
+    sort: str | None = None
+
+    @property
+    def order(self) -> str:
+        """The sort asked for, else relevance for a search, else title."""
+        return self.sort or (RELEVANCE if self.q else "title")
 
 
 def movie_filter(query: MovieQuery) -> dict[str, Any]:
-    """One merged filter document (never $and: SecantusDB would not use an index for it)."""
+    """One merged filter document for every filter but `q` (never $and: SecantusDB would
+    not use an index for it)."""
     flt: dict[str, Any] = {}
-    if query.q:
-        flt["title_key"] = {"$regex": re.escape(title_key(query.q))}
     if query.genre:
         flt["genres"] = query.genre
     if query.year_min is not None or query.year_max is not None:
@@ -62,6 +79,85 @@ def movie_filter(query: MovieQuery) -> dict[str, Any]:
     if query.min_votes:
         flt["rating.count"] = {"$gte": query.min_votes}
     return flt
+
+
+def _value(movie: Movie, path: str) -> Any:
+    value: Any = movie
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+async def _find(flt: dict[str, Any], sort: Sort, skip: int, limit: int) -> list[Movie]:
+    return await Movie.find(flt).sort(sort).skip(skip).limit(limit).to_list()
+
+
+def _get(doc: dict[str, Any], path: str) -> Any:
+    value: Any = doc
+    for name in path.split("."):
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
+
+
+def _compare(sort: Sort, a: dict[str, Any], b: dict[str, Any]) -> int:
+    """Order two projected movies as the server would sort them (no value below any)."""
+    for field, direction in sort:
+        x, y = _get(a, field), _get(b, field)
+        if x == y:
+            continue
+        if x is None or y is None:
+            return -direction if x is None else direction
+        return direction if x > y else -direction
+    return 0
+
+
+async def _matches(text: SearchText, *, flt: dict[str, Any]) -> list[dict[str, Any]]:
+    """The movies matching a search, each with its `rank`: those with the query as a name,
+    and the `CANDIDATES` most rated holding its longest word, kept when they hold every
+    word (`SearchText.tier`). Both reads are index ranges of `search_terms`."""
+    collection = Movie.get_motor_collection()
+    exact = collection.find({**flt, **text.exact_filter()}, _CANDIDATE).limit(CANDIDATES)
+    words = (
+        collection.find({**flt, **text.index_filter()}, _CANDIDATE)
+        .sort("rating.count", DESC)
+        .limit(CANDIDATES)
+    )
+    found = {doc["_id"]: doc for doc in await exact.to_list(None)}
+    async for doc in words:
+        found[doc["_id"]] = doc
+    matches = []
+    for doc in found.values():
+        tier = text.tier(doc.get("search_names", ()))
+        if tier is not None:
+            doc["rank"] = (tier, -(_get(doc, "rating.count") or 0))
+            matches.append(doc)
+    return matches
+
+
+async def _page_of_matches(
+    matches: list[dict[str, Any]], *, sort: Sort, after: Position | None, offset: int, limit: int
+) -> Page[Movie]:
+    """A page of a search's matches in `sort` order, after `after` (keyset, as the server
+    would) or the first `offset`; then the page's movies are read by _id."""
+    field = sort[0][0]
+    ordered = sorted(matches, key=cmp_to_key(partial(_compare, sort)))
+    if after is not None:
+        value = tuple(after[0]) if isinstance(after[0], list) else after[0]
+        start = {"_id": after[1], **_nested(field, value)}
+        ordered = [doc for doc in ordered if _compare(sort, doc, start) > 0]
+    chosen = ordered[offset if after is None else 0 :][: limit + 1]
+    rows = {
+        m.id: m for m in await Movie.find({"_id": {"$in": [d["_id"] for d in chosen]}}).to_list()
+    }
+    positions = {doc["_id"]: (_get(doc, field), doc["_id"]) for doc in chosen}
+    movies = [rows[doc["_id"]] for doc in chosen if doc["_id"] in rows]
+    return paged(movies, limit=limit, position=lambda movie: positions[movie.id])
+
+
+def _nested(path: str, value: Any) -> dict[str, Any]:
+    """{"rating": {"mean": 4.0}} from ("rating.mean", 4.0)."""
+    head, _, rest = path.partition(".")
+    return {head: _nested(rest, value) if rest else value}
 
 
 class DuplicateMovie(Conflict):
@@ -102,11 +198,8 @@ async def create_movie(
 ) -> Movie:
     """Add a movie; DuplicateMovie (409) when one of its external ids is taken."""
     await _check_external_ids(external_ids)
-    shown, aliases = display_title(title)
     movie = Movie(
-        title=shown,
-        title_key=title_key(shown),
-        aliases=aliases,
+        **title_fields(title),
         year=year,
         genres=genres,
         external_ids=ExternalIds(**external_ids),
@@ -147,23 +240,64 @@ async def canonical_genre(name: str, *, cache: Cache) -> str | None:
 
 
 async def list_movies(
-    *, query: MovieQuery, offset: int, limit: int, cache: Cache | None = None
+    *,
+    query: MovieQuery,
+    limit: int,
+    after: Position | None = None,
+    offset: int = 0,
+    cache: Cache | None = None,
 ) -> Page[Movie]:
-    """A page of movies matching `query`, in the requested stable order; `genre` in any
-    case (with `cache` to look its spelling up)."""
+    """A page of movies matching `query` in its order (`MovieQuery.order`), after the
+    position `after` (keyset) or the first `offset`; `genre` in any case (with `cache` to
+    look its spelling up)."""
     if query.genre and cache is not None:
         genre = await canonical_genre(query.genre, cache=cache)
         if genre is None:
-            return Page(items=[], next_offset=None)
+            return Page(items=[])
         query = replace(query, genre=genre)
-    rows = (
-        await Movie.find(movie_filter(query))
-        .sort(SORTS[query.sort])
-        .skip(offset)
-        .limit(limit + 1)
-        .to_list()
+    flt = movie_filter(query)
+    if query.q:
+        text = SearchText.parse(query.q)
+        if text is None:
+            return Page(items=[])  # only punctuation: no word to look for
+        matches = await _matches(text, flt=flt)
+        sort = RELEVANCE_SORT if query.order == RELEVANCE else SORTS[query.order]
+        return await _page_of_matches(matches, sort=sort, after=after, offset=offset, limit=limit)
+    sort = SORTS[query.order]
+    field = sort[0][0]
+    return await keyset_page(
+        _find,
+        flt=flt,
+        sort=sort,
+        after=after,
+        offset=offset,
+        limit=limit,
+        position=lambda movie: (_value(movie, field), movie.id),
+        nullable=field in NULLABLE,
     )
-    return page_of(rows, offset=offset, limit=limit)
+
+
+async def index_titles(*, cache: Cache, batch: int = 500) -> int:
+    """Give every movie stored without search fields its fields; how many it changed.
+    Idempotent: a second run finds none."""
+    collection = Movie.get_motor_collection()
+    changed = 0
+    while True:
+        missing = collection.find({"search_names": {"$exists": False}}, {"title": 1, "aliases": 1})
+        docs = await missing.limit(batch).to_list(None)
+        if not docs:
+            return changed
+        await collection.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": d["_id"]}, {"$set": search_fields(d["title"], d.get("aliases", []))}
+                )
+                for d in docs
+            ],
+            ordered=False,
+        )
+        await cache.movies_changed([d["_id"] for d in docs])
+        changed += len(docs)
 
 
 async def update_movie(
@@ -181,8 +315,7 @@ async def update_movie(
         else:
             update[key] = value
     if "title" in changes:
-        update["title"], update["aliases"] = display_title(changes["title"])
-        update["title_key"] = title_key(update["title"])
+        update.update(title_fields(changes["title"]))
     update["updated_at"] = utcnow()
     try:
         result = await Movie.get_motor_collection().update_one({"_id": movie_id}, {"$set": update})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ from core.cache import Cache
 from core.db import server_profile
 from core.errors import NotFound, ServiceUnavailable
 from core.queue import TaskQueue
-from core.services import Page, aggregation, page_of
+from core.services import Page, Position, Sort, aggregation, keyset_page
 from models import Movie, Rating, User, utcnow
 
 DESC = SortDirection.DESCENDING
@@ -165,39 +166,44 @@ async def delete_rating(
     await _changed(user_id=user_id, queue=queue, cache=cache)
 
 
+async def _find(flt: dict[str, Any], sort: Sort, skip: int, limit: int) -> list[Rating]:
+    return await Rating.find(flt).sort(sort).skip(skip).limit(limit).to_list()
+
+
+def _position(sort: Sort) -> Callable[[Rating], Position]:
+    field = sort[0][0]
+    return lambda rating: (getattr(rating, field), rating.id)
+
+
 async def list_user_ratings(
-    *, user_id: PydanticObjectId, sort: str, offset: int, limit: int
-) -> Page[ProfileItem]:
-    """A profile page: the user's ratings with each movie's card, in two queries."""
-    rows = (
-        await Rating.find({"user_id": user_id})
-        .sort(PROFILE_SORTS[sort])
-        .skip(offset)
-        .limit(limit + 1)
-        .to_list()
-    )
-    if not rows:
+    *, user_id: PydanticObjectId, sort: str, limit: int, after: Position | None = None,
+    offset: int = 0,
+) -> Page[ProfileItem]:  # fmt: skip
+    """A profile page after `after` (else the first `offset`): the user's ratings with
+    each movie's card, in two queries."""
+    order = PROFILE_SORTS[sort]
+    page = await keyset_page(
+        _find, flt={"user_id": user_id}, sort=order, after=after, offset=offset,
+        limit=limit, position=_position(order),
+    )  # fmt: skip
+    if not page.items:
         await _require(User, user_id)
-    page = page_of(rows, offset=offset, limit=limit)
     ids = [r.movie_id for r in page.items]
     cursor = Movie.get_motor_collection().find({"_id": {"$in": ids}}, MOVIE_CARD)
     movies = {doc["_id"]: doc async for doc in cursor}
     # A rating whose movie was just deleted is skipped until the purge task removes it.
     items = [ProfileItem(r, movies[r.movie_id]) for r in page.items if r.movie_id in movies]
-    return Page(items=items, next_offset=page.next_offset)
+    return Page(items=items, after=page.after)
 
 
 async def list_movie_ratings(
-    *, movie_id: PydanticObjectId, offset: int, limit: int
+    *, movie_id: PydanticObjectId, limit: int, after: Position | None = None, offset: int = 0
 ) -> Page[Rating]:
-    """A movie's ratings, newest first."""
-    rows = (
-        await Rating.find({"movie_id": movie_id})
-        .sort(NEWEST_FIRST)
-        .skip(offset)
-        .limit(limit + 1)
-        .to_list()
-    )
-    if not rows:
+    """A movie's ratings, newest first, after `after` (else the first `offset`)."""
+    page = await keyset_page(
+        _find, flt={"movie_id": movie_id}, sort=NEWEST_FIRST, after=after, offset=offset,
+        limit=limit, position=_position(NEWEST_FIRST),
+    )  # fmt: skip
+    if not page.items:
         await _require(Movie, movie_id)
-    return page_of(rows, offset=offset, limit=limit)
+    return page

@@ -12,8 +12,9 @@ from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import monitoring
 
+from core.search import title_fields
 from core.services import aggregation, movies, ratings
-from models import DOCUMENT_MODELS, Movie, Rating, User, title_key
+from models import DOCUMENT_MODELS, Movie, Rating, User
 from tests import factories
 from tests.fakes import NO_CACHE, NoQueue
 
@@ -58,7 +59,7 @@ async def test_hot_queries_use_indexes(settings, db):
         await User.insert_many(users)
         stored_users = await User.find_all().to_list()
         films = [
-            Movie(title=f"Film {i}", title_key=title_key(f"Film {i}"), year=1990 + i % 20)
+            Movie(**title_fields(f"Film {i}"), year=1990 + i % 20 if i % 7 else None)
             for i in range(200)
         ]
         await Movie.insert_many(films)
@@ -82,13 +83,22 @@ async def test_hot_queries_use_indexes(settings, db):
             user_id=user.id, movie_id=fresh.id, queue=NoQueue(), cache=NO_CACHE
         )
         for sort in ratings.PROFILE_SORTS:
-            await ratings.list_user_ratings(user_id=user.id, sort=sort, offset=0, limit=20)
-        await ratings.list_movie_ratings(movie_id=movie.id, offset=0, limit=20)
-        for sort in movies.SORTS:
-            await movies.list_movies(query=movies.MovieQuery(sort=sort), offset=0, limit=20)
+            page = await ratings.list_user_ratings(user_id=user.id, sort=sort, limit=20)
+            await ratings.list_user_ratings(user_id=user.id, sort=sort, after=page.after, limit=20)
+        page = await ratings.list_movie_ratings(movie_id=movie.id, limit=5)
+        await ratings.list_movie_ratings(movie_id=movie.id, after=page.after, limit=5)
+        for sort in movies.SORTS:  # every page: their keyset ranges cross rated and unrated
+            page = await movies.list_movies(query=movies.MovieQuery(sort=sort), limit=40)
+            while page.after is not None:
+                page = await movies.list_movies(
+                    query=movies.MovieQuery(sort=sort), after=page.after, limit=40
+                )
         await movies.list_movies(
             query=movies.MovieQuery(genre="Drama", sort="-weighted"), offset=0, limit=20
         )
+        for q in ("film 12", "fil", "Film 7"):
+            await movies.list_movies(query=movies.MovieQuery(q=q), limit=5)
+            await movies.list_movies(query=movies.MovieQuery(q=q, sort="-votes"), limit=5)
         await aggregation.recompute_movies([movie.id], prior_votes=10)
         await aggregation.recompute_users([user.id])
         await aggregation.drain_once(prior_votes=10, batch=500)

@@ -19,6 +19,7 @@ from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from core import processes
+from core.services import movies
 from core.services.movielens import MovieLensImport
 from embedded import stack as embedded
 from models import DOCUMENT_MODELS
@@ -28,6 +29,22 @@ from tests.services import database_env
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = "result.json"
+# Titles as people type them (the way they write them, not misspelt), each with the
+# MovieLens id of the film it must find among the first three results.
+SEARCHES = [
+    ("the matrix", 2571), ("matrix", 2571), ("amelie", 4973), ("se7en", 47), ("seven", 47),
+    ("schindlers list", 527), ("schindler's list", 527), ("star wars empire strikes back", 1196),
+    ("empire strikes back", 1196), ("incep", 79132), ("the godfather", 858),
+    ("godfather part ii", 1221), ("godfather 2", 1221), ("shawshank", 318),
+    ("pulp fiction", 296), ("forrest gump", 356), ("lord of the rings fellowship", 4993),
+    ("return of the king", 7153), ("fight club", 2959), ("toy story", 1), ("toy story 2", 3114),
+    ("back to the future", 1270), ("silence of the lambs", 593), ("jurassic park", 480),
+    ("terminator 2", 589), ("wall-e", 60069), ("walle", 60069), ("e.t.", 1097),
+    ("the dark knight", 58559), ("usual suspects", 50), ("spirited away", 5618),
+    ("leon the professional", 293), ("city of god", 6016), ("life is beautiful", 2324),
+    ("crouching tiger", 3996), ("pans labyrinth", 48394), ("harry potter sorcerer", 4896),
+    ("monsters inc", 4886), ("good will hunting", 1704), ("fabuleux destin", 4973),
+]  # fmt: skip
 HOW_TO_GET = (
     "ml-latest-small not found: set MOVIELENS_SMALL to its folder or .zip, or run "
     "`.venv/bin/python -m seed download ml-latest-small` (checksum-verified, cached)"
@@ -58,6 +75,15 @@ async def _import(path: Path) -> dict[str, Any]:
         release.close()
 
 
+async def _searches() -> dict[str, list[int | None]]:
+    """The MovieLens ids of the first three results of each search, as GET /movies gives."""
+    found = {}
+    for q, _ in SEARCHES:
+        page = await movies.list_movies(query=movies.MovieQuery(q=q), limit=3)
+        found[q] = [movie.external_ids.movielens for movie in page.items]
+    return found
+
+
 async def run(work: Path, path: Path) -> dict[str, Any]:
     port = processes.free_port()
     proc = embedded.start_secantus(
@@ -82,6 +108,7 @@ async def run(work: Path, path: Path) -> dict[str, Any]:
                 "marked": await db.ratings.count_documents({"changed_at": {"$exists": True}}),
                 "intents": await db.summary_intents.count_documents({}),
             },
+            "searches": await _searches(),
             "again": await _import(path),
         }
     finally:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -188,13 +191,23 @@ async def test_cancelled_import_stops_at_a_batch_boundary(odm, tmp_path):
     assert await odm.ratings.count_documents({}) == 0
 
 
-async def test_ml_latest_small_exact_counts_and_idempotent(ml_small_import):
-    proc, work = ml_small_import
+async def _ml_small_result(started: tuple[subprocess.Popen, Path]) -> dict[str, Any]:
+    proc, work = started
     # Started at collection, in its own process and server (tests/seed/ml_small.py).
     returncode = await asyncio.to_thread(proc.wait, 280)
     log = (work / "import.log").read_text(errors="replace")[-3000:]
     assert returncode == 0, log
-    result = json.loads((work / ml_small.RESULT).read_text())
+    return json.loads((work / ml_small.RESULT).read_text())
+
+
+async def test_ml_latest_small_searches_find_the_film_in_the_top_3(ml_small_import):
+    searches = (await _ml_small_result(ml_small_import))["searches"]
+    missed = {q: searches[q] for q, film in ml_small.SEARCHES if film not in searches[q]}
+    assert len(ml_small.SEARCHES) >= 30 and not missed
+
+
+async def test_ml_latest_small_exact_counts_and_idempotent(ml_small_import):
+    result = await _ml_small_result(ml_small_import)
     first, again = ImportReport(**result["first"]), ImportReport(**result["again"])
     assert (first.movies.inserted, first.users.inserted, first.ratings.inserted) == (
         9742,

@@ -91,4 +91,5 @@ async def test_a_kept_record_takes_the_others_ids_and_names(client, db):
     await dedupe(dry_run=False, prior_votes=10)
     doc = await db.movies.find_one({"_id": kept.id})
     assert doc["external_ids"]["imdb"] == "tt0114369" and doc["aliases"] == ["Se7en"]
+    assert doc["search_names"] == ["seven", "se7en"] and "=se7en" in doc["search_terms"]
     assert await db.movies.count_documents({}) == 1
