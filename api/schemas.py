@@ -33,7 +33,7 @@ PAGE_CURSOR = fields.String(
     metadata={
         "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
         "description": "Where the page starts: copied from the previous page's `next`. "
-        "Opaque and signed; one issued for another list or altered is a 400."
+        "Opaque and signed; one issued for another list or altered is a 400.",
     },
 )
 
