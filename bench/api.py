@@ -30,25 +30,34 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from bson import ObjectId
 from pymongo import MongoClient
 
 from core import processes
+from core.search import SearchText
 from core.security import TokenService, generate_keyset
+from core.services.movies import CANDIDATE_FIELDS as SEARCH_CANDIDATE
+from core.services.movies import CANDIDATES
+from core.services.ratings import MOVIE_CARD
 from core.settings import Settings
 from embedded import stack as embedded
 from models import SCORES, RatingStats, utcnow
+from tests.seed.ml_small import SEARCHES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SMALL = ROOT.parent / "shared" / "movielens" / "ml-latest-small"
 API = "/api/v1"
 DB = "bench_api"
 PICK = 200  # movies and users the load spreads over
+DEEP = 5_000  # the item whose page is compared with the first
 
 PATHS_LUA = """
 local paths = {%s}
@@ -285,6 +294,139 @@ async def raw_upserts(
     return done / (time.perf_counter() - started)
 
 
+# ---- the same reads straight through the driver -----------------------------------------------
+
+RawRead = Callable[[Any], Awaitable[Any]]  # one route's queries, given the database
+
+
+async def raw_reads(
+    url: str, reads: dict[str, RawRead], *, seconds: float, concurrency: int
+) -> Load:
+    """The driver's own figures for a route's queries on the same server: each of
+    `concurrency` tasks runs one of `reads` (chosen at random) after another. Like the API
+    process (whose single flight holds even with the cache off), identical reads in flight
+    at once share one run of the queries, so both sides ask the server for the same work."""
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    client: Any = AsyncIOMotorClient(url, tz_aware=True, maxPoolSize=concurrency)
+    db = client[DB]
+    took: list[float] = []
+    flights: dict[str, asyncio.Task[Any]] = {}
+    deadline = time.perf_counter() + seconds
+    rng = random.Random(5)
+    names = sorted(reads)
+
+    def landed(name: str, _: asyncio.Task[Any]) -> None:
+        flights.pop(name, None)
+
+    async def reader() -> None:
+        while time.perf_counter() < deadline:
+            name = rng.choice(names)
+            started = time.perf_counter()
+            flight = flights.get(name)
+            if flight is None:
+                flight = flights[name] = asyncio.ensure_future(reads[name](db))
+                flight.add_done_callback(partial(landed, name))
+            await asyncio.shield(flight)
+            took.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(reader() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    client.close()
+    took.sort()
+    return Load(
+        rps=len(took) / elapsed,
+        p50_ms=took[len(took) // 2] * 1000,
+        p99_ms=took[min(len(took) - 1, int(len(took) * 0.99))] * 1000,
+        errors=0,
+    )
+
+
+def movie_read(movie_id: str) -> RawRead:
+    return lambda db: db.movies.find_one({"_id": ObjectId(movie_id)})
+
+
+def list_read(sort: list[tuple[str, int]], flt: dict[str, Any] | None = None) -> RawRead:
+    return lambda db: db.movies.find(flt or {}).sort(sort).limit(21).to_list(None)
+
+
+def profile_read(user_id: str) -> RawRead:
+    async def read(db: Any) -> None:
+        rows = await (
+            db.ratings.find({"user_id": ObjectId(user_id)})
+            .sort([("rated_at", -1), ("_id", -1)])
+            .limit(21)
+            .to_list(None)
+        )
+        ids = [r["movie_id"] for r in rows[:20]]
+        await db.movies.find({"_id": {"$in": ids}}, MOVIE_CARD).to_list(None)
+
+    return read
+
+
+def search_read(q: str) -> RawRead:
+    """A search's three reads: the exact names, the candidates, the page by _id."""
+    text = SearchText.parse(q)
+    assert text is not None
+
+    async def read(db: Any) -> None:
+        exact = await db.movies.find(text.exact_filter(), SEARCH_CANDIDATE).to_list(None)
+        words = await (
+            db.movies.find(text.index_filter(), SEARCH_CANDIDATE)
+            .sort("rating.count", -1)
+            .limit(CANDIDATES)
+            .to_list(None)
+        )
+        ids = [d["_id"] for d in (exact + words)[:21]]
+        await db.movies.find({"_id": {"$in": ids}}).to_list(None)
+
+    return read
+
+
+def deep_position(db: Any, item: int) -> tuple[int, ObjectId]:
+    """The sort key of the row before `item` in the -votes order."""
+    doc = db.movies.find({}, {"rating.count": 1}).sort([("rating.count", -1), ("_id", 1)])
+    row = doc.skip(item - 1).limit(1).next()
+    return row["rating"]["count"], row["_id"]
+
+
+def deep_read(after: tuple[int, ObjectId]) -> RawRead:
+    """The keyset reads of a page after `after` (core.services.keyset_parts)."""
+    votes, last = after
+
+    async def read(db: Any) -> None:
+        rows = (
+            await db.movies.find({"rating.count": votes, "_id": {"$gt": last}})
+            .sort("_id", 1)
+            .limit(21)
+            .to_list(None)
+        )
+        if len(rows) < 21:
+            await (
+                db.movies.find({"rating.count": {"$lt": votes}})
+                .sort([("rating.count", -1), ("_id", 1)])
+                .limit(21 - len(rows))
+                .to_list(None)
+            )
+
+    return read
+
+
+async def walk_to(base: str, path: str, item: int) -> str:
+    """The path of the page that starts at `item`, followed from page 1 by its cursors."""
+    seen = 0
+    async with aiohttp.ClientSession() as session:
+        while seen < item:
+            async with session.get(base + path) as resp:
+                page = await resp.json()
+            seen += len(page["items"])
+            if page["next"] is None:
+                raise RuntimeError(f"the list ends at {seen} items")
+            path = page["next"]
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__)
     parser.add_argument("--movielens", type=Path, default=DEFAULT_SMALL)
@@ -340,7 +482,7 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     heavy = users[0]
     raters = make_users(db, "bench-", PICK)
     raters_tokens = [stack.tokens.issue(subject=str(u), scopes=["ratings:write"]) for u in raters]
-    trips = {
+    trips: dict[str, float] = {
         "GET movie (hit)": asyncio.run(probe(cached, "GET", f"{API}/movies/{top[0]}"))[1],
         "GET movie (miss)": asyncio.run(probe(uncached, "GET", f"{API}/movies/{top[1]}"))[1],
         "GET list -weighted (miss)": asyncio.run(
@@ -371,6 +513,15 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
             )
         )[1],
     }  # fmt: skip
+
+    # ---- searches and deep pages, on the server without a cache ----
+    search_paths = [f"{API}/movies?{urlencode({'q': q})}&limit=20" for q, _ in SEARCHES]
+    search_calls = [asyncio.run(probe(uncached, "GET", path))[1] for path in search_paths]
+    first_path = f"{API}/movies?sort=-votes&limit=20"
+    print(f"walking to item {DEEP:,} by votes …", file=sys.stderr, flush=True)
+    deep_path = asyncio.run(walk_to(uncached, first_path, DEEP))
+    trips["GET search (miss), mean"] = sum(search_calls) / len(search_calls)
+    trips[f"GET page at {DEEP:,} -votes (miss)"] = asyncio.run(probe(uncached, "GET", deep_path))[1]
 
     # ---- burst: 1,000 ratings on one movie from 1,000 users ----
     print(f"burst of {args.burst} ratings …", file=sys.stderr, flush=True)
@@ -461,6 +612,27 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     rows.append(("GET movie, cold (no cache)", load(uncached, movie_lua)))
     rows.append(("GET list -weighted, cold", load(uncached, list_lua)))
     rows.append(("GET profile 20, cold", load(uncached, profile_lua)))
+    rows.append(("GET search, cold", load(uncached, lua_paths(work, "search", search_paths))))
+    rows.append(("GET page 1 -votes, cold", load(uncached, lua_paths(work, "p1", [first_path]))))
+    rows.append(
+        (f"GET page at {DEEP:,} -votes, cold", load(uncached, lua_paths(work, "deep", [deep_path])))
+    )
+    print("the same reads through the driver …", file=sys.stderr, flush=True)
+    deep_after = deep_position(db, DEEP)
+    raw_rows = {
+        "GET movie, cold (no cache)": {m: movie_read(m) for m in top},
+        "GET list -weighted, cold": {"": list_read([("rating.weighted", -1), ("_id", 1)])},
+        "GET profile 20, cold": {u: profile_read(u) for u in users},
+        "GET search, cold": {q: search_read(q) for q, _ in SEARCHES},
+        "GET page 1 -votes, cold": {"": list_read([("rating.count", -1), ("_id", 1)])},
+        f"GET page at {DEEP:,} -votes, cold": {"": deep_read(deep_after)},
+    }
+    raw = {
+        label: asyncio.run(
+            raw_reads(stack.mongodb_url, reads, seconds=args.duration, concurrency=args.connections)
+        )
+        for label, reads in raw_rows.items()
+    }
     rows.append(("PUT rating, mixed", load(cached, put_script)))
     raw_writes = asyncio.run(
         raw_upserts(
@@ -492,9 +664,29 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     print(f"PUT rating against raw update_one upserts on the same server ({raw_writes:,.0f}/s, "
           f"same concurrency): {put / raw_writes:.2f}")  # fmt: skip
     print()
+    print("Cold reads next to the driver running the same queries alone on the same server, "
+          "same concurrency (x driver: the API's share of the cost; 1.00 is none)")  # fmt: skip
+    print(f"{'route':<32}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'driver/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x driver':>10}")  # fmt: skip
+    measured = dict(rows)
+    for label, driver in raw.items():
+        api_load = measured[label]
+        print(
+            f"{label:<32}{api_load.rps:>10,.0f}{api_load.p50_ms:>9.2f}{api_load.p99_ms:>9.2f}"
+            f"{driver.rps:>10,.0f}{driver.p50_ms:>9.2f}{driver.p99_ms:>9.2f}"
+            f"{api_load.rps / driver.rps:>10.2f}"
+        )
+    first, deep = (
+        measured["GET page 1 -votes, cold"],
+        measured[f"GET page at {DEEP:,} -votes, cold"],
+    )
+    p50_ratio, rps_ratio = deep.p50_ms / first.p50_ms, first.rps / deep.rps
+    print(f"page at item {DEEP:,} by votes against page 1, cold: p50 {p50_ratio:.2f}x, "
+          f"requests/s {rps_ratio:.2f}x slower")  # fmt: skip
+    print()
     print(f"{'MongoDB commands per request':<34}{'count':>6}")
     for label, count in trips.items():
-        print(f"{label:<34}{count:>6}")
+        print(f"{label:<34}{count:>6.3g}")
     print()
     took = f"{exact_at - finished:.2f} s after the last response" if exact_at else "NOT EXACT"
     print(f"burst: {len(scores):,} ratings on one movie in {finished - started:.2f} s; "

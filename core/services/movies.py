@@ -40,7 +40,7 @@ RELEVANCE = "relevance"  # the order of a search when no sort is asked for
 CANDIDATES = 1_000  # the most rated movies holding a query's longest word that one search ranks
 RELEVANCE_SORT: Sort = [("rank", ASC), ("_id", ASC)]
 # What a search reads of each candidate: its names to rank it, and every sort key.
-_CANDIDATE = {
+CANDIDATE_FIELDS = {
     "search_names": 1, "title_key": 1, "year": 1, "rating.count": 1, "rating.mean": 1,
     "rating.weighted": 1,
 }  # fmt: skip
@@ -116,9 +116,9 @@ async def _matches(text: SearchText, *, flt: dict[str, Any]) -> list[dict[str, A
     and the `CANDIDATES` most rated holding its longest word, kept when they hold every
     word (`SearchText.tier`). Both reads are index ranges of `search_terms`."""
     collection = Movie.get_motor_collection()
-    exact = collection.find({**flt, **text.exact_filter()}, _CANDIDATE).limit(CANDIDATES)
+    exact = collection.find({**flt, **text.exact_filter()}, CANDIDATE_FIELDS).limit(CANDIDATES)
     words = (
-        collection.find({**flt, **text.index_filter()}, _CANDIDATE)
+        collection.find({**flt, **text.index_filter()}, CANDIDATE_FIELDS)
         .sort("rating.count", DESC)
         .limit(CANDIDATES)
     )

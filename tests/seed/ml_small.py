@@ -97,6 +97,7 @@ async def run(work: Path, path: Path) -> dict[str, Any]:
         await init_beanie(database=db, document_models=DOCUMENT_MODELS)
         first = await _import(path)
         toy = await db.movies.find_one({"external_ids.movielens": 1})
+        assert toy is not None, "Toy Story (MovieLens id 1) was not imported"
         counts = {
             name: await db[name].count_documents({}) for name in ("movies", "users", "ratings")
         }
