@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 85
 
-.PHONY: lock run test contract lint typecheck check clean bench bench-import bench-embedded chaos
+.PHONY: lock run test contract lint typecheck check clean bench bench-import bench-embedded chaos eval-recs
 
 # Installs come from the hash-pinned lock (requirements/dev.lock), never from the ranges in
 # pyproject.toml; the project itself goes in editable and adds nothing.
@@ -67,6 +67,10 @@ bench-import: $(STAMP)
 	$(BIN)/python -m bench.imports $(BENCH_ARGS)
 
 # wrk is the load generator (Debian's package); installed here when missing and possible.
+# Offline evaluation of the recommendations on ml-latest-small (or EVAL_ARGS=PATH).
+eval-recs: $(STAMP)
+	$(BIN)/python -m bench.recs $(EVAL_ARGS)
+
 bench: $(STAMP)
 	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || \
 		{ echo "make bench needs wrk: apt-get install wrk" >&2; exit 2; }

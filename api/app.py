@@ -13,7 +13,19 @@ from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
 from aiohttp_apigami.constants import APISPEC_PARSER
 from redis.asyncio import Redis
 
-from api.appkeys import CACHE, CURSORS, LIMITER, MONGO, NEAR, OIDC, QUEUE, REDIS, SETTINGS, TOKENS
+from api.appkeys import (
+    CACHE,
+    CURSORS,
+    LIMITER,
+    MONGO,
+    NEAR,
+    OIDC,
+    QUEUE,
+    RECOMMENDER,
+    REDIS,
+    SETTINGS,
+    TOKENS,
+)
 from api.middlewares import (
     DecodedBodyParser,
     auth_middleware,
@@ -40,6 +52,7 @@ from core.security import (
     load_keyset,
     use_password_cost,
 )
+from core.services.recommendations import ModelStore
 from core.settings import Settings
 
 SCOPE_DESCRIPTIONS = {
@@ -171,6 +184,8 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
+    # Loads the newest model at the first read that needs it.
+    app[RECOMMENDER] = ModelStore(check_every=settings.recommender_check)
     use_password_cost(settings.password_cost)
     app.cleanup_ctx.extend([mongo_ctx, redis_ctx, cache_ctx, queue_ctx, http_ctx, tokens_ctx])
     setup_routes(app)

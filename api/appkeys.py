@@ -12,6 +12,7 @@ from core.cache import Cache
 from core.oidc import OIDCClient
 from core.queue import TaskQueue
 from core.security import PageCursors, TokenService
+from core.services.recommendations import ModelStore
 from core.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -24,4 +25,5 @@ LIMITER = web.AppKey("limiter", RateLimiter)
 QUEUE = web.AppKey("queue", TaskQueue)
 TOKENS = web.AppKey("tokens", TokenService)
 CURSORS = web.AppKey("cursors", PageCursors)
+RECOMMENDER = web.AppKey("recommender", ModelStore)
 OIDC = web.AppKey("oidc", OIDCClient)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.handlers import auth, health, imports, movies, oidc, problems, ratings, users
+from api.handlers import (
+    auth,
+    health,
+    imports,
+    movies,
+    oidc,
+    problems,
+    ratings,
+    recommendations,
+    users,
+)
 
 API = "/api/v1"
 
@@ -30,6 +40,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(f"{API}/users/me", users.get_me, name="me")
     r.add_patch(f"{API}/users/me", users.update_me)
     r.add_get(f"{API}/users/me/ratings", ratings.my_ratings, name="my_ratings")
+    r.add_get(f"{API}/users/me/recommendations", recommendations.my_recommendations)
     r.add_get(f"{API}/users/{{user_id}}", users.get_user, name="user")
     r.add_get(f"{API}/users/{{user_id}}/ratings", ratings.user_ratings, name="user_ratings")
 
@@ -42,6 +53,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(
         f"{API}/movies/{{movie_id}}/ratings", ratings.list_movie_ratings, name="movie_ratings"
     )
+    r.add_get(f"{API}/movies/{{movie_id}}/similar", recommendations.similar_movies)
     r.add_put(f"{API}/movies/{{movie_id}}/rating", ratings.put_rating, name="my_rating")
     r.add_get(f"{API}/movies/{{movie_id}}/rating", ratings.get_rating)
     r.add_delete(f"{API}/movies/{{movie_id}}/rating", ratings.delete_rating)

@@ -364,6 +364,54 @@ class ProfileQuery(PageQuery):
     sort = fields.String(load_default="recent", validate=validate.OneOf(["recent", "score"]))
 
 
+# ---- recommendations --------------------------------------------------------------------
+
+
+class SuggestionSchema(Schema):
+    movie = fields.Nested(MovieCardSchema)
+    score = fields.Float(
+        metadata={"description": "Cosine of the two movies, or the predicted preference"}
+    )
+    reason = fields.String(allow_none=True, metadata={"example": "because you rated Heat 4.5"})
+
+
+class RecommenderModelSchema(Schema):
+    version = fields.Integer()
+    trained_at = fields.DateTime()
+
+
+class SimilarSchema(Schema):
+    items = fields.List(fields.Nested(SuggestionSchema))
+    model = fields.Nested(
+        RecommenderModelSchema,
+        allow_none=True,
+        metadata={"description": "The trained model that answered; null before the first"},
+    )
+
+
+class RecommendationsSchema(SimilarSchema):
+    strategy = fields.String(
+        validate=validate.OneOf(["collaborative", "top-rated"]),
+        metadata={
+            "description": "collaborative: from the model and your likes (4.0 or more); "
+            "top-rated: by weighted score, while you like fewer than 3 movies it knows"
+        },
+    )
+
+
+class SimilarQuery(Schema):
+    limit = fields.Integer(load_default=10, validate=validate.Range(1, 50))
+
+
+class RecommendationsQuery(Schema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(1, 50))
+    genre = fields.String(
+        validate=validate.Length(1, 40), metadata={"description": "In any case: comedy, Comedy"}
+    )
+    year_min = fields.Integer(validate=validate.Range(1870, 2100))
+    year_max = fields.Integer(validate=validate.Range(1870, 2100))
+
+
 # ---- health -----------------------------------------------------------------------------
 
 

@@ -160,6 +160,11 @@ class Cache:
         digest = hashlib.blake2b(orjson.dumps(query, option=orjson.OPT_SORT_KEYS), digest_size=10)
         return CacheKey(f"{self._prefix}v:movies", f"{self._prefix}c:movies:{digest.hexdigest()}")
 
+    def similar(self, movie_id: Any, model_version: int, limit: int) -> CacheKey:
+        # Follows its movie's version (changed, deleted); a new model is a new entry.
+        data = f"{self._prefix}c:similar:{movie_id}:{model_version}:{limit}"
+        return CacheKey(f"{self._prefix}v:movie:{movie_id}", data)
+
     def genres(self) -> CacheKey:
         # Its own version: only movie creations, changes and deletions move genre counts.
         return CacheKey(f"{self._prefix}v:genres", f"{self._prefix}c:genres")

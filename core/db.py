@@ -88,6 +88,30 @@ def unavailable(exc: PyMongoError) -> bool:
     return isinstance(exc, ConnectionFailure) or exc.timeout
 
 
+def _credentials(settings: Settings) -> dict[str, Any]:
+    # Credentials given apart from the URL need no URL escaping (docker-compose passes them).
+    if settings.mongodb_username is None or settings.mongodb_password is None:
+        return {}
+    return {
+        "username": settings.mongodb_username,
+        "password": settings.mongodb_password.get_secret_value(),
+    }
+
+
+def blocking_client(settings: Settings, *, op_budget: float) -> pymongo.MongoClient:
+    """A synchronous client, for the libraries that read into arrays (pymongoarrow) in a
+    worker thread; the motor client stays the one every query of the services goes through."""
+    return pymongo.MongoClient(
+        settings.mongodb_url,
+        **_credentials(settings),
+        tz_aware=True,
+        timeoutMS=int(op_budget * 1000),
+        serverSelectionTimeoutMS=2000,
+        connectTimeoutMS=2000,
+        appname="movie-ratings-arrays",
+    )
+
+
 async def connect(settings: Settings, *, op_budget: float | None = None) -> AsyncIOMotorClient:
     """A motor client bound to the running loop, with every document model initialised.
 
@@ -98,16 +122,9 @@ async def connect(settings: Settings, *, op_budget: float | None = None) -> Asyn
     if not settings.mongodb_url:
         raise RuntimeError("MONGODB_URL is not set (use `make run` for the embedded default)")
     budget = op_budget if op_budget is not None else settings.mongodb_timeout
-    # Credentials given apart from the URL need no URL escaping (docker-compose passes them).
-    credentials: dict[str, Any] = {}
-    if settings.mongodb_username is not None and settings.mongodb_password is not None:
-        credentials = {
-            "username": settings.mongodb_username,
-            "password": settings.mongodb_password.get_secret_value(),
-        }
     client: AsyncIOMotorClient = AsyncIOMotorClient(
         settings.mongodb_url,
-        **credentials,
+        **_credentials(settings),
         tz_aware=True,
         timeoutMS=int(budget * 1000),
         serverSelectionTimeoutMS=int(min(budget, 2.0) * 1000),

@@ -24,6 +24,7 @@ REFRESH_WEIGHTED = "ratings.refresh_weighted"
 RUN_IMPORT = "imports.run"
 REQUEUE_STALE_IMPORTS = "imports.requeue_stale"
 INDEX_TITLES = "movies.index_titles"
+TRAIN_RECOMMENDER = "recommender.train"
 
 # Set from the moment a drain is queued until it starts: writes meanwhile need no task of
 # their own, the queued drain will read their stamps. Only an optimisation: the intents are in

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     rating_prior_votes: float = Field(10.0, ge=0)
     aggregation_delay: float = Field(0.25, ge=0, le=10)
     weighted_refresh_interval: float = Field(60.0, ge=1)
+    # Beat retrains the recommendation model this often (and every finished import does);
+    # between trainings each person's list still follows their new ratings at once.
+    recommender_interval: float = Field(3600.0, ge=10)
+    # How often an API process looks for a newer model (one small query).
+    recommender_check: float = Field(10.0, ge=0, le=3600)
     # The global mean C is republished (and every weighted score rewritten, in small
     # batches) only when it moved more than this many stars; weighted scores use the
     # published C, so they stay exact with respect to it.

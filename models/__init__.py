@@ -7,6 +7,7 @@ from models.identity import Identity
 from models.import_job import FINISHED, ImportJob, ImportReport
 from models.movie import ExternalIds, GlobalRatingStats, Movie, RatingSummary, title_key
 from models.rating import Rating
+from models.recommender import RecommenderChunk, RecommenderModel
 from models.token import RefreshToken, RevokedFamily
 from models.user import User
 
@@ -22,6 +23,8 @@ DOCUMENT_MODELS: list[type] = [
     DrainMark,
     ApiClient,
     Identity,
+    RecommenderModel,
+    RecommenderChunk,
 ]
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "Rating",
     "RatingStats",
     "RatingSummary",
+    "RecommenderChunk",
+    "RecommenderModel",
     "RefreshToken",
     "RevokedFamily",
     "SummaryIntent",

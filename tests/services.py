@@ -72,6 +72,7 @@ def start_services(tmp: Path) -> TestServices:
         data_dir=tmp,
         token_signing_keys=json.dumps(generate_keyset().as_dict(private=True)),
         aggregation_delay=0.05,
+        recommender_check=0,  # a model the worker just published is read at once
         celery_queue=f"test-{run_id}",
         import_root=tmp / "imports",
         import_stale_after=3.0,

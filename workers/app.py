@@ -12,6 +12,7 @@ from core.queue import (
     INDEX_TITLES,
     REFRESH_WEIGHTED,
     REQUEUE_STALE_IMPORTS,
+    TRAIN_RECOMMENDER,
     celery_config,
 )
 from core.settings import Settings
@@ -32,6 +33,10 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
         # The intents are the record; this is what finds them when no write queues a drain
         # (broker was down, a worker died holding one, a crash came before the enqueue).
         "drain-summaries": {"task": DRAIN_SUMMARIES, "schedule": settings.drain_interval},
+        "train-recommender": {
+            "task": TRAIN_RECOMMENDER,
+            "schedule": settings.recommender_interval,
+        },
     }
 
 
@@ -40,6 +45,7 @@ def _drain_on_start(sender: Any = None, **kwargs: Any) -> None:
     # A worker that starts (after a crash, an outage, a deploy) drains what was left at once.
     app.send_task(DRAIN_SUMMARIES)
     app.send_task(INDEX_TITLES)  # movies stored before title search was added
+    app.send_task(TRAIN_RECOMMENDER, kwargs={"only_if_missing": True})
 
 
 @signals.setup_logging.connect

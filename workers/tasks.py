@@ -10,14 +10,16 @@ from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 from redis.exceptions import LockError, RedisError
 
+from core.db import blocking_client
 from core.queue import (
     DRAIN_SUMMARIES,
     INDEX_TITLES,
     REFRESH_WEIGHTED,
     REQUEUE_STALE_IMPORTS,
     RUN_IMPORT,
+    TRAIN_RECOMMENDER,
 )
-from core.services import aggregation, imports, movies
+from core.services import aggregation, imports, movies, recommendations
 from seed.movielens import open_job_release
 from workers.app import app
 from workers.runtime import run, start_runtime
@@ -143,6 +145,27 @@ def run_import(self: Any, job_id: str) -> None:
         # heartbeat would have gone stale.
         raise self.retry(exc=exc, countdown=rt.settings.import_stale_after, max_retries=20) from exc
     log.info("import job ended", extra={"job": job_id, "status": status})
+    if status == "succeeded":
+        app.send_task(TRAIN_RECOMMENDER)  # the new ratings should shape the suggestions
+
+
+@app.task(name=TRAIN_RECOMMENDER, **RETRY)
+def train_recommender(self: Any, only_if_missing: bool = False) -> None:
+    """Train the recommendation model from every like and publish it as the next version
+    (beat, a finished import, a worker's start when there is none yet)."""
+    rt = start_runtime()
+    if only_if_missing and run(recommendations.has_model()):
+        return
+    client = blocking_client(rt.settings, op_budget=rt.settings.mongodb_worker_timeout)
+    try:
+        model = run(recommendations.train(ratings=client[rt.settings.mongodb_db].ratings))
+    finally:
+        client.close()
+    if model is not None:
+        log.info(
+            "recommender trained",
+            extra={"version": model.version, "likes": model.likes, "seconds": model.seconds},
+        )
 
 
 @app.task(name=REQUEUE_STALE_IMPORTS, **RETRY)

@@ -1,0 +1,43 @@
+"""Trained recommendation models: each version's item order and figures, and its factors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from beanie import Document, PydanticObjectId
+from pydantic import Field
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from models.common import utcnow
+
+
+class RecommenderModel(Document):
+    """One trained model. `ready` is set once every chunk of its factors is stored: readers
+    take the newest ready version, so a training that dies midway is never read."""
+
+    version: int
+    items: list[PydanticObjectId]  # the movie of each factor row
+    factors: int
+    likes: int  # the ratings of 4.0 or more it learnt from
+    users: int
+    seconds: float  # reading plus training
+    ready: bool = False
+    trained_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "recommender_models"
+        indexes = [IndexModel([("version", DESCENDING)], name="newest", unique=True)]
+
+
+class RecommenderChunk(Document):
+    """A slice of a model's item factors (float32, row-major), under the document size limit."""
+
+    version: int
+    n: int
+    data: bytes
+
+    class Settings:
+        name = "recommender_chunks"
+        indexes = [
+            IndexModel([("version", ASCENDING), ("n", ASCENDING)], name="in_order", unique=True)
+        ]
