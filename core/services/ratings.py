@@ -167,7 +167,9 @@ async def delete_rating(
 
 
 async def _find(flt: dict[str, Any], sort: Sort, skip: int, limit: int) -> list[Rating]:
-    return await Rating.find(flt).sort(sort).skip(skip).limit(limit).to_list()
+    """Ratings read with the driver, not Beanie: see core.services.movies._find."""
+    cursor = Rating.get_motor_collection().find(flt, sort=sort, skip=skip, limit=limit)
+    return [Rating.model_validate(doc) async for doc in cursor]
 
 
 def _position(sort: Sort) -> Callable[[Rating], Position]:
