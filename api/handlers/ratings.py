@@ -115,7 +115,8 @@ async def list_movie_ratings(request: web.Request) -> web.Response:
         offset=query["offset"],
         limit=query["limit"],
     )
-    body = {"items": _ratings.dump(page.items), "next": next_url(request, page.after)}
+    items = _ratings.dump([rating.model_dump() for rating in page.items])
+    body = {"items": items, "next": next_url(request, page.after)}
     return cached_json(request, body, cache_control=PUBLIC)
 
 
