@@ -7,6 +7,7 @@ client cannot set ids, roles, hashes or aggregates.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from bson import ObjectId
@@ -252,6 +253,34 @@ class MoviePublicSchema(Schema):
     genres = fields.List(fields.String())
     external_ids = fields.Nested(ExternalIdsSchema)
     rating = fields.Nested(RatingSummarySchema)
+
+
+_HISTOGRAM_KEYS = tuple(f"{s:.1f}" for s in SCORES)
+_EXTERNAL_IDS = tuple(ExternalIdsSchema._declared_fields)
+_NO_VOTES = (0,) * len(SCORES)
+
+
+def movie_body(movie: Mapping[str, Any]) -> dict[str, Any]:
+    """What `MoviePublicSchema().dump(Movie(**movie).model_dump())` gives, shaped directly from
+    a Movie's dump or its stored fields: marshmallow costs 60 µs a movie, a quarter of a cold
+    GET /movies/{id}. Absent fields take the model's defaults."""
+    rating, external_ids = movie.get("rating") or {}, movie.get("external_ids") or {}
+    updated_at, histogram = rating.get("updated_at"), rating.get("histogram", _NO_VOTES)
+    return {
+        "id": str(movie["id"]),
+        "title": movie["title"],
+        "aliases": list(movie.get("aliases", ())),
+        "year": movie.get("year"),
+        "genres": list(movie.get("genres", ())),
+        "external_ids": {name: external_ids.get(name) for name in _EXTERNAL_IDS},
+        "rating": {
+            "count": rating.get("count", 0),
+            "mean": rating.get("mean"),
+            "histogram": dict(zip(_HISTOGRAM_KEYS, histogram, strict=True)),
+            "weighted": rating.get("weighted"),
+            "updated_at": None if updated_at is None else updated_at.isoformat(),
+        },
+    }
 
 
 class GenreSchema(Schema):

@@ -8,6 +8,9 @@ is a miss), imports ml-latest-small, then measures in one run:
   return bodies of the same sizes on the same paths under the same wrk script (the ceiling
   for this machine, loop, HTTP stack and load generator), and next to one bare URL loaded
   without a script (the classic, higher ceiling);
+- each cold read route (the server without the cache) next to the driver alone sending the
+  queries that route needs, run right after it on the same server with the same
+  concurrency: the ratio is the API's own share of the cost;
 - MongoDB commands per request (the API's own CommandListener, read from X-DB-Calls) and
   the cache hit ratio during the cached runs;
 - a burst of 1,000 ratings on one movie from 1,000 users: how many drains recomputed that
@@ -609,30 +612,39 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     near_hits = stats.get("near_hits", 0) - redis_stats_before.get("near_hits", 0)
     hits = stats.get("hits", 0) - redis_stats_before.get("hits", 0)
     misses = stats.get("misses", 0) - redis_stats_before.get("misses", 0)
-    rows.append(("GET movie, cold (no cache)", load(uncached, movie_lua)))
-    rows.append(("GET list -weighted, cold", load(uncached, list_lua)))
-    rows.append(("GET profile 20, cold", load(uncached, profile_lua)))
-    rows.append(("GET search, cold", load(uncached, lua_paths(work, "search", search_paths))))
-    rows.append(("GET page 1 -votes, cold", load(uncached, lua_paths(work, "p1", [first_path]))))
-    rows.append(
-        (f"GET page at {DEEP:,} -votes, cold", load(uncached, lua_paths(work, "deep", [deep_path])))
-    )
-    print("the same reads through the driver …", file=sys.stderr, flush=True)
+    # Each cold route runs right before the driver runs its queries alone, so both sides
+    # of a ratio meet the same machine (2 shared cores: load minutes apart is not comparable).
     deep_after = deep_position(db, DEEP)
-    raw_rows = {
-        "GET movie, cold (no cache)": {m: movie_read(m) for m in top},
-        "GET list -weighted, cold": {"": list_read([("rating.weighted", -1), ("_id", 1)])},
-        "GET profile 20, cold": {u: profile_read(u) for u in users},
-        "GET search, cold": {q: search_read(q) for q, _ in SEARCHES},
-        "GET page 1 -votes, cold": {"": list_read([("rating.count", -1), ("_id", 1)])},
-        f"GET page at {DEEP:,} -votes, cold": {"": deep_read(deep_after)},
-    }
-    raw = {
-        label: asyncio.run(
+    cold_routes = [
+        ("GET movie, cold (no cache)", movie_lua, {m: movie_read(m) for m in top}),
+        (
+            "GET list -weighted, cold",
+            list_lua,
+            {"": list_read([("rating.weighted", -1), ("_id", 1)])},
+        ),
+        ("GET profile 20, cold", profile_lua, {u: profile_read(u) for u in users}),
+        (
+            "GET search, cold",
+            lua_paths(work, "search", search_paths),
+            {q: search_read(q) for q, _ in SEARCHES},
+        ),
+        (
+            "GET page 1 -votes, cold",
+            lua_paths(work, "p1", [first_path]),
+            {"": list_read([("rating.count", -1), ("_id", 1)])},
+        ),
+        (
+            f"GET page at {DEEP:,} -votes, cold",
+            lua_paths(work, "deep", [deep_path]),
+            {"": deep_read(deep_after)},
+        ),
+    ]
+    raw: dict[str, Load] = {}
+    for label, script, reads in cold_routes:
+        rows.append((label, load(uncached, script)))
+        raw[label] = asyncio.run(
             raw_reads(stack.mongodb_url, reads, seconds=args.duration, concurrency=args.connections)
         )
-        for label, reads in raw_rows.items()
-    }
     rows.append(("PUT rating, mixed", load(cached, put_script)))
     raw_writes = asyncio.run(
         raw_upserts(

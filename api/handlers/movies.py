@@ -27,14 +27,10 @@ from api.schemas import (
     MoviePageSchema,
     MoviePublicSchema,
     MovieUpdateSchema,
+    movie_body,
 )
 from core.errors import Conflict
 from core.services import movies as movie_service
-
-# Movies are dumped from model_dump() dicts: marshmallow reading a Beanie document's
-# attributes goes through its lazy-parsing hooks, 3x slower (101 against 33 µs a movie).
-_movie = MoviePublicSchema()
-_movies = MoviePublicSchema(many=True)
 
 
 @docs(tags=["movies"], summary="List, search, filter and sort movies", responses=errors(400, 422))
@@ -55,7 +51,7 @@ async def list_movies(request: web.Request) -> web.Response:
             limit=limit,
             cache=request.app[CACHE],
         )
-        items = _movies.dump([movie.model_dump() for movie in page.items])
+        items = [movie_body(movie.model_dump()) for movie in page.items]
         return {"items": items, "next": next_url(request, page.after)}
 
     key = request.app[CACHE].movie_list(
@@ -121,9 +117,7 @@ async def create_movie(request: web.Request) -> web.Response:
             cache=request.app[CACHE],
         )
     location = str(request.app.router["movie"].url_for(movie_id=str(movie.id)))
-    return json_response(
-        _movie.dump(movie.model_dump()), status=201, headers={"Location": location}
-    )
+    return json_response(movie_body(movie.model_dump()), status=201, headers={"Location": location})
 
 
 @docs(tags=["movies"], summary="A movie with its rating summary", responses=errors(404, 422))
@@ -134,7 +128,7 @@ async def get_movie(request: web.Request) -> web.Response:
     movie_id = request["match_info"]["movie_id"]
 
     async def load() -> dict:
-        return _movie.dump((await movie_service.get_movie(movie_id=movie_id)).model_dump())
+        return movie_body(await movie_service.movie_view(movie_id=movie_id))
 
     return await cached_read(
         request, request.app[CACHE].movie(movie_id), load, cache_control=PUBLIC
@@ -154,7 +148,7 @@ async def update_movie(request: web.Request) -> web.Response:
             changes=request["json"],
             cache=request.app[CACHE],
         )
-    return json_response(_movie.dump(movie.model_dump()))
+    return json_response(movie_body(movie.model_dump()))
 
 
 @docs(
