@@ -10,7 +10,7 @@ is a miss), imports ml-latest-small, then measures in one run:
   without a script (the classic, higher ceiling);
 - each cold read route (the server without the cache) next to the driver alone sending the
   queries that route needs, run right after it on the same server with the same
-  concurrency: the ratio is the API's own share of the cost;
+  concurrency, twice in alternation: the ratio is the API's own share of the cost;
 - MongoDB commands per request (the API's own CommandListener, read from X-DB-Calls) and
   the cache hit ratio during the cached runs;
 - a burst of 1,000 ratings on one movie from 1,000 users: how many drains recomputed that
@@ -60,6 +60,7 @@ DEFAULT_SMALL = ROOT.parent / "shared" / "movielens" / "ml-latest-small"
 API = "/api/v1"
 DB = "bench_api"
 PICK = 200  # movies and users the load spreads over
+COLD_PAIRS = 2  # alternating API and driver runs per cold route, averaged (one pair: 0.75-0.98)
 DEEP = 5_000  # the item whose page is compared with the first
 
 PATHS_LUA = """
@@ -89,6 +90,16 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+
+
+def mean_load(runs: list[Load]) -> Load:
+    """Several runs of one load as one: each figure's mean, errors summed."""
+    return Load(
+        rps=sum(r.rps for r in runs) / len(runs),
+        p50_ms=sum(r.p50_ms for r in runs) / len(runs),
+        p99_ms=sum(r.p99_ms for r in runs) / len(runs),
+        errors=sum(r.errors for r in runs),
+    )
 
 
 def _ms(value: str) -> float:
@@ -641,10 +652,21 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     ]
     raw: dict[str, Load] = {}
     for label, script, reads in cold_routes:
-        rows.append((label, load(uncached, script)))
-        raw[label] = asyncio.run(
-            raw_reads(stack.mongodb_url, reads, seconds=args.duration, concurrency=args.connections)
-        )
+        api_runs, driver_runs = [], []
+        for _ in range(COLD_PAIRS):
+            api_runs.append(load(uncached, script))
+            driver_runs.append(
+                asyncio.run(
+                    raw_reads(
+                        stack.mongodb_url,
+                        reads,
+                        seconds=args.duration,
+                        concurrency=args.connections,
+                    )
+                )
+            )
+        rows.append((label, mean_load(api_runs)))
+        raw[label] = mean_load(driver_runs)
     rows.append(("PUT rating, mixed", load(cached, put_script)))
     raw_writes = asyncio.run(
         raw_upserts(
@@ -677,7 +699,8 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
           f"same concurrency): {put / raw_writes:.2f}")  # fmt: skip
     print()
     print("Cold reads next to the driver running the same queries alone on the same server, "
-          "same concurrency (x driver: the API's share of the cost; 1.00 is none)")  # fmt: skip
+          f"same concurrency, mean of {COLD_PAIRS} alternating pairs "
+          "(x driver: the API's share of the cost; 1.00 is none)")  # fmt: skip
     print(f"{'route':<32}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'driver/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x driver':>10}")  # fmt: skip
     measured = dict(rows)
