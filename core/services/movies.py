@@ -12,6 +12,7 @@ from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from core.cache import Cache
+from core.db import BatchedFinds
 from core.errors import Conflict, NotFound
 from core.queue import TaskQueue
 from core.search import SearchText, search_fields, title_fields
@@ -36,6 +37,8 @@ SORTS: dict[str, list[tuple[str, SortDirection]]] = {
 
 # Fields that may hold no value (no year; no summary yet): their rows sort below numbers.
 NULLABLE = {"year", "rating.mean", "rating.weighted"}
+# One read per event-loop turn for every movie shown by id (GET /movies/{id} misses).
+_movies_by_id = BatchedFinds(Movie.get_motor_collection)
 RELEVANCE = "relevance"  # the order of a search when no sort is asked for
 CANDIDATES = 1_000  # the most rated movies holding a query's longest word that one search ranks
 RELEVANCE_SORT: Sort = [("rank", ASC), ("_id", ASC)]
@@ -223,8 +226,9 @@ async def get_movie(*, movie_id: PydanticObjectId) -> Movie:
 
 async def movie_view(*, movie_id: PydanticObjectId) -> dict[str, Any]:
     """One movie's stored fields as a plain mapping (its id under "id") for a read that only
-    shows it, or NotFound: building a Movie costs a fifth of a cold GET /movies/{id}."""
-    doc = await Movie.get_motor_collection().find_one({"_id": movie_id})
+    shows it, or NotFound: building a Movie costs a fifth of a cold GET /movies/{id}.
+    Concurrent calls share one find (core.db.BatchedFinds)."""
+    doc = await _movies_by_id.find(movie_id)
     if doc is None:
         raise NotFound("No movie with that id.")
     doc["id"] = doc.pop("_id")

@@ -6,6 +6,7 @@ recorded find / findAndModify / aggregate is run through `explain` on the same s
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from beanie import init_beanie
@@ -99,6 +100,8 @@ async def test_hot_queries_use_indexes(settings, db):
         for q in ("film 12", "fil", "Film 7"):
             await movies.list_movies(query=movies.MovieQuery(q=q), limit=5)
             await movies.list_movies(query=movies.MovieQuery(q=q, sort="-votes"), limit=5)
+        await movies.movie_view(movie_id=movie.id)  # alone in its turn: {_id: …}
+        await asyncio.gather(*(movies.movie_view(movie_id=m.id) for m in stored_movies[:30]))
         await aggregation.recompute_movies([movie.id], prior_votes=10)
         await aggregation.recompute_users([user.id])
         await aggregation.drain_once(prior_votes=10, batch=500)
