@@ -10,7 +10,8 @@ is a miss), imports ml-latest-small, then measures in one run:
   without a script (the classic, higher ceiling);
 - each cold read route (the server without the cache) next to the driver alone sending the
   queries that route needs, run right after it on the same server with the same
-  concurrency, twice in alternation: the ratio is the API's own share of the cost;
+  concurrency, twice in alternation: the ratio is the API's own share of the cost, and the
+  server's find commands per request on each side say what the API's batching saves;
 - MongoDB commands per request (the API's own CommandListener, read from X-DB-Calls) and
   the cache hit ratio during the cached runs;
 - a burst of 1,000 ratings on one movie from 1,000 users: how many drains recomputed that
@@ -90,16 +91,33 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int
+    finds: float = 0.0  # find commands the server ran per request (its opcounters)
 
 
 def mean_load(runs: list[Load]) -> Load:
-    """Several runs of one load as one: each figure's mean, errors summed."""
+    """Several runs of one load as one: each figure's mean, counts summed."""
     return Load(
         rps=sum(r.rps for r in runs) / len(runs),
         p50_ms=sum(r.p50_ms for r in runs) / len(runs),
         p99_ms=sum(r.p99_ms for r in runs) / len(runs),
         errors=sum(r.errors for r in runs),
+        requests=sum(r.requests for r in runs),
+        finds=sum(r.finds * r.requests for r in runs) / max(1, sum(r.requests for r in runs)),
     )
+
+
+def counting_finds(client: MongoClient, run: Callable[[], Load]) -> Load:
+    """`run`, with the find commands the server ran meanwhile per request (serverStatus)."""
+
+    def finds() -> int:
+        counters = client.admin.command("serverStatus")["opcounters"]
+        return int(counters["query"]) + int(counters["getmore"])
+
+    before = finds()
+    result = run()
+    result.finds = (finds() - before) / max(1, result.requests)
+    return result
 
 
 def _ms(value: str) -> float:
@@ -125,6 +143,7 @@ def wrk(url: str, *, script: Path | None, duration: int, connections: int) -> Lo
         p50_ms=_ms(latency["50"]),
         p99_ms=_ms(latency["99"]),
         errors=int(errors.group(1)) if errors else 0,
+        requests=int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
     )
 
 
@@ -354,6 +373,7 @@ async def raw_reads(
         p50_ms=took[len(took) // 2] * 1000,
         p99_ms=took[min(len(took) - 1, int(len(took) * 0.99))] * 1000,
         errors=0,
+        requests=len(took),
     )
 
 
@@ -654,15 +674,18 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     for label, script, reads in cold_routes:
         api_runs, driver_runs = [], []
         for _ in range(COLD_PAIRS):
-            api_runs.append(load(uncached, script))
+            api_runs.append(counting_finds(client, partial(load, uncached, script)))
             driver_runs.append(
-                asyncio.run(
-                    raw_reads(
-                        stack.mongodb_url,
-                        reads,
-                        seconds=args.duration,
-                        concurrency=args.connections,
-                    )
+                counting_finds(
+                    client,
+                    lambda reads=reads: asyncio.run(  # type: ignore[misc]
+                        raw_reads(
+                            stack.mongodb_url,
+                            reads,
+                            seconds=args.duration,
+                            concurrency=args.connections,
+                        )
+                    ),
                 )
             )
         rows.append((label, mean_load(api_runs)))
@@ -701,15 +724,19 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     print("Cold reads next to the driver running the same queries alone on the same server, "
           f"same concurrency, mean of {COLD_PAIRS} alternating pairs "
           "(x driver: the API's share of the cost; 1.00 is none)")  # fmt: skip
+    print("finds/req: find commands the server ran per request (serverStatus opcounters); "
+          "the API sends by-id reads of one event-loop turn as one find, the driver one "
+          "find per read")  # fmt: skip
     print(f"{'route':<32}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'driver/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x driver':>10}")  # fmt: skip
+          f"{'driver/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x driver':>10}"
+          f"{'finds/req':>11}{'driver':>8}")  # fmt: skip
     measured = dict(rows)
     for label, driver in raw.items():
         api_load = measured[label]
         print(
             f"{label:<32}{api_load.rps:>10,.0f}{api_load.p50_ms:>9.2f}{api_load.p99_ms:>9.2f}"
             f"{driver.rps:>10,.0f}{driver.p50_ms:>9.2f}{driver.p99_ms:>9.2f}"
-            f"{api_load.rps / driver.rps:>10.2f}"
+            f"{api_load.rps / driver.rps:>10.2f}{api_load.finds:>11.2f}{driver.finds:>8.2f}"
         )
     first, deep = (
         measured["GET page 1 -votes, cold"],
