@@ -8,7 +8,7 @@ from typing import Any
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from core.db import blocking_client
 from core.queue import (
@@ -52,17 +52,9 @@ def drain_summaries(self: Any) -> None:
     rt = start_runtime()
 
     async def work() -> aggregation.DrainReport | None:
-        lock = rt.queue.drain_lock()
-        if not await lock.acquire():
-            return None
-
-        async def extend() -> None:
-            try:
-                await lock.reacquire()
-            except LockError:  # a round outlived the lock: take it again (if nobody has)
-                await lock.acquire()
-
-        try:
+        async with rt.queue.drain_turn() as turn:
+            if turn is None:
+                return None
             await rt.queue.drain_started()
             return await aggregation.drain(
                 prior_votes=rt.settings.rating_prior_votes,
@@ -70,13 +62,8 @@ def drain_summaries(self: Any) -> None:
                 duty=rt.settings.drain_duty,
                 settle=rt.settings.drain_settle,
                 changed=rt.cache.summaries_changed,
-                round_done=extend,
+                keep_going=turn.held,
             )
-        finally:
-            try:
-                await lock.release()
-            except LockError:  # expired meanwhile: nothing of ours to release
-                pass
 
     report = run(work())
     if report is None:

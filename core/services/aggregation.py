@@ -493,29 +493,21 @@ async def drain(
     settle: float = 1.0,
     budget: float = 20.0,
     changed: SummariesChanged | None = None,
-    round_done: Callable[[], Awaitable[Any]] | None = None,
+    keep_going: Callable[[], bool] | None = None,
 ) -> DrainReport:
     """Drain rounds until nothing is pending or `budget` seconds are spent (the next drain,
     queued by a write or by beat, takes the rest), busy at most `duty` of the time; `changed`
-    hears each round's ids, and `round_done` is called after every round (the worker
-    extends its lock there)."""
+    hears each round's ids, and `keep_going` is asked after every round (False: the worker
+    lost its drain lock, another drain may run)."""
     total = DrainReport()
     deadline = time.monotonic() + budget
     await adopt_legacy_stamps()
     while True:
         started = time.monotonic()
         report = await drain_once(prior_votes=prior_votes, batch=batch, settle=settle)
-        if round_done is not None:
-            await round_done()
         if report.empty and not report.waiting:
             return total
-        # Pace: rest so that rounds take at most `duty` of the time (resting at most
-        # DRAIN_REST_MAX): under a steady write load drains leave the rest of a database
-        # that runs one command at a time to the API, and each round batches more writes.
-        # Writes too recent to take are ripe once `settle` has passed.
         took = time.monotonic() - started
-        rest = min(took * (1 / duty - 1), DRAIN_REST_MAX)
-        await asyncio.sleep(max(rest, settle / 2) if report.waiting else rest)
         total.rounds += report.rounds
         total.movies += report.movies
         total.users += report.users
@@ -523,6 +515,14 @@ async def drain(
         total.taken += report.taken
         if changed is not None and not report.empty:
             await changed(report.movies + report.purged_movies, report.users)
+        if keep_going is not None and not keep_going():
+            return total
+        # Pace: rest so that rounds take at most `duty` of the time (resting at most
+        # DRAIN_REST_MAX): under a steady write load drains leave the rest of a database
+        # that runs one command at a time to the API, and each round batches more writes.
+        # Writes too recent to take are ripe once `settle` has passed.
+        rest = min(took * (1 / duty - 1), DRAIN_REST_MAX)
+        await asyncio.sleep(max(rest, settle / 2) if report.waiting else rest)
         if time.monotonic() >= deadline:
             return total
 

@@ -152,6 +152,24 @@ async def test_a_write_during_a_round_is_left_for_the_next(client, db, monkeypat
     assert await aggregation.undrained() == 0
 
 
+async def test_a_drain_that_lost_its_lock_stops_after_its_round(client, db, monkeypatch):
+    movie = await _movie()
+    await _stamped(movie, PydanticObjectId(), 3.0)
+    real, rounds = aggregation.drain_once, []
+
+    async def counted(**kwargs: Any) -> aggregation.DrainReport:
+        rounds.append(kwargs)
+        return await real(**kwargs)
+
+    monkeypatch.setattr(aggregation, "drain_once", counted)
+    report = await aggregation.drain(prior_votes=10, settle=0, keep_going=lambda: False)
+    assert report.taken == 1 and len(rounds) == 1  # no rest, no second round: another may run
+    assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 3.0
+    await _stamped(movie, PydanticObjectId(), 5.0)
+    await aggregation.drain(prior_votes=10, settle=0, keep_going=lambda: True)
+    assert len(rounds) == 3  # its round, then one that found nothing
+
+
 async def test_ratings_stamped_by_the_earlier_scheme_are_drained(client, db):
     movie = await _movie()
     rating = factories.rating(movie_id=movie.id, user_id=PydanticObjectId(), score=4.5)
