@@ -9,8 +9,8 @@ is a miss), imports ml-latest-small, then measures in one run:
   for this machine, loop, HTTP stack and load generator), and next to one bare URL loaded
   without a script (the classic, higher ceiling);
 - each cold read route (the server without the cache) next to the driver alone sending the
-  queries that route needs, run right after it on the same server with the same
-  concurrency, twice in alternation: the ratio is the API's own share of the cost, and the
+  queries that route needs, on the same server with the same concurrency, twice (API
+  first, then driver first): the ratio is the API's own share of the cost, and the
   server's find commands per request on each side say what the API's batching saves;
 - MongoDB commands per request (the API's own CommandListener, read from X-DB-Calls) and
   the cache hit ratio during the cached runs;
@@ -61,7 +61,8 @@ DEFAULT_SMALL = ROOT.parent / "shared" / "movielens" / "ml-latest-small"
 API = "/api/v1"
 DB = "bench_api"
 PICK = 200  # movies and users the load spreads over
-COLD_PAIRS = 2  # alternating API and driver runs per cold route, averaged (one pair: 0.75-0.98)
+# API and driver runs per cold route, in A-B, B-A order, averaged (one pair: 0.75-0.98)
+COLD_PAIRS = 2
 DEEP = 5_000  # the item whose page is compared with the first
 
 PATHS_LUA = """
@@ -673,21 +674,19 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     raw: dict[str, Load] = {}
     for label, script, reads in cold_routes:
         api_runs, driver_runs = [], []
-        for _ in range(COLD_PAIRS):
-            api_runs.append(counting_finds(client, partial(load, uncached, script)))
-            driver_runs.append(
-                counting_finds(
-                    client,
-                    lambda reads=reads: asyncio.run(  # type: ignore[misc]
-                        raw_reads(
-                            stack.mongodb_url,
-                            reads,
-                            seconds=args.duration,
-                            concurrency=args.connections,
-                        )
-                    ),
-                )
+        for pair in range(COLD_PAIRS):
+            api_run = partial(load, uncached, script)
+            driver_run = partial(
+                asyncio.run,
+                raw_reads(
+                    stack.mongodb_url, reads, seconds=args.duration, concurrency=args.connections
+                ),
             )
+            # A-B then B-A: whichever side runs first meets the server's colder caches.
+            lead, follow = (api_run, driver_run) if pair % 2 == 0 else (driver_run, api_run)
+            runs = [counting_finds(client, lead), counting_finds(client, follow)]
+            api_runs.append(runs[pair % 2])
+            driver_runs.append(runs[1 - pair % 2])
         rows.append((label, mean_load(api_runs)))
         raw[label] = mean_load(driver_runs)
     rows.append(("PUT rating, mixed", load(cached, put_script)))
@@ -722,7 +721,7 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
           f"same concurrency): {put / raw_writes:.2f}")  # fmt: skip
     print()
     print("Cold reads next to the driver running the same queries alone on the same server, "
-          f"same concurrency, mean of {COLD_PAIRS} alternating pairs "
+          f"same concurrency, mean of {COLD_PAIRS} pairs run A-B, B-A "
           "(x driver: the API's share of the cost; 1.00 is none)")  # fmt: skip
     print("finds/req: find commands the server ran per request (serverStatus opcounters); "
           "the API sends by-id reads of one event-loop turn as one find, the driver one "
