@@ -55,12 +55,41 @@ CHANGED_AT = "changed_at"
 MARK_CHANGED = {"$currentDate": {CHANGED_AT: True}}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DRAIN_REST_MAX = 4.0
+# A paced recomputation stores this many summaries per write, then rests: one write of a
+# round's hundred movie summaries held SecantusDB, which runs one command at a time, for
+# 4-6 s under a PUT load, and every request queued behind it.
+PACED_WRITE_BATCH = 10
 # A command-line import (no job document) writes an intent per batch, seconds apart: one
 # silent this long has stopped, and the drain takes over what it left.
 IMPORT_TAG_QUIET = timedelta(minutes=10)
 SummaryExtra = Callable[[dict[str, Any]], dict[str, Any]]
 Changed = Callable[[list[ObjectId]], Awaitable[None]]
 SummariesChanged = Callable[[list[ObjectId], list[ObjectId]], Awaitable[None]]
+
+
+class Pace:
+    """Rests so that the work between rests keeps the database busy at most `duty` of the
+    time (resting at most `rest_max` at once, so results stay fresh)."""
+
+    def __init__(
+        self,
+        duty: float,
+        *,
+        rest_max: float = DRAIN_REST_MAX,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.duty = duty
+        self.rest_max = rest_max
+        self._clock = clock
+        self._sleep = sleep
+        self._busy_since = clock()
+
+    async def rest(self, *, at_least: float = 0.0) -> None:
+        """Sleep in proportion to the time worked since the last rest."""
+        busy = self._clock() - self._busy_since
+        await self._sleep(max(min(busy * (1 / self.duty - 1), self.rest_max), at_least))
+        self._busy_since = self._clock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +176,12 @@ async def recompute(
     *,
     extra: SummaryExtra | None = None,
     everything: bool = False,
+    pace: Pace | None = None,
 ) -> Recomputed:
-    """Recompute and store the summaries of `ids`, each over the version it read first."""
+    """Recompute and store the summaries of `ids`, each over the version it read first;
+    with `pace`, in small writes with rests between them."""
     result = Recomputed()
+    write_batch = PACED_WRITE_BATCH if pace else server_profile().write_batch
     remaining = sorted(set(ids))
     collection = target.document.get_motor_collection()
     version_field = f"{target.summary_field}.version"
@@ -176,8 +208,10 @@ async def recompute(
                 )
             )
         matched = 0
-        for part in chunked(writes, server_profile().write_batch):
+        for part in chunked(writes, write_batch):
             matched += (await collection.bulk_write(part, ordered=False)).matched_count
+            if pace is not None:
+                await pace.rest()
         if matched == len(writes):
             result.stored.extend(mine)
             return result
@@ -231,16 +265,22 @@ def with_weighted(prior_votes: float, prior_mean: float | None) -> SummaryExtra:
 
 
 async def recompute_movies(
-    ids: Iterable[ObjectId], *, prior_votes: float, everything: bool = False
+    ids: Iterable[ObjectId],
+    *,
+    prior_votes: float,
+    everything: bool = False,
+    pace: Pace | None = None,
 ) -> Recomputed:
     """Exact summaries (weighted with the published C) for these movies."""
     extra = with_weighted(prior_votes, await published_mean())
-    return await recompute(MOVIES, ids, extra=extra, everything=everything)
+    return await recompute(MOVIES, ids, extra=extra, everything=everything, pace=pace)
 
 
-async def recompute_users(ids: Iterable[ObjectId], *, everything: bool = False) -> Recomputed:
+async def recompute_users(
+    ids: Iterable[ObjectId], *, everything: bool = False, pace: Pace | None = None
+) -> Recomputed:
     """Exact rating stats for these users."""
-    return await recompute(USERS, ids, everything=everything)
+    return await recompute(USERS, ids, everything=everything, pace=pace)
 
 
 async def recompute_many(
@@ -433,9 +473,12 @@ async def adopt_legacy_stamps() -> int:
     return moved.modified_count
 
 
-async def drain_once(*, prior_votes: float, batch: int, settle: float = 1.0) -> DrainReport:
+async def drain_once(
+    *, prior_votes: float, batch: int, settle: float = 1.0, pace: Pace | None = None
+) -> DrainReport:
     """One round: take the rating writes from the mark to `settle` seconds ago and ≤ batch
-    intents, recompute what they name, then move the mark and delete those intents."""
+    intents, recompute what they name (writing at `pace`), then move the mark and delete
+    those intents."""
     report = DrainReport(rounds=1)
     ratings = Rating.get_motor_collection()
     intents = SummaryIntent.get_motor_collection()
@@ -465,14 +508,14 @@ async def drain_once(*, prior_votes: float, batch: int, settle: float = 1.0) -> 
     if not movies and not users and not notes:
         return report
 
-    done = await recompute_movies(movies, prior_votes=prior_votes)
+    done = await recompute_movies(movies, prior_votes=prior_votes, pace=pace)
     report.movies = done.stored
     if done.missing:
         # Deleted movies (the API purges at once; this finishes a purge a crash cut short, or
         # a rating created as its movie went): their ratings go, their raters are noted.
         await purge_ratings(done.missing)
         report.purged_movies = done.missing
-    report.users = (await recompute_users(users)).stored
+    report.users = (await recompute_users(users, pace=pace)).stored
 
     # Everything read above is now reflected. $max: a slower drain that took the lock over
     # never moves the mark back.
@@ -501,13 +544,15 @@ async def drain(
     lost its drain lock, another drain may run)."""
     total = DrainReport()
     deadline = time.monotonic() + budget
+    # Rests come inside rounds too (between their summary writes) and after each round:
+    # under a steady write load drains leave the rest of a database that runs one command
+    # at a time to the API, and each round batches more writes.
+    pace = Pace(duty)
     await adopt_legacy_stamps()
     while True:
-        started = time.monotonic()
-        report = await drain_once(prior_votes=prior_votes, batch=batch, settle=settle)
+        report = await drain_once(prior_votes=prior_votes, batch=batch, settle=settle, pace=pace)
         if report.empty and not report.waiting:
             return total
-        took = time.monotonic() - started
         total.rounds += report.rounds
         total.movies += report.movies
         total.users += report.users
@@ -517,12 +562,8 @@ async def drain(
             await changed(report.movies + report.purged_movies, report.users)
         if keep_going is not None and not keep_going():
             return total
-        # Pace: rest so that rounds take at most `duty` of the time (resting at most
-        # DRAIN_REST_MAX): under a steady write load drains leave the rest of a database
-        # that runs one command at a time to the API, and each round batches more writes.
         # Writes too recent to take are ripe once `settle` has passed.
-        rest = min(took * (1 / duty - 1), DRAIN_REST_MAX)
-        await asyncio.sleep(max(rest, settle / 2) if report.waiting else rest)
+        await pace.rest(at_least=settle / 2 if report.waiting else 0.0)
         if time.monotonic() >= deadline:
             return total
 

@@ -7,6 +7,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from beanie import PydanticObjectId
 from bson import ObjectId
 from redis.asyncio import Redis
@@ -168,6 +169,60 @@ async def test_a_drain_that_lost_its_lock_stops_after_its_round(client, db, monk
     await _stamped(movie, PydanticObjectId(), 5.0)
     await aggregation.drain(prior_votes=10, settle=0, keep_going=lambda: True)
     assert len(rounds) == 3  # its round, then one that found nothing
+
+
+async def test_a_drain_round_stores_summaries_in_small_writes_with_rests_between(
+    client, db, monkeypatch
+):
+    movies, user = [await _movie(f"M{i}") for i in range(25)], User(username="u", display_name="u")
+    await user.insert()
+    for i, movie in enumerate(movies):
+        await _stamped(movie, user.id, 0.5 + (i % 10) / 2)
+    writes: list[int] = []
+    real_bulk_write = type(db.movies).bulk_write
+
+    async def counted(self: Any, requests: list, **kwargs: Any) -> Any:
+        writes.append(len(requests))
+        return await real_bulk_write(self, requests, **kwargs)
+
+    rests: list[float] = []
+
+    async def rest(self: aggregation.Pace, *, at_least: float = 0.0) -> None:
+        rests.append(at_least)
+
+    monkeypatch.setattr(type(db.movies), "bulk_write", counted)
+    monkeypatch.setattr(aggregation.Pace, "rest", rest)
+    report = await aggregation.drain_once(
+        prior_votes=10, batch=100, settle=0, pace=aggregation.Pace(0.25)
+    )
+    assert len(report.movies) == 25 and len(report.users) == 1
+    assert writes == [10, 10, 5, 1]  # the movies' summaries, then the user's stats
+    assert len(rests) == 4
+    for i, movie in enumerate(movies):
+        stored = (await db.movies.find_one({"_id": movie.id}))["rating"]
+        assert stored["count"] == 1 and stored["mean"] == 0.5 + (i % 10) / 2
+    # Unpaced (an import's recomputation), one write holds them all.
+    writes.clear()
+    await aggregation.recompute_movies([m.id for m in movies], prior_votes=10)
+    assert writes == [25]
+
+
+async def test_a_pace_rests_in_proportion_to_the_work_since_its_last_rest():
+    clock, slept = [100.0], []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    pace = aggregation.Pace(0.25, rest_max=4.0, clock=lambda: clock[0], sleep=sleep)
+    clock[0] += 0.5
+    await pace.rest()  # worked 0.5 s: rests 1.5 s, so busy a quarter of the time
+    clock[0] += 0.2
+    await pace.rest()
+    await pace.rest(at_least=0.5)  # nothing worked since: only the floor
+    clock[0] += 3.0
+    await pace.rest()  # 9 s would be due: capped
+    assert slept == pytest.approx([1.5, 0.6, 0.5, 4.0])
 
 
 async def test_ratings_stamped_by_the_earlier_scheme_are_drained(client, db):
