@@ -76,9 +76,10 @@ class Forger:
 
 
 async def snapshot(db: Any) -> str:
-    """A digest of every stored document (but the workers' ticket counter)."""
+    """A digest of every stored document (but the workers' bookkeeping: the ticket counter
+    and the drain's mark, which a drain moves after storing the summaries it waited for)."""
     digest = hashlib.sha256()
-    for name in sorted(set(await db.list_collection_names()) - {"counters"}):
+    for name in sorted(set(await db.list_collection_names()) - {"counters", "drain_marks"}):
         async for doc in db[name].find({}).sort("_id", 1):
             digest.update(orjson.dumps(doc, default=str, option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()
