@@ -155,6 +155,26 @@ async def _verify_summaries(settings: Settings, *, repair: bool, as_json: bool) 
     report: dict[str, object] = {}
     wrong = 0
     try:
+        # Integrity first: orphan ratings would make the summaries below agree with ratings
+        # that should not exist (and repairing them changes those summaries).
+        orphans = await aggregation.orphans()
+        healed = []
+        if repair and orphans.ids:
+            healed = await aggregation.heal_orphans(
+                orphans.ids, prior_votes=settings.rating_prior_votes
+            )
+        if orphans.ratings and not healed:
+            wrong += orphans.ratings
+        report["integrity"] = {
+            "orphan_ratings": orphans.ratings,
+            "missing_movies": [str(i) for i in orphans.movies],
+            "missing_users": [str(i) for i in orphans.users],
+            "repaired": len(healed),
+        }
+        if not as_json:
+            print(f"ratings: {orphans.ratings} naming {len(orphans.movies)} missing movies and "
+                  f"{len(orphans.users)} missing users, "
+                  f"{'purged' if healed else 'left' if orphans.ratings else 'none'}")  # fmt: skip
         for target in (aggregation.MOVIES, aggregation.USERS):
             total = await target.document.get_motor_collection().estimated_document_count()
             with tqdm(total=total, desc=f"{target.summary_field:<7}", file=sys.stderr) as bar:
@@ -231,9 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     verify = sub.add_parser(
         "verify-summaries",
-        help="compare every stored summary with a recomputation; exit 1 while any differs",
+        help="check that every rating names an existing movie and user, and compare every "
+        "stored summary with a recomputation; exit 1 while anything is wrong",
     )
-    verify.add_argument("--repair", action="store_true", help="recompute the ones that differ")
+    verify.add_argument(
+        "--repair", action="store_true",
+        help="purge orphan ratings (healing what they touched) and recompute the summaries "
+        "that differ",
+    )  # fmt: skip
     verify.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return parser
 

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from api.appkeys import (
     CACHE,
     CURSORS,
+    DISK,
     LIMITER,
     MONGO,
     NEAR,
@@ -29,6 +30,7 @@ from api.appkeys import (
 from api.middlewares import (
     DecodedBodyParser,
     auth_middleware,
+    disk_guard_middleware,
     json_body_middleware,
     near_cache_middleware,
     problem_middleware,
@@ -54,6 +56,7 @@ from core.security import (
 )
 from core.services.recommendations import ModelStore
 from core.settings import Settings
+from core.storage import DiskWatch
 
 SCOPE_DESCRIPTIONS = {
     "ratings:write": "Rate movies",
@@ -68,6 +71,24 @@ async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MONGO] = client
     yield
     client.close()
+
+
+async def disk_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Watches the free space on the database's disk (writes are refused under the floor)."""
+    settings = app[SETTINGS]
+    watch = DiskWatch(
+        floor=settings.disk_free_floor,
+        every=settings.disk_check_interval,
+        fallback=settings.database_disk_path,
+    )
+    app[DISK] = watch
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch.run(app[MONGO][settings.mongodb_db], stop), name="disk-watch")
+    yield
+    stop.set()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -178,6 +199,7 @@ def create_app(settings: Settings) -> web.Application:
             near_cache_middleware,
             request_id_middleware,
             problem_middleware,
+            disk_guard_middleware,
             auth_middleware,
             json_body_middleware,
             validation_middleware,
@@ -187,7 +209,9 @@ def create_app(settings: Settings) -> web.Application:
     # Loads the newest model at the first read that needs it.
     app[RECOMMENDER] = ModelStore(check_every=settings.recommender_check)
     use_password_cost(settings.password_cost)
-    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, cache_ctx, queue_ctx, http_ctx, tokens_ctx])
+    app.cleanup_ctx.extend(
+        [mongo_ctx, disk_ctx, redis_ctx, cache_ctx, queue_ctx, http_ctx, tokens_ctx]
+    )
     setup_routes(app)
     setup_docs(app)
     # In place of the module-wide webargs parser that aiohttp-apigami installs.

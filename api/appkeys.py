@@ -14,10 +14,12 @@ from core.queue import TaskQueue
 from core.security import PageCursors, TokenService
 from core.services.recommendations import ModelStore
 from core.settings import Settings
+from core.storage import DiskWatch
 
 SETTINGS = web.AppKey("settings", Settings)
 MONGO = web.AppKey("mongo", AsyncIOMotorClient)
 REDIS = web.AppKey("redis", Redis)
+DISK = web.AppKey("disk", DiskWatch)
 CACHE = web.AppKey("cache", Cache)
 # This process's copy of hot public responses; None when CACHE_NEAR_TTL is 0 or caching is off.
 NEAR: web.AppKey[NearCache | None] = web.AppKey("near")

@@ -18,12 +18,12 @@ from marshmallow.fields import Field
 from pymongo.errors import PyMongoError
 from webargs.aiohttpparser import AIOHTTPParser
 
-from api.appkeys import NEAR, SETTINGS, TOKENS
+from api.appkeys import DISK, NEAR, SETTINGS, TOKENS
 from api.http import AUTH_ATTR, NEAR_CANDIDATE, NearCandidate, etag_matches, problem
 from api.schemas import ObjectIdField
 from core import db
 from core.db import db_calls_var
-from core.errors import DomainError, Forbidden, InvalidInput, Unauthorized
+from core.errors import DomainError, Forbidden, InvalidInput, StorageFull, Unauthorized
 from core.logs import request_id_var
 
 log = logging.getLogger("api.requests")
@@ -194,6 +194,21 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
     except Exception:
         return _unexpected(request)
+
+
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@web.middleware
+async def disk_guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse writes while the database's disk is under its free-space floor: a 503 the
+    client retries beats a write the database may fail on, or panic over, half-way."""
+    if request.method in _WRITE_METHODS and request.app[DISK].low:
+        raise StorageFull(
+            "The database's disk is nearly full; writes are refused until it has room.",
+            headers={"Retry-After": str(db.RETRY_AFTER)},
+        )
+    return await handler(request)
 
 
 def _unexpected(request: web.Request) -> web.Response:

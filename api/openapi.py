@@ -12,6 +12,12 @@ from apispec import BasePlugin
 
 from api.http import errors
 
+# Written after apigami resolved schema classes to references: a reference, not the class.
+UNAVAILABLE = {
+    "description": "The database or another dependency is unavailable: see Retry-After",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
 
 class ContractPlugin(BasePlugin):
     """Drops HEAD twins, names operations, and documents the answers of JSON bodies."""
@@ -37,6 +43,8 @@ class ContractPlugin(BasePlugin):
                     media["schema"] = {"allOf": [media["schema"]], "minProperties": 1}
                 for status, entry in errors(400, 413, 415).items():
                     responses.setdefault(_key(responses, status), entry)
+            # Any operation can meet storage trouble (a stalled database, a full disk).
+            responses.setdefault(_key(responses, 503), UNAVAILABLE)
             # Links ride on the handler's @docs(links={status: {...}}): apigami keeps only
             # a response's description, headers and examples, so they are placed here.
             for status, links in operation.pop("links", {}).items():

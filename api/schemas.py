@@ -444,9 +444,17 @@ class RecommendationsQuery(Schema):
 # ---- health -----------------------------------------------------------------------------
 
 
+class DiskSchema(Schema):
+    free = fields.Integer(metadata={"description": "Bytes free on the database's disk"})
+    total = fields.Integer(metadata={"description": "Size of the database's disk, in bytes"})
+    floor = fields.Integer(metadata={"description": "Writes are refused under this many bytes"})
+    writes = fields.String(metadata={"enum": ["accepted", "refused"]})
+
+
 class ReadySchema(Schema):
     status = fields.String(metadata={"example": "ok"})
     checks = fields.Dict(keys=fields.String(), values=fields.String())
+    disk = fields.Nested(DiskSchema)
 
 
 class HealthSchema(Schema):

@@ -11,8 +11,14 @@ from typing import Any
 import pymongo
 from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
-from pymongo import monitoring
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo import WriteConcern, monitoring
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+    WriteConcernError,
+)
 
 from core.settings import Settings
 from models import DOCUMENT_MODELS
@@ -84,10 +90,41 @@ STARTUP_TIMEOUT = 600.0
 # Seconds a client is asked to wait after a 503 caused by the database.
 RETRY_AFTER = 5
 
+# Every write is acknowledged only once it is in the journal on disk (and, on a replica set,
+# on a majority of members): an answer the API sends after it survives a crash of any part.
+DURABLE = WriteConcern(w="majority", j=True)
+
+# Server answers that say the database cannot serve now, not that the request was wrong.
+STORAGE_TROUBLE_CODES = frozenset(
+    {
+        1,  # InternalError: what SecantusDB answers once its storage engine has panicked
+        6, 7, 89, 9001,  # HostUnreachable, HostNotFound, NetworkTimeout, SocketException
+        50, 262,  # MaxTimeMSExpired, ExceededTimeLimit
+        64, 100,  # WriteConcernFailed, UnsatisfiableWriteConcern
+        91, 189, 10107, 11600, 11602, 13435, 13436,  # shutting down, stepped down, not primary
+        112,  # WriteConflict
+        14031,  # OutOfDiskSpace
+    }
+)  # fmt: skip
+
 
 def unavailable(exc: PyMongoError) -> bool:
-    """The database was unreachable or ran out of time (not a bad query): a 503, not a 500."""
-    return isinstance(exc, ConnectionFailure) or exc.timeout
+    """Storage trouble, not a bad query: the database was unreachable, ran out of time, or
+    could not write (a full disk, a panicked storage engine, no primary). A 503 with
+    Retry-After, never a 500."""
+    if isinstance(exc, ConnectionFailure | WriteConcernError) or exc.timeout:
+        return True
+    if exc.has_error_label("RetryableWriteError") or exc.has_error_label(
+        "TransientTransactionError"
+    ):
+        return True
+    if isinstance(exc, BulkWriteError):
+        details = exc.details or {}
+        if details.get("writeConcernErrors"):
+            return True
+        codes = {e.get("code") for e in details.get("writeErrors", [])}
+        return bool(codes & STORAGE_TROUBLE_CODES)
+    return isinstance(exc, OperationFailure) and exc.code in STORAGE_TROUBLE_CODES
 
 
 def _credentials(settings: Settings) -> dict[str, Any]:
@@ -107,6 +144,8 @@ def blocking_client(settings: Settings, *, op_budget: float) -> pymongo.MongoCli
         settings.mongodb_url,
         **_credentials(settings),
         tz_aware=True,
+        w=DURABLE.document["w"],
+        journal=True,
         timeoutMS=int(op_budget * 1000),
         serverSelectionTimeoutMS=2000,
         connectTimeoutMS=2000,
@@ -128,6 +167,8 @@ async def connect(settings: Settings, *, op_budget: float | None = None) -> Asyn
         settings.mongodb_url,
         **_credentials(settings),
         tz_aware=True,
+        w=DURABLE.document["w"],
+        journal=True,
         timeoutMS=int(budget * 1000),
         serverSelectionTimeoutMS=int(min(budget, 2.0) * 1000),
         connectTimeoutMS=2000,

@@ -74,6 +74,12 @@ class ServiceUnavailable(DomainError):
     status, title, slug = 503, "Service Unavailable", "service-unavailable"
 
 
+class StorageFull(ServiceUnavailable):
+    """The database's disk is under its free-space floor: writes wait until it has room."""
+
+    slug = "storage-full"
+
+
 class OAuthError(Exception):
     """RFC 6749 §5.2 token endpoint error."""
 

@@ -130,18 +130,43 @@ def supervise(procs: list[subprocess.Popen], stop_signal: StopSignal, *, what: s
     return 0
 
 
+class Probe(Protocol):
+    """A health check of a running component: True when it works, False when it answered
+    that it cannot (a database that fails a write), None when it did not answer in time."""
+
+    def __call__(self) -> bool | None: ...
+
+
+@dataclass
+class Health:
+    """When a live process counts as broken: `failures` failed probes in a row, or no answer
+    for `silence` seconds (a stall shorter than that is waited out). Probed every `every` s."""
+
+    probe: Probe
+    every: float = 2.0
+    failures: int = 3
+    silence: float = 60.0
+
+
 @dataclass
 class Component:
     """One supervised process: how to start it, and how it stops (signals with the
-    seconds each is given, in order; SIGKILL follows the last)."""
+    seconds each is given, in order; SIGKILL follows the last). With `health`, a process that
+    stays alive but broken is killed and restarted too; `backoff_max` caps the wait between
+    restarts (None: the supervisor's)."""
 
     name: str
     start: Callable[[], subprocess.Popen]
     stop_signals: tuple[tuple[int, float], ...] = ((signal.SIGTERM, 10.0),)
+    health: Health | None = None
+    backoff_max: float | None = None
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     failures: int = 0
     restart_at: float | None = None
+    probed_at: float = 0.0
+    failed_probes: int = 0
+    answered_at: float = 0.0
 
 
 class Supervisor:
@@ -171,15 +196,48 @@ class Supervisor:
         self.stop()
         return 0
 
+    def _backoff(self, component: Component) -> float:
+        cap = self.BACKOFF_MAX if component.backoff_max is None else component.backoff_max
+        return min(cap, self.BACKOFF_FIRST * 2**component.failures)
+
+    def _probe(self, component: Component, now: float) -> None:
+        """Kill a live component its health check finds broken (the exit is then handled
+        like any other: logged and restarted)."""
+        health, proc = component.health, component.proc
+        if health is None or proc is None or proc.poll() is not None:
+            return
+        if now - component.probed_at < health.every:
+            return
+        component.probed_at = now
+        if component.answered_at < component.started_at:
+            component.answered_at = component.started_at
+        answer = health.probe()
+        if answer is not None:
+            component.answered_at = time.monotonic()
+        component.failed_probes = 0 if answer else component.failed_probes + (answer is False)
+        silent = time.monotonic() - component.answered_at
+        if component.failed_probes >= health.failures or silent >= health.silence:
+            log.error(
+                "%s is alive but broken (%s); killing it",
+                component.name,
+                f"{component.failed_probes} failed checks" if answer is False else
+                f"no answer for {silent:.0f} s",
+                extra={"component": component.name},
+            )  # fmt: skip
+            component.failed_probes = 0
+            proc.kill()
+            proc.wait()
+
     def check(self) -> None:
-        """One pass: notice exits, schedule and perform restarts."""
+        """One pass: probe the live, notice exits, schedule and perform restarts."""
         now = time.monotonic()
         for component in self.components:
+            self._probe(component, now)
             proc = component.proc
             if component.restart_at is None and proc is not None and proc.poll() is not None:
                 if now - component.started_at > self.STABLE_AFTER:
                     component.failures = 0
-                delay = min(self.BACKOFF_MAX, self.BACKOFF_FIRST * 2**component.failures)
+                delay = self._backoff(component)
                 component.failures += 1
                 component.restart_at = now + delay
                 log.error(
@@ -195,9 +253,7 @@ class Supervisor:
                 except (RuntimeError, OSError) as exc:
                     component.proc = None
                     component.failures += 1
-                    component.restart_at = now + min(
-                        self.BACKOFF_MAX, self.BACKOFF_FIRST * 2**component.failures
-                    )
+                    component.restart_at = now + self._backoff(component)
                     log.error("%s could not restart: %s", component.name, exc)
                     continue
                 component.started_at = time.monotonic()

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     # largest aggregation and CLI tools use it too.
     mongodb_timeout: float = Field(5.0, gt=0, le=600)
     mongodb_worker_timeout: float = Field(300.0, gt=0, le=3600)
+    # Writes are refused (503 with Retry-After) while the database's disk has less than this
+    # many bytes free, before the database itself fails on a full disk. The free space comes
+    # from the server (MongoDB's dbStats) or, where it says nothing (SecantusDB), from the
+    # folder DATABASE_DISK_PATH names (the embedded stack sets it); it is read every
+    # DISK_CHECK_INTERVAL seconds by each API process.
+    disk_free_floor: int = Field(256 * 1024**2, ge=0)
+    disk_check_interval: float = Field(2.0, gt=0, le=300)
+    database_disk_path: Path | None = None
 
     rating_prior_votes: float = Field(10.0, ge=0)
     aggregation_delay: float = Field(0.25, ge=0, le=10)
@@ -115,8 +123,11 @@ class Settings(BaseSettings):
     import_url_allow_private: bool = False
     movielens_base_url: str = "https://files.grouplens.org/datasets/movielens"
     import_batch_size: int = Field(5000, ge=10, le=100_000)
-    # A running job whose heartbeat is older than this is taken to have lost its worker.
+    # A running job whose heartbeat is older than this is taken to have lost its worker; the
+    # import lease lapses after as long without renewal; a queued job whose message went out
+    # this long ago is sent again. Beat sweeps for both every import_sweep_interval seconds.
     import_stale_after: float = Field(30.0, ge=2)
+    import_sweep_interval: float = Field(15.0, ge=1, le=3600)
 
     # Reads: cache-aside in Redis (entries live cache_ttl ± 10 %).
     cache_enabled: bool = True

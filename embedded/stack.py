@@ -17,8 +17,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from pymongo import MongoClient
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+
 from core.processes import (
     Component,
+    Health,
     StopSignal,
     Supervisor,
     free_port,
@@ -28,6 +32,8 @@ from core.processes import (
 )
 from core.security import ensure_dev_keyset
 from core.settings import EMBEDDED_FILE, Settings, embedded_pointer
+from core.storage import HEARTBEATS
+from models import utcnow
 
 log = logging.getLogger("embedded.stack")
 
@@ -63,6 +69,9 @@ def start_secantus(
             # No replica-set advertisement: nothing here needs change streams or transactions,
             # and skipping the oplog makes writes cheaper.
             "--standalone",
+            # Every commit is on disk before it is acknowledged, whatever write concern the
+            # client asked for (the application asks for a journaled one as well).
+            *(() if storage == ":memory:" else ("--sync-on-commit",)),
             *extra,
         ],
         env=env,
@@ -71,6 +80,32 @@ def start_secantus(
     )
     wait_until(lambda: port_open(port), timeout=60, what="SecantusDB", proc=proc)
     return proc
+
+
+class WriteProbe:
+    """The database's health check: one tiny durable write. A panicked storage engine (a
+    full disk) still answers pings but fails every write, and only a restart clears it."""
+
+    def __init__(self, url: str, database: str) -> None:
+        self.url = url
+        self.database = database
+        self._client: MongoClient | None = None
+
+    def __call__(self) -> bool | None:
+        if self._client is None:
+            self._client = MongoClient(
+                self.url, w="majority", journal=True, timeoutMS=2000,
+                serverSelectionTimeoutMS=2000, appname="movie-ratings-supervisor",
+            )  # fmt: skip
+        try:
+            self._client[self.database][HEARTBEATS].update_one(
+                {"_id": "supervisor"}, {"$set": {"at": utcnow()}}, upsert=True
+            )
+            return True
+        except (ConnectionFailure, ExecutionTimeout, WTimeoutError):
+            return None
+        except PyMongoError as exc:
+            return None if exc.timeout else False
 
 
 def redis_binary() -> str:
@@ -151,12 +186,16 @@ def run_embedded(settings: Settings) -> int:
         mongodb_url = settings.mongodb_url
         if mongodb_url is None:
             db_port = free_port()
+            mongodb_url = f"mongodb://127.0.0.1:{db_port}"
+            # A broken database is restarted at once and retried often: the service must be
+            # back within seconds of the disk having room again.
             add(Component("secantusdb", partial(
                 start_secantus, storage=str(data_dir / "db"), port=db_port,
                 log_file=logs / "db.log", own_session=True,
-            ), QUICK_STOP))  # fmt: skip
-            mongodb_url = f"mongodb://127.0.0.1:{db_port}"
+            ), QUICK_STOP, health=Health(WriteProbe(mongodb_url, settings.mongodb_db)),
+                backoff_max=2.0))  # fmt: skip
             stack.where["secantusdb"] = f"{mongodb_url} (data {data_dir / 'db'})"
+            env.setdefault("DATABASE_DISK_PATH", str(data_dir / "db"))
         redis_url = settings.redis_url
         if redis_url is None:
             redis_port = free_port()

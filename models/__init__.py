@@ -5,6 +5,7 @@ from models.client import ApiClient
 from models.common import SCORES, RatingStats, bucket, utcnow
 from models.identity import Identity
 from models.import_job import FINISHED, ImportJob, ImportReport
+from models.lease import Lease
 from models.movie import ExternalIds, GlobalRatingStats, Movie, RatingSummary, title_key
 from models.rating import Rating
 from models.recommender import RecommenderChunk, RecommenderModel
@@ -25,6 +26,7 @@ DOCUMENT_MODELS: list[type] = [
     Identity,
     RecommenderModel,
     RecommenderChunk,
+    Lease,
 ]
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "Identity",
     "ImportJob",
     "ImportReport",
+    "Lease",
     "Movie",
     "Rating",
     "RatingStats",

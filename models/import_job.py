@@ -77,6 +77,8 @@ class ImportJob(Document):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
+    sent_at: datetime | None = None  # when its task message last went to the broker
+    waiting_for: str | None = None  # the lease holder it waits behind (another import)
 
     class Settings:
         name = "import_jobs"
@@ -88,4 +90,6 @@ class ImportJob(Document):
                 partialFilterExpression={"idempotency_key": {"$type": "string"}},
             ),
             IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="recent"),
+            # Beat's sweeps: queued jobs sent long ago, running ones gone quiet.
+            IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)], name="by_status"),
         ]

@@ -21,6 +21,7 @@ class RatingSummary(RatingStats):
     """RatingStats plus the Bayesian weighted score WR = v/(v+m)·R + m/(v+m)·C."""
 
     weighted: float | None = None
+    prior_mean: float | None = None  # the published C this weighted score was computed with
 
 
 def title_key(title: str) -> str:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ from core import db
 from core.cache import Cache
 from core.logs import configure_logging
 from core.services.dedupe import DedupeReport, dedupe
+from core.services.leases import IMPORT_LEASE, FencedLease, LeaseBusy, LeaseLost
 from core.services.movielens import Hooks, MovieLensImport
 from core.settings import Settings, settings_problem, with_embedded_urls
 from models import ImportReport
@@ -135,16 +138,26 @@ async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> dict:
     )
     cache = cache_for(settings, redis) if redis is not None and not dry_run else None
     release = MovieLensRelease(Source(path))
+    holder = f"cli:{socket.gethostname()}:{os.getpid()}"
     importer = MovieLensImport(
         release,
         hooks=BarHooks(cache),
         dry_run=dry_run,
         batch_size=settings.import_batch_size,
         prior_votes=settings.rating_prior_votes,
+        lease=FencedLease(IMPORT_LEASE, holder=holder, ttl=settings.import_stale_after),
     )
     started = time.perf_counter()
     try:
         report = await _with_db(settings, importer.run)
+    except LeaseBusy as busy:
+        raise RuntimeError(
+            f"another import is writing ({busy.holder}); run this one when it has ended"
+        ) from None
+    except LeaseLost:
+        raise RuntimeError(
+            "this import stalled past its lease and stopped; run it again (it resumes)"
+        ) from None
     finally:
         release.close()
         if redis is not None:

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from core.processes import free_port
+from core.services import aggregation
 from tests.conftest import API, PASSWORD, eventually
 from tests.services import settings_env
 
@@ -253,3 +254,33 @@ def test_commands_find_a_running_stack_from_any_folder(settings, tmp_path, monke
     embedded_pointer().write_text(json.dumps({"data_dir": str(custom), "pid": int(dead.stdout)}))
     with pytest.raises(RuntimeError):
         with_embedded_urls(elsewhere)
+
+
+async def test_verify_summaries_finds_and_purges_orphan_ratings(settings, db, api):
+    admin = await api.user("root", admin=True)
+    kept, gone = await api.movie(admin, title="Kept"), await api.movie(admin, title="Gone")
+    fan = await api.user()
+    await api.rate(fan, kept["id"], 4.0)
+    await api.rate(fan, gone["id"], 2.0)
+
+    async def settled() -> bool:
+        user = await db.users.find_one({"username": fan["username"]})
+        return user["stats"]["count"] == 2 and not await aggregation.undrained()
+
+    await eventually(settled)
+    # Deleted behind the API's back: its rating stays, and the fan's stats still count it.
+    await db.movies.delete_one({"title": "Gone"})
+    done = await asyncio.to_thread(_run, settings, "api", "verify-summaries", "--json")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["integrity"]["orphan_ratings"] == 1
+    assert report["integrity"]["missing_movies"] == [gone["id"]]
+    assert report["users"]["different"] == 0  # the stats agree with the ratings stored
+
+    done = await asyncio.to_thread(_run, settings, "api", "verify-summaries", "--repair")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 naming 1 missing movies and 0 missing users, purged" in done.stdout
+    user = await db.users.find_one({"username": fan["username"]})
+    assert user["stats"]["count"] == 1 and user["stats"]["mean"] == 4.0
+    done = await asyncio.to_thread(_run, settings, "api", "verify-summaries", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["integrity"]["orphan_ratings"] == 0

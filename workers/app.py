@@ -29,7 +29,10 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
             "task": REFRESH_WEIGHTED,
             "schedule": settings.weighted_refresh_interval,
         },
-        "requeue-stale-imports": {"task": REQUEUE_STALE_IMPORTS, "schedule": 60.0},
+        "requeue-stale-imports": {
+            "task": REQUEUE_STALE_IMPORTS,
+            "schedule": settings.import_sweep_interval,
+        },
         # The intents are the record; this is what finds them when no write queues a drain
         # (broker was down, a worker died holding one, a crash came before the enqueue).
         "drain-summaries": {"task": DRAIN_SUMMARIES, "schedule": settings.drain_interval},

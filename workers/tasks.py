@@ -131,7 +131,12 @@ def run_import(self: Any, job_id: str) -> None:
         # A redelivery while the first worker may still be alive: look again once its
         # heartbeat would have gone stale.
         raise self.retry(exc=exc, countdown=rt.settings.import_stale_after, max_retries=20) from exc
+    if status == "queued":
+        return  # waits behind another import, which sends it again when it ends
     log.info("import job ended", extra={"job": job_id, "status": status})
+    if status is not None:
+        # Jobs that waited for this one's lease go now, not at beat's next sweep.
+        run(imports.resend_unsent(queue=rt.queue, older_than=0))
     if status == "succeeded":
         app.send_task(TRAIN_RECOMMENDER)  # the new ratings should shape the suggestions
 
@@ -157,15 +162,21 @@ def train_recommender(self: Any, only_if_missing: bool = False) -> None:
 
 @app.task(name=REQUEUE_STALE_IMPORTS, **RETRY)
 def requeue_stale_imports(self: Any) -> None:
-    """Queue again the running jobs whose worker stopped reporting (beat runs this)."""
+    """Queue again the running jobs whose worker stopped reporting, and the queued ones whose
+    message went out long ago and never ran (beat runs this): accepted work always runs."""
     rt = start_runtime()
 
-    async def work() -> list[str]:
+    async def work() -> tuple[list[str], list[str]]:
         stale = await imports.stale_jobs(stale_after=rt.settings.import_stale_after * 4)
         for job_id in stale:
             await rt.queue.send(RUN_IMPORT, job_id)
-        return stale
+        unsent = await imports.resend_unsent(
+            queue=rt.queue, older_than=rt.settings.import_stale_after
+        )
+        return stale, unsent
 
-    stale = run(work())
+    stale, unsent = run(work())
     if stale:
         log.warning("stale import jobs queued again", extra={"jobs": stale})
+    if unsent:
+        log.warning("queued import jobs sent again", extra={"jobs": unsent})

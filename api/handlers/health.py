@@ -8,9 +8,10 @@ import os
 from aiohttp import web
 from aiohttp_apigami import response_schema
 
-from api.appkeys import MONGO, REDIS
+from api.appkeys import DISK, MONGO, REDIS, SETTINGS
 from api.http import docs, errors, json_response, problem
 from api.schemas import HealthSchema, ReadySchema
+from core.storage import heartbeat_write
 
 _PROBE_TIMEOUT = 2.0
 
@@ -32,23 +33,32 @@ async def _check(coro) -> str:
 
 @docs(
     tags=["health"],
-    summary="MongoDB and Redis answer",
+    summary="MongoDB takes a write and Redis answers",
     responses={
         200: {
-            "description": "Both answer",
+            "description": "Both work; `disk` gives the database disk's free space",
             "content": {"application/json": {"schema": ReadySchema}},
         },
         **errors(503),
     },
 )
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: MongoDB and Redis both answer a ping."""
+    """Readiness: MongoDB stores a tiny durable write (a ping also answers from a server
+    whose disk failed) and Redis answers a ping. The database disk's free space is reported;
+    under the floor the process stays ready for reads while it refuses writes."""
+    settings = request.app[SETTINGS]
+    database = request.app[MONGO][settings.mongodb_db]
     checks = {
-        "mongodb": await _check(request.app[MONGO].admin.command("ping")),
+        "mongodb": await _check(heartbeat_write(database)),
         "redis": await _check(request.app[REDIS].ping()),
     }
+    watch = request.app[DISK]
+    space = await watch.check(database) if checks["mongodb"] == "ok" else watch.space
+    disk = {"floor": watch.floor, "writes": "refused" if watch.low else "accepted"}
+    if space is not None:
+        disk |= {"free": space.free, "total": space.total}
     if all(v == "ok" for v in checks.values()):
-        return json_response({"status": "ok", "checks": checks})
+        return json_response({"status": "ok", "checks": checks, "disk": disk})
     return problem(
         request,
         status=503,
@@ -56,4 +66,5 @@ async def ready(request: web.Request) -> web.Response:
         detail="A dependency did not answer.",
         slug="not-ready",
         checks=checks,
+        disk=disk,
     )

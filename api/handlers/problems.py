@@ -98,10 +98,19 @@ PROBLEMS: dict[str, ProblemType] = {
         "been stored; repeating it is safe (every write here is idempotent).",
         "Retry after the seconds in `Retry-After`.",
     ),
+    "storage-full": ProblemType(
+        "Service Unavailable",
+        503,
+        "The database's disk is nearly full, so writes are refused until operators free "
+        "space (reads go on). Nothing of this request was stored.",
+        "Retry after the seconds in `Retry-After`; operators: free space on the database's "
+        "disk (`/ready` reports it).",
+    ),
     "not-ready": ProblemType(
         "Service Unavailable",
         503,
-        "A readiness probe found MongoDB or Redis not answering; `checks` says which.",
+        "A readiness probe found MongoDB not accepting a write or Redis not answering; "
+        "`checks` says which.",
         "Operators: look at the named dependency. Load balancers: route elsewhere meanwhile.",
     ),
 }

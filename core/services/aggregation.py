@@ -11,9 +11,15 @@ carries a later time. `settle` covers writes whose time was taken just before th
 asked for the present but that became visible just after.
 
 Ordering is per document (compare-and-set): a recomputation reads the summary's `version`,
-then the ratings, and stores only over that same version, setting a new one; a loser reads
-again. Every stored summary was therefore read after the one it replaced, and recomputations
-of different documents never touch a shared document.
+then the published C and the ratings, and stores only over that same version, setting a new
+one; a loser reads again. The weighted rewrite that follows a new C goes through the same
+versions (it sets a new one on every movie it rewrites). So every stored summary was read
+after the one it replaced, and one that was computed with an older C either loses its
+compare-and-set to the rewrite or is stored before the rewrite reaches it.
+
+Each movie summary records the C it was weighted with (`prior_mean`); C is published only
+while no import is writing, from the movies' summaries (or by an import's last step, from
+the ratings), and a refresh also rewrites any rated movie weighted with another C.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ from pymongo import UpdateOne
 
 from core.db import server_profile
 from core.services import chunked
+from core.services.leases import IMPORT_LEASE
 from models import (
     FINISHED,
     SCORES,
     DrainMark,
     GlobalRatingStats,
     ImportJob,
+    Lease,
     Movie,
     Rating,
     RatingStats,
@@ -64,6 +72,7 @@ PACED_WRITE_BATCH = 10
 IMPORT_TAG_QUIET = timedelta(minutes=10)
 SummaryExtra = Callable[[dict[str, Any]], dict[str, Any]]
 Changed = Callable[[list[ObjectId]], Awaitable[None]]
+ImportRunning = Callable[[], Awaitable[bool]]
 SummariesChanged = Callable[[list[ObjectId], list[ObjectId]], Awaitable[None]]
 
 
@@ -174,12 +183,13 @@ async def recompute(
     target: Target,
     ids: Iterable[ObjectId],
     *,
-    extra: SummaryExtra | None = None,
+    prior_votes: float | None = None,
     everything: bool = False,
     pace: Pace | None = None,
 ) -> Recomputed:
-    """Recompute and store the summaries of `ids`, each over the version it read first;
-    with `pace`, in small writes with rests between them."""
+    """Recompute and store the summaries of `ids`, each over the version it read first
+    (movies with their weighted score when `prior_votes` is given, from the C published
+    after those versions were read); with `pace`, in small writes with rests between them."""
     result = Recomputed()
     write_batch = PACED_WRITE_BATCH if pace else server_profile().write_batch
     remaining = sorted(set(ids))
@@ -189,6 +199,9 @@ async def recompute(
         if not remaining:
             return result
         versions = await _versions(target, remaining)
+        # C after the versions: a rewrite for a newer C then either has not reached a movie
+        # yet (and will rewrite what is stored here) or changed its version (a lost race).
+        extra = None if prior_votes is None else with_weighted(prior_votes, await published_mean())
         result.missing.extend(i for i in remaining if i not in versions)
         counts = await histograms(target.rating_field, list(versions), everything=everything)
         now = utcnow()
@@ -250,7 +263,7 @@ async def _publish(totals: tuple[float, int]) -> GlobalRatingStats:
 
 
 def with_weighted(prior_votes: float, prior_mean: float | None) -> SummaryExtra:
-    """Adds the weighted score to a movie's summary."""
+    """Adds the weighted score to a movie's summary, and the C it was weighted with."""
 
     def extra(summary: dict[str, Any]) -> dict[str, Any]:
         summary["weighted"] = weighted_score(
@@ -259,6 +272,7 @@ def with_weighted(prior_votes: float, prior_mean: float | None) -> SummaryExtra:
             prior_votes=prior_votes,
             prior_mean=prior_mean,
         )
+        summary["prior_mean"] = prior_mean
         return summary
 
     return extra
@@ -272,8 +286,7 @@ async def recompute_movies(
     pace: Pace | None = None,
 ) -> Recomputed:
     """Exact summaries (weighted with the published C) for these movies."""
-    extra = with_weighted(prior_votes, await published_mean())
-    return await recompute(MOVIES, ids, extra=extra, everything=everything, pace=pace)
+    return await recompute(MOVIES, ids, prior_votes=prior_votes, everything=everything, pace=pace)
 
 
 async def recompute_users(
@@ -285,17 +298,35 @@ async def recompute_users(
 
 async def recompute_many(
     *, movie_ids: Iterable[ObjectId] = (), user_ids: Iterable[ObjectId] = (), prior_votes: float
-) -> None:
-    """Exact summaries for many movies and users at once (an import's last step)."""
+) -> Recomputed:
+    """Exact summaries for many movies and users at once (an import's last step); the
+    ratings of movies or users found missing are purged and their other side recomputed."""
+    done = Recomputed()
     for target, ids in ((MOVIES, set(movie_ids)), (USERS, set(user_ids))):
         if not ids:
             continue
         total = await target.document.get_motor_collection().estimated_document_count()
         everything = len(ids) * 5 >= total
         if target is MOVIES:
-            await recompute_movies(ids, prior_votes=prior_votes, everything=everything)
+            part = await recompute_movies(ids, prior_votes=prior_votes, everything=everything)
         else:
-            await recompute_users(ids, everything=everything)
+            part = await recompute_users(ids, everything=everything)
+        done.stored += part.stored
+        done.missing += part.missing
+    if done.missing:
+        await heal_orphans(done.missing, prior_votes=prior_votes)
+    return done
+
+
+async def import_writing() -> bool:
+    """Whether an import is writing, or left intents no one has recomputed yet: the movies'
+    summaries then lag their ratings, and no C may be published from them."""
+    if await Lease.get_motor_collection().find_one(
+        {"_id": IMPORT_LEASE, "expires_at": {"$gt": utcnow()}}, {"_id": 1}
+    ):
+        return True
+    pending = {"job_id": {"$ne": None}}
+    return await SummaryIntent.get_motor_collection().find_one(pending, {"_id": 1}) is not None
 
 
 async def refresh_weighted_scores(
@@ -305,9 +336,12 @@ async def refresh_weighted_scores(
     changed: Changed | None = None,
     pause: float = 0.0,
 ) -> int:
-    """Publish a new C only when it moved more than `tolerance` stars from the published one,
-    then rewrite the weighted scores in small batches (each its own short update, followed by
-    `changed(ids)`); returns how many movies were rewritten (0: C stayed within tolerance)."""
+    """Publish a new C only when it moved more than `tolerance` stars from the published one
+    (and no import is writing), then rewrite the weighted scores in small batches (each its
+    own short update, followed by `changed(ids)`). Any rated movie still weighted with
+    another C is rewritten too. Returns how many movies were rewritten."""
+    if await import_writing():
+        return 0
     stored = await GlobalRatingStats.get("ratings")
     totals = await _current_mean()
     mean = totals[0] / totals[1] if totals[1] else None
@@ -315,9 +349,27 @@ async def refresh_weighted_scores(
         mean == stored.mean
         or (mean is not None and stored.mean is not None and abs(mean - stored.mean) <= tolerance)
     ):
-        return 0
+        behind = await _weighted_with_other_mean(stored.mean)
+        if not behind:
+            return 0
+        log.warning("movies weighted with another C", extra={"movies": len(behind)})
+        return await _rewrite_weighted(
+            stored, prior_votes=prior_votes, changed=changed, pause=pause, only=behind
+        )
     stats = await _publish(totals)
     return await _rewrite_weighted(stats, prior_votes=prior_votes, changed=changed, pause=pause)
+
+
+async def _weighted_with_other_mean(mean: float | None) -> list[ObjectId]:
+    """Rated movies whose weighted score was computed with a C other than `mean`."""
+    cursor = Movie.get_motor_collection().find(
+        {"rating.count": {"$gt": 0}}, {"_id": 1, "rating.prior_mean": 1}
+    )
+    return [
+        doc["_id"]
+        async for doc in cursor
+        if not _same(doc["rating"].get("prior_mean", "unset"), mean)
+    ]
 
 
 async def _rewrite_weighted(
@@ -327,26 +379,46 @@ async def _rewrite_weighted(
     changed: Changed | None = None,
     pause: float = 0.0,
     skip: set[ObjectId] | None = None,
+    only: list[ObjectId] | None = None,
 ) -> int:
-    """Every rated movie's weighted score (but `skip`'s) from the published C, in batches."""
+    """Every movie's weighted score (but `skip`'s; or `only` these) from the published C, in
+    batches, each movie's from its own count and mean at the moment of the write and under
+    a new summary version, so a recomputation that read the old C loses its race."""
     count, avg, m = "$rating.count", "$rating.mean", prior_votes
     if stats.mean is None or m == 0:
         weighted: Any = avg
     else:
         weighted = {
-            "$add": [
-                {"$multiply": [{"$divide": [count, {"$add": [count, m]}]}, avg]},
-                {"$multiply": [{"$divide": [m, {"$add": [count, m]}]}, stats.mean]},
+            "$cond": [
+                {"$gt": [count, 0]},
+                {
+                    "$add": [
+                        {"$multiply": [{"$divide": [count, {"$add": [count, m]}]}, avg]},
+                        {"$multiply": [{"$divide": [m, {"$add": [count, m]}]}, stats.mean]},
+                    ]
+                },
+                None,
             ]
         }
     collection = Movie.get_motor_collection()
-    # Unrated movies keep weighted = null; the filter is served by the votes index.
-    cursor = collection.find({"rating.count": {"$gt": 0}}, {"_id": 1})
-    rated = [d["_id"] async for d in cursor if not skip or d["_id"] not in skip]
-    for part in chunked(rated):
+    if only is None:
+        # Every movie, listed after C was published: one stored later is recomputed with
+        # this C already, since its recomputation reads C after the movie exists.
+        movies = [d["_id"] async for d in collection.find({}, {"_id": 1})]
+        only = [i for i in movies if not skip or i not in skip]
+    for part in chunked(only):
         # By _id alone: a second condition here lets SecantusDB pick a worse index.
         await collection.update_many(
-            {"_id": {"$in": part}}, [{"$set": {"rating.weighted": weighted}}]
+            {"_id": {"$in": part}},
+            [
+                {
+                    "$set": {
+                        "rating.weighted": weighted,
+                        "rating.prior_mean": stats.mean,
+                        "rating.version": ObjectId(),
+                    }
+                }
+            ],
         )
         if changed is not None:
             await changed(part)
@@ -354,9 +426,9 @@ async def _rewrite_weighted(
             await asyncio.sleep(pause)  # let the API's queries in between batches
     log.info(
         "weighted scores refreshed",
-        extra={"global_mean": stats.mean, "votes": stats.votes, "movies": len(rated)},
+        extra={"global_mean": stats.mean, "votes": stats.votes, "movies": len(only)},
     )
-    return len(rated)
+    return len(only)
 
 
 async def record_intent(
@@ -397,25 +469,94 @@ async def finish_import(*, job_id: ObjectId, prior_votes: float) -> None:
         .to_list(1)
     )
     stats = await _publish((rows[0]["sum"], rows[0]["n"]) if rows else (0.0, 0))
-    await recompute_many(
+    done = await recompute_many(
         movie_ids=movies,
         user_ids={u for n in notes for u in n["user_ids"]},
         prior_votes=prior_votes,
     )
     for part in chunked([n["_id"] for n in notes]):
         await intents.delete_many({"_id": {"$in": part}})
-    if before is None or before.mean != stats.mean:
+    if done.missing:
+        # Ratings of movies or users that are gone were purged: C from what is left, and
+        # every movie weighted with it.
+        stats = await _publish(await _current_mean())
+        await _rewrite_weighted(stats, prior_votes=prior_votes)
+    elif before is None or before.mean != stats.mean:
         await _rewrite_weighted(stats, prior_votes=prior_votes, skip=movies)
 
 
 async def purge_ratings(movie_ids: list[ObjectId]) -> None:
     """Delete the ratings of deleted movies, their raters' recompute noted first."""
+    await _purge(MOVIES, movie_ids)
+
+
+async def _purge(gone: Target, ids: Iterable[ObjectId]) -> None:
+    """Delete the ratings that name these missing movies (or users), the other side's
+    recompute noted first."""
     ratings = Rating.get_motor_collection()
-    for movie_id in movie_ids:
-        raters = await ratings.distinct("user_id", {"movie_id": movie_id})
-        if raters:
-            await record_intent(user_ids=raters)
-            await ratings.delete_many({"movie_id": movie_id})
+    other = "user_id" if gone is MOVIES else "movie_id"
+    for object_id in ids:
+        touched = await ratings.distinct(other, {gone.rating_field: object_id})
+        if touched:
+            side = {"user_ids": touched} if gone is MOVIES else {"movie_ids": touched}
+            await record_intent(**side)
+            await ratings.delete_many({gone.rating_field: object_id})
+
+
+async def heal_orphans(ids: Iterable[ObjectId], *, prior_votes: float) -> list[ObjectId]:
+    """Purge the ratings naming ids that are neither a movie nor a user any more and
+    recompute the other side now; returns the ids purged."""
+    ids = list(ids)
+    movies = await _missing(MOVIES, ids)
+    users = await _missing(USERS, ids)
+    for target, gone in ((MOVIES, movies), (USERS, users)):
+        if not gone:
+            continue
+        ratings = Rating.get_motor_collection()
+        other = "user_id" if target is MOVIES else "movie_id"
+        touched = set()
+        for object_id in gone:
+            touched |= set(await ratings.distinct(other, {target.rating_field: object_id}))
+        await _purge(target, gone)
+        if target is MOVIES:
+            await recompute_users(touched)
+        else:
+            await recompute_movies(touched, prior_votes=prior_votes)
+    return movies + users
+
+
+async def _missing(target: Target, ids: list[ObjectId]) -> list[ObjectId]:
+    """Those of `ids` that rating documents name on `target`'s side but that do not exist."""
+    ratings = Rating.get_motor_collection()
+    named = [i for i in ids if await ratings.find_one({target.rating_field: i}, {"_id": 1})]
+    existing = set(await _versions(target, named))
+    return [i for i in named if i not in existing]
+
+
+@dataclass
+class Orphans:
+    """Ratings that name a movie or a user that does not exist."""
+
+    movies: list[ObjectId] = field(default_factory=list)  # missing movies still rated
+    users: list[ObjectId] = field(default_factory=list)  # missing users who still rate
+    ratings: int = 0
+
+    @property
+    def ids(self) -> list[ObjectId]:
+        return self.movies + self.users
+
+
+async def orphans() -> Orphans:
+    """Referential integrity of the ratings: every movie and user they name must exist."""
+    found = Orphans()
+    ratings = Rating.get_motor_collection()
+    for target, into in ((MOVIES, found.movies), (USERS, found.users)):
+        named = await ratings.distinct(target.rating_field)
+        existing = set(await _versions(target, named))
+        into.extend(i for i in named if i not in existing)
+        for part in chunked(into):
+            found.ratings += await ratings.count_documents({target.rating_field: {"$in": part}})
+    return found
 
 
 async def _running_imports(tags: set[ObjectId]) -> set[ObjectId]:
@@ -515,7 +656,10 @@ async def drain_once(
         # a rating created as its movie went): their ratings go, their raters are noted.
         await purge_ratings(done.missing)
         report.purged_movies = done.missing
-    report.users = (await recompute_users(users, pace=pace)).stored
+    done_users = await recompute_users(users, pace=pace)
+    report.users = done_users.stored
+    if done_users.missing:
+        await _purge(USERS, done_users.missing)  # deleted accounts: their ratings go too
 
     # Everything read above is now reflected. $max: a slower drain that took the lock over
     # never moves the mark back.
@@ -605,6 +749,8 @@ async def verify(
             if target is MOVIES:
                 expected = with_weighted(prior_votes, mean)(expected)
                 keys = (*_COMPARED, "weighted")
+                if expected["count"]:
+                    keys = (*keys, "prior_mean")
             if any(not _same(stored.get(k), expected[k]) for k in keys):
                 differences.append(
                     Difference(
@@ -621,7 +767,7 @@ async def verify(
 
 
 def _same(stored: Any, expected: Any) -> bool:
-    if isinstance(stored, float) and isinstance(expected, float):
+    if isinstance(stored, int | float) and isinstance(expected, int | float):
         return abs(stored - expected) <= 1e-9 * max(1.0, abs(expected))
     return bool(stored == expected)
 

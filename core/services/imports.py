@@ -28,7 +28,14 @@ from core.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from core.outbound import OutboundRefused, UrlPolicy, check_url
 from core.queue import RUN_IMPORT, TaskQueue
 from core.services import Page, Position, Sort, keyset_page
-from core.services.movielens import Hooks, ImportCancelled, MovieLensImport, Release, ReleaseError
+from core.services.leases import IMPORT_LEASE, FencedLease, LeaseBusy, LeaseLost
+from core.services.movielens import (
+    Hooks,
+    ImportCancelled,
+    MovieLensImport,
+    Release,
+    ReleaseError,
+)
 from core.settings import Settings
 from models import FINISHED, ImportJob, ImportReport, utcnow
 
@@ -106,7 +113,15 @@ async def create_job(
     except Exception as exc:
         await _finish(job.id, status="failed", error="The job could not be queued.")
         raise ServiceUnavailable("The task queue is unavailable; try again.") from exc
+    await _mark_sent([job.id])
     return job, True
+
+
+async def _mark_sent(job_ids: list[Any]) -> None:
+    """Note when a job's message was (re)sent: beat sends again only after a while."""
+    await ImportJob.get_motor_collection().update_many(
+        {"_id": {"$in": job_ids}}, {"$set": {"sent_at": utcnow()}}
+    )
 
 
 def _same_request(job: ImportJob, fingerprint: str) -> ImportJob:
@@ -277,6 +292,7 @@ async def run_job(
         return "cancelled"
     hooks = JobHooks(job_id, cache)
     importer: MovieLensImport | None = None
+    lease = FencedLease(IMPORT_LEASE, holder=f"job:{job_id}", ttl=settings.import_stale_after)
     try:
         async with _heartbeat(job_id, settings.import_stale_after / 4):
             release = await open_release(job, settings)
@@ -288,10 +304,20 @@ async def run_job(
                     batch_size=settings.import_batch_size,
                     prior_votes=settings.rating_prior_votes,
                     job_id=job_id,
+                    lease=lease,
                 )
                 report = await importer.run()
             finally:
                 release.close()
+    except LeaseBusy as busy:
+        # Another import writes: this one waits, queued, and is sent again when that one
+        # ends (or by beat's sweep of queued jobs).
+        await _wait_behind(job_id, busy.holder)
+        return "queued"
+    except LeaseLost:
+        # This attempt stalled past its lease and another attempt of the job holds it now.
+        log.warning("import lease lost; this attempt stops", extra={"job": str(job_id)})
+        return None
     except ImportCancelled:
         assert importer is not None
         await _finish(job_id, status="cancelled", report=importer.report.model_dump())
@@ -305,6 +331,34 @@ async def run_job(
     await _finish(job_id, status="succeeded", report=report.model_dump(), error=None)
     log.info("import finished", extra={"job": str(job_id), "ratings": report.ratings.inserted})
     return "succeeded"
+
+
+async def _wait_behind(job_id: PydanticObjectId, holder: str) -> None:
+    """Put a claimed job back in the queue behind the import that holds the lease."""
+    await ImportJob.get_motor_collection().update_one(
+        {"_id": job_id, "status": "running"},
+        {
+            "$set": {"status": "queued", "waiting_for": holder, "heartbeat_at": None},
+            "$inc": {"attempts": -1},  # waiting is not an attempt
+        },
+    )
+    log.info("import waits for another", extra={"job": str(job_id), "holder": holder})
+
+
+async def resend_unsent(*, queue: TaskQueue, older_than: float) -> list[str]:
+    """Send again the queued jobs whose last message went out `older_than` seconds ago or
+    more (lost with a flushed or restarted broker, or parked behind another import): a
+    worker claims a job once, so a duplicate message is harmless."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    cursor = ImportJob.get_motor_collection().find(
+        {"status": "queued", "sent_at": {"$not": {"$gt": cutoff}}}, {"_id": 1}
+    )
+    ids = [doc["_id"] async for doc in cursor]
+    for job_id in ids:
+        await queue.send(RUN_IMPORT, str(job_id))
+    if ids:
+        await _mark_sent(ids)
+    return [str(i) for i in ids]
 
 
 async def stale_jobs(*, stale_after: float) -> list[str]:

@@ -2,9 +2,14 @@
 keyed by MovieLens ids.
 
 Every batch reads what already exists for its keys with one index-served query, then writes
-only the difference: new documents with insert_many, changed ones with one bulk write, and
-nothing for unchanged ones. Running the same release twice therefore writes nothing, and a
-run that was killed half-way can simply be run again.
+only the difference: new movies and users as upserts on their MovieLens id (their ids are read
+back from the database, never chosen before the write), new ratings with insert_many, changed
+ones with one bulk write, and nothing for unchanged ones. Running the same release twice
+therefore writes nothing, and a run that was killed half-way can simply be run again.
+
+A writing run holds the import lease (core.services.leases) from its first write to its
+last, and confirms it after every batch: two imports never write at once, and one that
+stalled past its lease stops before its next batch.
 
 The rows come parsed from a `Release` (the dataset readers in `seed` implement it): this
 module owns the queries, not the file formats.
@@ -25,6 +30,7 @@ from pymongo.errors import BulkWriteError
 
 from core.search import title_fields
 from core.services import aggregation, chunked
+from core.services.leases import FencedLease
 from models import ImportReport, Movie, Rating, User, utcnow
 from models.import_job import FileProgress
 
@@ -122,8 +128,11 @@ class MovieLensImport:
         batch_size: int = BATCH_SIZE,
         prior_votes: float = 10.0,
         job_id: ObjectId | None = None,
+        lease: FencedLease | None = None,
     ) -> None:
         self.release = release
+        # Held (acquired, renewed, confirmed after each batch) by a run that writes.
+        self.lease = None if dry_run else lease
         # Tags this run's recompute intents: the job's id, so a resumed job finishes what an
         # earlier attempt wrote, and the drain leaves them alone while the job runs.
         self.intent_tag = job_id or ObjectId()
@@ -139,6 +148,14 @@ class MovieLensImport:
         self._existing: dict[ObjectId, dict[ObjectId, tuple[ObjectId, float, datetime]]] = {}
 
     async def run(self) -> ImportReport:
+        """Import the release (under the lease when one is given: LeaseBusy before any
+        write while another import holds it, LeaseLost when it was lost half-way)."""
+        if self.lease is None:
+            return await self._run()
+        async with self.lease.held():
+            return await self._run()
+
+    async def _run(self) -> ImportReport:
         names = [*FILES, *(n for n in OPTIONAL_FILES if self.release.has(n))]
         for name in names:
             self.report.progress[name] = FileProgress(total=self.release.count_rows(name))
@@ -149,6 +166,8 @@ class MovieLensImport:
             await self._timed("tags.csv", self._count_tags)
         if not self.dry_run:
             started = time.perf_counter()
+            if self.lease is not None:
+                await self.lease.confirm()
             await aggregation.finish_import(job_id=self.intent_tag, prior_votes=self.prior_votes)
             self.report.timings["aggregation"] = round(time.perf_counter() - started, 3)
         return self.report
@@ -179,6 +198,8 @@ class MovieLensImport:
         await self.hooks.advanced(name, rows, self.report)
         if await self.hooks.cancelled():
             raise ImportCancelled()
+        if self.lease is not None:
+            await self.lease.confirm()  # before the next batch writes
 
     # links.csv: small (one row per movie), kept in memory to join onto movies.csv
 
@@ -225,14 +246,12 @@ class MovieLensImport:
                 existing[doc["external_ids"]["movielens"]] = doc
         existing.update(await self._same_films(collection, wanted, existing, projection))
         now = utcnow()
-        inserts, updates, updated_ids = [], [], []
+        inserts: dict[int, dict[str, Any]] = {}
+        updates, updated_ids = [], []
         for movie_id, want in wanted.items():
             have = existing.get(movie_id)
             if have is None:
-                doc = Movie(**want).model_dump(by_alias=True, exclude={"id"})
-                doc["_id"] = ObjectId()
-                inserts.append(doc)
-                self.movie_ids[movie_id] = doc["_id"]
+                inserts[movie_id] = Movie(**want).model_dump(by_alias=True, exclude={"id"})
                 self.report.movies.inserted += 1
                 continue
             self.movie_ids[movie_id] = have["_id"]
@@ -246,12 +265,16 @@ class MovieLensImport:
                 )
                 updated_ids.append(have["_id"])
                 self.report.movies.updated += 1
-        if not self.dry_run:
-            await _apply(collection, inserts, updates)
-            if inserts or updates:
-                await self.hooks.movies_written(
-                    inserted=[d["_id"] for d in inserts], updated=updated_ids
-                )
+        if self.dry_run:
+            # Stand-in ids: a dry run writes nothing, its ratings only need movies told apart.
+            self.movie_ids.update((movie_id, ObjectId()) for movie_id in inserts)
+            return
+        if updates:
+            await collection.bulk_write(updates, ordered=False)
+        inserted = await _insert_by_movielens_id(collection, inserts)
+        self.movie_ids.update(inserted)
+        if inserts or updates:
+            await self.hooks.movies_written(inserted=list(inserted.values()), updated=updated_ids)
 
     async def _same_films(
         self,
@@ -316,7 +339,7 @@ class MovieLensImport:
             async for doc in collection.find(query, {"_id": 1, "external_ids": 1}):
                 self.user_ids[doc["external_ids"]["movielens"]] = doc["_id"]
                 self.report.users.unchanged += 1
-        new = []
+        new: dict[int, dict[str, Any]] = {}
         for movielens_id in missing:
             if movielens_id in self.user_ids:
                 continue
@@ -325,14 +348,24 @@ class MovieLensImport:
                 display_name=f"MovieLens user {movielens_id}",
                 external_ids={"movielens": movielens_id},
             )
-            doc = user.model_dump(by_alias=True, exclude={"id"})
-            doc["_id"] = ObjectId()
-            new.append(doc)
-            self.user_ids[movielens_id] = doc["_id"]
-            self.new_users.add(doc["_id"])
+            new[movielens_id] = user.model_dump(by_alias=True, exclude={"id"})
         self.report.users.inserted += len(new)
-        if new and not self.dry_run:
-            await collection.insert_many(new, ordered=False)
+        if self.dry_run:
+            # Stand-in ids, as for movies.
+            ids = {movielens_id: ObjectId() for movielens_id in new}
+        else:
+            try:
+                ids = await _insert_by_movielens_id(collection, new)
+            except BulkWriteError as exc:
+                taken = [e for e in exc.details.get("writeErrors", []) if e.get("code") == 11000]
+                if not taken:
+                    raise
+                raise ReleaseError(
+                    "A username the import needs is taken by another account: "
+                    f"{taken[0].get('errmsg', 'duplicate key')}"
+                ) from None
+        self.user_ids.update(ids)
+        self.new_users.update(ids.values())
 
     async def _load_existing(self, users: set[ObjectId]) -> None:
         # MovieLens files are grouped by user, so a small cache holds everyone still to come;
@@ -400,7 +433,14 @@ class MovieLensImport:
         await aggregation.record_intent(
             movie_ids=touched_movies, user_ids=touched_users, job_id=self.intent_tag
         )
-        await _apply(Rating.get_motor_collection(), inserts, updates)
+        ratings = Rating.get_motor_collection()
+        # insert_many is several times faster than the same inserts inside a bulk_write. A
+        # duplicate here is an error, not a race to ignore: only this import writes (lease),
+        # and it read the users' existing ratings first.
+        if inserts:
+            await ratings.insert_many(inserts, ordered=False)
+        if updates:
+            await ratings.bulk_write(updates, ordered=False)
 
     async def _count_tags(self) -> None:
         # Tags are validated and counted; the product has no use for them yet.
@@ -408,15 +448,32 @@ class MovieLensImport:
             self.report.tags += len(rows)
 
 
-async def _apply(collection: Any, inserts: list[dict[str, Any]], updates: list[UpdateOne]) -> None:
-    """Write one batch's difference: new documents, then changed ones."""
-    try:
-        # insert_many is several times faster than the same inserts inside a bulk_write.
-        if inserts:
-            await collection.insert_many(inserts, ordered=False)
-    except BulkWriteError as exc:
-        # Only a concurrent import of the same key can collide; anything else is real.
-        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-            raise
-    if updates:
-        await collection.bulk_write(updates, ordered=False)
+async def _insert_by_movielens_id(
+    collection: Any, docs: dict[int, dict[str, Any]]
+) -> dict[int, ObjectId]:
+    """Store documents new to the catalogue as upserts on their MovieLens id and return the
+    ids the database holds for them: a document someone stored first is kept, not doubled,
+    and no id is used that the database did not store."""
+    if not docs:
+        return {}
+    key = "external_ids.movielens"
+
+    def fields(doc: dict[str, Any]) -> dict[str, Any]:
+        # The filter seeds external_ids.movielens; the other ids go in as dotted paths.
+        rest = {k: v for k, v in doc.items() if k != "external_ids"}
+        others = doc.get("external_ids") or {}
+        rest.update({f"external_ids.{k}": v for k, v in others.items() if k != "movielens"})
+        return rest
+
+    await collection.bulk_write(
+        [UpdateOne({key: mlid}, {"$setOnInsert": fields(doc)}, upsert=True)
+         for mlid, doc in docs.items()],
+        ordered=False,
+    )  # fmt: skip
+    stored: dict[int, ObjectId] = {}
+    for part in chunked(list(docs)):
+        async for doc in collection.find({key: {"$in": part}}, {"_id": 1, key: 1}):
+            stored[doc["external_ids"]["movielens"]] = doc["_id"]
+    if len(stored) != len(docs):
+        raise RuntimeError(f"{len(docs) - len(stored)} upserted documents cannot be read back")
+    return stored

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from openapi_spec_validator import validate
+import os
+import socket
 
+from openapi_spec_validator import validate
+from pymongo.errors import OperationFailure
+
+from api.appkeys import DISK, MONGO, SETTINGS
 from tests.conftest import API
 
 
@@ -59,3 +64,67 @@ async def test_ready_reports_a_dead_dependency(client, db, monkeypatch):
     body = await resp.json()
     assert body["checks"]["redis"].startswith("unavailable")
     assert body["checks"]["mongodb"] == "ok"
+
+
+async def test_ready_writes_and_reports_the_disk(client, db):
+    resp = await client.get("/ready")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["disk"]["writes"] == "accepted"
+    assert body["disk"]["floor"] == client.app[SETTINGS].disk_free_floor
+    proof = {"_id": f"{socket.gethostname()}:{os.getpid()}"}  # the write that proved it
+    assert await db.heartbeats.count_documents(proof) == 1
+
+
+async def test_ready_fails_when_the_database_takes_no_write(client, db, monkeypatch):
+    import api.handlers.health as health
+
+    async def refused(database, who=None):
+        raise OperationFailure("internal server error", code=1)
+
+    monkeypatch.setattr(health, "heartbeat_write", refused)
+    resp = await client.get("/ready")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["checks"]["mongodb"] == "unavailable: OperationFailure"
+
+
+async def test_a_full_disk_refuses_writes_with_503_and_serves_reads(api, client, db, tmp_path):
+    admin = await api.user("root", admin=True)
+    movie = await api.movie(admin)
+    person = await api.user()
+    watch = client.app[DISK]
+    watch.fallback = tmp_path  # SecantusDB reports no disk: a folder on the same one does
+    watch.floor = 1 << 62  # more than any disk has free: "under the floor"
+    await watch.check(client.app[MONGO][client.app[SETTINGS].mongodb_db])
+    before = await db.ratings.count_documents({})
+    resp = await client.put(
+        f"{API}/movies/{movie['id']}/rating", json={"score": 4.0}, headers=person["auth"]
+    )
+    assert resp.status == 503
+    assert resp.headers["Retry-After"].isdigit()
+    assert resp.content_type == "application/problem+json"
+    assert (await resp.json())["type"].endswith("storage-full")
+    assert await db.ratings.count_documents({}) == before
+    assert (await client.get(f"{API}/movies/{movie['id']}")).status == 200
+    ready = await (await client.get("/ready")).json()
+    assert ready["disk"]["writes"] == "refused"
+    watch.floor = 0
+    await watch.check(client.app[MONGO][client.app[SETTINGS].mongodb_db])
+    resp = await client.put(
+        f"{API}/movies/{movie['id']}/rating", json={"score": 4.0}, headers=person["auth"]
+    )
+    assert resp.status == 201
+
+
+async def test_storage_errors_are_503_never_500(api, client, db, monkeypatch):
+    from core.services import movies
+
+    async def panicked(**kwargs):
+        raise OperationFailure("internal server error", code=1)
+
+    monkeypatch.setattr(movies, "movie_view", panicked)
+    resp = await client.get(f"{API}/movies/{'0' * 24}")
+    assert resp.status == 503
+    assert resp.headers["Retry-After"].isdigit()
+    assert (await resp.json())["type"].endswith("database-unavailable")

@@ -7,7 +7,7 @@ import sys
 import time
 
 from core import processes
-from core.processes import Component, Supervisor
+from core.processes import Component, Health, Supervisor
 
 
 class NoStop:
@@ -56,3 +56,46 @@ def test_stop_goes_newest_first_and_escalates_signals():
     supervisor.stop()
     assert last.proc.returncode == -signal.SIGTERM
     assert stubborn.proc.returncode not in (None, -signal.SIGKILL)
+
+
+def test_a_live_part_whose_health_check_fails_is_killed_and_restarted(caplog):
+    answers = iter([True, False, False, False])
+    supervisor = Supervisor(NoStop())
+    broken = supervisor.add(
+        Component(
+            "db",
+            _python("import time; time.sleep(60)"),
+            health=Health(lambda: next(answers, True), every=0.01, failures=3),
+            backoff_max=0.05,
+        )
+    )
+    first = broken.proc
+    deadline = time.monotonic() + 10
+    while supervisor.restarts < 1 and time.monotonic() < deadline:
+        supervisor.check()
+        time.sleep(0.02)
+    assert supervisor.restarts == 1
+    assert first.returncode == -signal.SIGKILL  # killed after the third failed check in a row
+    assert broken.proc is not first and broken.proc.poll() is None
+    assert any("db is alive but broken (3 failed checks)" in r.getMessage() for r in caplog.records)
+    supervisor.stop()
+
+
+def test_a_part_that_does_not_answer_is_waited_for_up_to_its_silence_limit():
+    supervisor = Supervisor(NoStop())
+    stalled = supervisor.add(
+        Component(
+            "db",
+            _python("import time; time.sleep(60)"),
+            health=Health(lambda: None, every=0.01, failures=1, silence=0.5),
+        )
+    )
+    first = stalled.proc
+    started = time.monotonic()
+    while first.poll() is None and time.monotonic() - started < 10:
+        supervisor.check()
+        time.sleep(0.02)
+    # Unanswered checks are not failures: only the silence limit ends it.
+    assert first.returncode == -signal.SIGKILL
+    assert time.monotonic() - started >= 0.5
+    supervisor.stop()

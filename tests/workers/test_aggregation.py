@@ -41,6 +41,14 @@ async def _movie(title: str = "Race") -> Movie:
     return movie
 
 
+async def _user() -> PydanticObjectId:
+    """A stored user (the drain purges ratings whose user does not exist)."""
+    user = factories.user()
+    await user.insert()
+    assert user.id is not None
+    return user.id
+
+
 async def _stamped(movie: Movie, user_id: PydanticObjectId, score: float) -> ObjectId:
     """A rating as a PUT leaves it when nothing after the write ran (no task queued)."""
     rating = factories.rating(movie_id=movie.id, user_id=user_id, score=score)
@@ -95,7 +103,7 @@ async def test_burst_of_ratings_converges_exactly_and_drains_every_intent(
 async def test_a_recomputation_that_lost_a_race_reads_again(client, db, monkeypatch):
     movie = await _movie()
     for score in (4.0, 5.0):
-        await factories.rating(movie_id=movie.id, user_id=PydanticObjectId(), score=score).insert()
+        await factories.rating(movie_id=movie.id, user_id=await _user(), score=score).insert()
     real = aggregation.histograms
     raced = False
 
@@ -106,7 +114,7 @@ async def test_a_recomputation_that_lost_a_race_reads_again(client, db, monkeypa
             raced = True
             # Between this recomputation's version read and its write, a rating lands and
             # another recomputation stores a summary that includes it.
-            late = factories.rating(movie_id=movie.id, user_id=PydanticObjectId(), score=1.0)
+            late = factories.rating(movie_id=movie.id, user_id=await _user(), score=1.0)
             await late.insert()
             assert (await aggregation.recompute(aggregation.MOVIES, [movie.id])).stored
         return counts
@@ -132,7 +140,7 @@ async def test_the_drain_heals_a_write_whose_task_was_never_queued(client, db):
 
 async def test_a_write_during_a_round_is_left_for_the_next(client, db, monkeypatch):
     movie = await _movie()
-    rating_id = await _stamped(movie, PydanticObjectId(), 2.0)
+    rating_id = await _stamped(movie, await _user(), 2.0)
     real = aggregation.recompute_users
 
     async def meanwhile(ids: Any, **kwargs: Any) -> aggregation.Recomputed:
@@ -155,7 +163,7 @@ async def test_a_write_during_a_round_is_left_for_the_next(client, db, monkeypat
 
 async def test_a_drain_that_lost_its_lock_stops_after_its_round(client, db, monkeypatch):
     movie = await _movie()
-    await _stamped(movie, PydanticObjectId(), 3.0)
+    await _stamped(movie, await _user(), 3.0)
     real, rounds = aggregation.drain_once, []
 
     async def counted(**kwargs: Any) -> aggregation.DrainReport:
@@ -166,7 +174,7 @@ async def test_a_drain_that_lost_its_lock_stops_after_its_round(client, db, monk
     report = await aggregation.drain(prior_votes=10, settle=0, keep_going=lambda: False)
     assert report.taken == 1 and len(rounds) == 1  # no rest, no second round: another may run
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 3.0
-    await _stamped(movie, PydanticObjectId(), 5.0)
+    await _stamped(movie, await _user(), 5.0)
     await aggregation.drain(prior_votes=10, settle=0, keep_going=lambda: True)
     assert len(rounds) == 3  # its round, then one that found nothing
 
@@ -227,7 +235,7 @@ async def test_a_pace_rests_in_proportion_to_the_work_since_its_last_rest():
 
 async def test_ratings_stamped_by_the_earlier_scheme_are_drained(client, db):
     movie = await _movie()
-    rating = factories.rating(movie_id=movie.id, user_id=PydanticObjectId(), score=4.5)
+    rating = factories.rating(movie_id=movie.id, user_id=await _user(), score=4.5)
     await rating.insert()
     await db.ratings.create_index("pending", name=aggregation.LEGACY_INDEX, sparse=True)
     await db.ratings.update_one({"_id": rating.id}, {"$set": {"pending": ObjectId()}})
@@ -276,7 +284,7 @@ async def test_a_deleted_movies_ratings_are_purged_and_its_raters_recomputed(cli
 async def test_weighted_scores_move_only_when_the_global_mean_does(client, db):
     movies = [await _movie(f"M{i}") for i in range(5)]
     for i, movie in enumerate(movies):
-        await _stamped(movie, PydanticObjectId(), 1.0 + i)
+        await _stamped(movie, await _user(), 1.0 + i)
     await aggregation.drain(prior_votes=10)
     batches: list[list] = []
 
@@ -289,7 +297,7 @@ async def test_weighted_scores_move_only_when_the_global_mean_does(client, db):
     top = (await db.movies.find_one({"_id": movies[-1].id}))["rating"]
     assert abs(top["weighted"] - (1 / 11 * 5.0 + 10 / 11 * 3.0)) < 1e-9
     # One more 3.5 moves C by 0.083: within a tolerance of 0.1 nothing is rewritten.
-    await _stamped(movies[0], PydanticObjectId(), 3.5)
+    await _stamped(movies[0], await _user(), 3.5)
     await aggregation.drain(prior_votes=10)
     batches.clear()
     assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.1) == 0
