@@ -18,6 +18,7 @@ from api.appkeys import (
     CURSORS,
     DISK,
     LIMITER,
+    METER,
     MONGO,
     NEAR,
     OIDC,
@@ -44,6 +45,7 @@ from api.routes import setup_routes
 from api.schemas import OAuthErrorSchema, ProblemSchema, ReadySchema, TokenSchema
 from core import db
 from core.cache import cache_for
+from core.load import RequestMeter
 from core.oidc import OIDCClient
 from core.queue import TaskQueue, make_producer
 from core.security import (
@@ -111,6 +113,7 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     cache = cache_for(settings, app[REDIS], near=near)
     app[CACHE] = cache
     app[LIMITER] = RateLimiter(app[REDIS], prefix=f"{settings.mongodb_db}:", health=cache.health)
+    app[METER] = RequestMeter(app[REDIS], prefix=f"{settings.mongodb_db}:", health=cache.health)
     stop = asyncio.Event()
     listener = asyncio.create_task(cache.listen(stop), name="cache-invalidations")
     yield

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from api.nearcache import NearCache
 from api.ratelimit import RateLimiter
 from core.cache import Cache
+from core.load import RequestMeter
 from core.oidc import OIDCClient
 from core.queue import TaskQueue
 from core.security import PageCursors, TokenService
@@ -24,6 +25,8 @@ CACHE = web.AppKey("cache", Cache)
 # This process's copy of hot public responses; None when CACHE_NEAR_TTL is 0 or caching is off.
 NEAR: web.AppKey[NearCache | None] = web.AppKey("near")
 LIMITER = web.AppKey("limiter", RateLimiter)
+# Requests per second, added up in Redis: drains rest only while the API is busy.
+METER = web.AppKey("meter", RequestMeter)
 QUEUE = web.AppKey("queue", TaskQueue)
 TOKENS = web.AppKey("tokens", TokenService)
 CURSORS = web.AppKey("cursors", PageCursors)

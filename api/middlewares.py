@@ -18,7 +18,7 @@ from marshmallow.fields import Field
 from pymongo.errors import PyMongoError
 from webargs.aiohttpparser import AIOHTTPParser
 
-from api.appkeys import DISK, NEAR, SETTINGS, TOKENS
+from api.appkeys import DISK, METER, NEAR, SETTINGS, TOKENS
 from api.http import AUTH_ATTR, NEAR_CANDIDATE, NearCandidate, etag_matches, problem
 from api.schemas import ObjectIdField
 from core import db
@@ -103,7 +103,9 @@ def _log_access(
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Accept a sane X-Request-ID or make one; echo it and keep it for logs and tasks."""
+    """Accept a sane X-Request-ID or make one; echo it and keep it for logs and tasks.
+    Counts the request (near-cache hits, served before, never reach the database)."""
+    request.app[METER].hit()
     request_id = _request_id(request)
     token = request_id_var.set(request_id)
     calls = [0]

@@ -526,6 +526,10 @@ class ImportJobSchema(Schema):
     )
     cancel_requested = fields.Boolean()
     attempts = fields.Integer()
+    waiting_for = fields.String(
+        allow_none=True,
+        metadata={"description": "While queued behind another import: the one writing now"},
+    )
     progress = fields.Dict(keys=fields.String(), values=fields.Nested(FileProgressSchema))
     counts = fields.Nested(ImportCountsSchema)
     bad_rows = fields.Nested(BadRowsSchema)

@@ -302,10 +302,12 @@ async def raw_upserts(
     url: str, users: list[ObjectId], movies: list[str], *, seconds: float, concurrency: int
 ) -> float:
     """The server's own ceiling for rating writes: update_one upserts on the ratings
-    collection (same indexes, same pairs as the PUT run), `concurrency` at a time; per s."""
+    collection (same indexes, same pairs, same write concern as the PUT run), `concurrency`
+    at a time; per s."""
     from motor.motor_asyncio import AsyncIOMotorClient
 
-    client: Any = AsyncIOMotorClient(url, tz_aware=True)
+    # The API's own durability (core.db.DURABLE): a journaled write against a journaled one.
+    client: Any = AsyncIOMotorClient(url, tz_aware=True, w="majority", journal=True)
     ratings = client[DB].ratings
     done = 0
     deadline = time.perf_counter() + seconds

@@ -56,10 +56,16 @@ class ServerProfile:
     write_batch: int  # the most writes sent in one bulk command by background work
     match_batch: int  # the most ids one query matches when each id stands for many documents
     find_and_modify: bool  # change-and-read in one findAndModify, else a write plus a read
+    reports_disk: bool  # dbStats gives the disk's size and use (cheaply), else a folder does
 
 
 MONGODB = ServerProfile(
-    "mongodb", in_list_max=10_000, write_batch=1000, match_batch=1000, find_and_modify=True
+    "mongodb",
+    in_list_max=10_000,
+    write_batch=1000,
+    match_batch=1000,
+    find_and_modify=True,
+    reports_disk=True,
 )
 # SecantusDB matches $in by scanning the list for every document (2,000 ids at once: 44 s;
 # in chunks of 100: 2.1 s). It runs one command at a time, so a drain's bulk write of 500
@@ -69,8 +75,14 @@ MONGODB = ServerProfile(
 # collection: 168 ms with 10k movies, against 1.8 ms for two finds.) The list scan is paid per
 # matched document too: histograms of 200 movies (30 ratings each) took 0.65 s in $in chunks
 # of 100, 0.31 s one movie per query, 0.22 s in chunks of 10 (bench-embedded).
+# Its dbStats counts and sizes every collection (a scan) and says nothing of the disk.
 SECANTUSDB = ServerProfile(
-    "secantusdb", in_list_max=100, write_batch=100, match_batch=10, find_and_modify=False
+    "secantusdb",
+    in_list_max=100,
+    write_batch=100,
+    match_batch=10,
+    find_and_modify=False,
+    reports_disk=False,
 )
 _profile = SECANTUSDB  # the cautious default until connect() has asked the server
 

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     # Under a steady write load a drain keeps the database busy at most this share of the
     # time (it rests in between), leaving the rest to the API's requests.
     drain_duty: float = Field(0.25, gt=0, le=1)
+    # ... but only while the API serves at least this many requests a second (all processes
+    # together, counted in Redis): with nobody waiting, a drain runs without resting.
+    drain_idle_below: float = Field(5.0, ge=0)
 
     # Imports: paths given to the API are confined to import_root (default DATA_DIR/imports);
     # downloads are cached in DATA_DIR/cache.

@@ -14,6 +14,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
+from core.db import server_profile
 from models import utcnow
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,11 @@ class DiskSpace:
 async def disk_space(database: Any, fallback: Path | None) -> DiskSpace | None:
     """Free and total bytes of the database's disk: the server's own figures (MongoDB's
     dbStats), else those of the folder `fallback` on the same disk, else None (unknown)."""
-    stats = await database.command("dbStats")
-    if "fsTotalSize" in stats and "fsUsedSize" in stats:
-        total = int(stats["fsTotalSize"])
-        return DiskSpace(free=total - int(stats["fsUsedSize"]), total=total)
+    if server_profile().reports_disk:
+        stats = await database.command("dbStats")
+        if "fsTotalSize" in stats and "fsUsedSize" in stats:
+            total = int(stats["fsTotalSize"])
+            return DiskSpace(free=total - int(stats["fsUsedSize"]), total=total)
     if fallback is None:
         return None
     try:

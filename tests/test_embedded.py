@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
+import time
+from functools import partial
 
 import aiohttp
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
-from core.processes import free_port
+from core import db as core_db
+from core.processes import Component, Health, Supervisor, free_port
+from embedded import stack as embedded
 from tests.conftest import PASSWORD
+from tests.services import database_env
 
 
 async def _wait_ready(session, base, proc, timeout=90.0):
@@ -95,3 +103,58 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class _NoStop:
+    received = False
+    forced = False
+
+
+def test_a_database_that_cannot_write_is_restarted_with_every_acknowledged_write(tmp_path):
+    """A full disk, as an unprivileged stand-in: the database process may write no file past
+    its first 4 KiB (RLIMIT_FSIZE, set on the running process). Its storage engine panics at
+    its next journal write and answers
+    every command with an error while it stays alive; the supervisor's write probe kills it
+    and starts it again (without the cap: the space is back), and every write it had
+    acknowledged is there."""
+    port = free_port()
+    url = f"mongodb://127.0.0.1:{port}"
+    supervisor = Supervisor(_NoStop())
+    db = supervisor.add(
+        Component(
+            "secantusdb",
+            partial(
+                embedded.start_secantus, storage=str(tmp_path / "db"), port=port,
+                log_file=tmp_path / "db.log", env=database_env(),
+            ),
+            health=Health(embedded.WriteProbe(url, "probe"), every=0.2, failures=2),
+            backoff_max=0.2,
+        )
+    )  # fmt: skip
+    client: MongoClient = MongoClient(url, w="majority", journal=True, timeoutMS=5000)
+    try:
+        docs = client.t.docs
+        acknowledged = [docs.insert_one({"n": n}).inserted_id for n in range(50)]
+        assert db.proc is not None
+        resource.prlimit(db.proc.pid, resource.RLIMIT_FSIZE, (4096, 4096))
+        refused = None
+        for n in range(50, 5050):
+            try:
+                acknowledged.append(docs.insert_one({"n": n, "pad": "x" * 2000}).inserted_id)
+            except PyMongoError as exc:
+                refused = exc
+                break
+        assert refused is not None, "the capped database kept writing"
+        assert core_db.unavailable(refused), refused  # a 503 with Retry-After, not a 500
+        first = db.proc
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (db.proc is first or db.restart_at is not None):
+            supervisor.check()
+            time.sleep(0.05)
+        assert first.returncode == -signal.SIGKILL and supervisor.restarts >= 1
+        stored = {d["_id"] for d in docs.find({}, {"_id": 1})}
+        assert set(acknowledged) <= stored
+        docs.insert_one({"n": "after"})  # it writes again
+    finally:
+        client.close()
+        supervisor.stop()

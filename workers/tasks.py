@@ -11,6 +11,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from core.db import blocking_client
+from core.load import api_busy
 from core.queue import (
     DRAIN_SUMMARIES,
     INDEX_TITLES,
@@ -63,6 +64,11 @@ def drain_summaries(self: Any) -> None:
                 settle=rt.settings.drain_settle,
                 changed=rt.cache.summaries_changed,
                 keep_going=turn.held,
+                others_busy=api_busy(
+                    rt.redis,
+                    prefix=f"{rt.settings.mongodb_db}:",
+                    threshold=rt.settings.drain_idle_below,
+                ),
             )
 
     report = run(work())
@@ -95,6 +101,8 @@ def refresh_weighted(self: Any) -> None:
             tolerance=rt.settings.weighted_mean_tolerance,
             changed=rt.cache.movies_changed,
             pause=0.01,
+            # C comes from the summaries: only while drains keep up with the writes.
+            max_lag=2 * rt.settings.drain_interval + rt.settings.drain_settle,
         )
 
     run(work())

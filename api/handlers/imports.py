@@ -43,6 +43,7 @@ def job_view(job: ImportJob) -> dict[str, Any]:
                 "status",
                 "cancel_requested",
                 "attempts",
+                "waiting_for",
                 "error",
                 "created_at",
                 "started_at",

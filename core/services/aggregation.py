@@ -78,26 +78,32 @@ SummariesChanged = Callable[[list[ObjectId], list[ObjectId]], Awaitable[None]]
 
 class Pace:
     """Rests so that the work between rests keeps the database busy at most `duty` of the
-    time (resting at most `rest_max` at once, so results stay fresh)."""
+    time (resting at most `rest_max` at once, so results stay fresh), while `others_busy`
+    says people are waiting on the database; with nobody waiting it does not rest."""
 
     def __init__(
         self,
         duty: float,
         *,
         rest_max: float = DRAIN_REST_MAX,
+        others_busy: Callable[[], Awaitable[bool]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.duty = duty
         self.rest_max = rest_max
+        self._others_busy = others_busy
         self._clock = clock
         self._sleep = sleep
         self._busy_since = clock()
 
     async def rest(self, *, at_least: float = 0.0) -> None:
         """Sleep in proportion to the time worked since the last rest."""
-        busy = self._clock() - self._busy_since
-        await self._sleep(max(min(busy * (1 / self.duty - 1), self.rest_max), at_least))
+        worked = self._clock() - self._busy_since
+        share = min(worked * (1 / self.duty - 1), self.rest_max)
+        if self._others_busy is not None and not await self._others_busy():
+            share = 0.0
+        await self._sleep(max(share, at_least))
         self._busy_since = self._clock()
 
 
@@ -132,6 +138,7 @@ class DrainReport:
     taken: int = 0
     rounds: int = 0
     waiting: bool = False  # writes too recent for this round: the next one takes them
+    more: bool = False  # ripe writes beyond this round's batch: the next round takes them
 
     @property
     def empty(self) -> bool:
@@ -329,18 +336,35 @@ async def import_writing() -> bool:
     return await SummaryIntent.get_motor_collection().find_one(pending, {"_id": 1}) is not None
 
 
+async def drain_lag() -> float:
+    """How far the summaries lag the rating writes: the age, on the server's clock, of the
+    oldest write no drain has taken (0 when there is none)."""
+    oldest = await Rating.get_motor_collection().find_one(
+        {CHANGED_AT: {"$gte": await drained_before()}}, {CHANGED_AT: 1}, sort=[(CHANGED_AT, 1)]
+    )
+    if oldest is None:
+        return 0.0
+    stamped = oldest[CHANGED_AT]
+    stamped = stamped if stamped.tzinfo else stamped.replace(tzinfo=UTC)
+    return max(0.0, (await server_now() - stamped).total_seconds())
+
+
 async def refresh_weighted_scores(
     *,
     prior_votes: float,
     tolerance: float,
     changed: Changed | None = None,
     pause: float = 0.0,
+    max_lag: float | None = None,
 ) -> int:
     """Publish a new C only when it moved more than `tolerance` stars from the published one
-    (and no import is writing), then rewrite the weighted scores in small batches (each its
-    own short update, followed by `changed(ids)`). Any rated movie still weighted with
+    (and no import is writing, and the summaries lag the writes by at most `max_lag`
+    seconds: C is taken from them), then rewrite the weighted scores in small batches (each
+    its own short update, followed by `changed(ids)`). Any rated movie still weighted with
     another C is rewritten too. Returns how many movies were rewritten."""
     if await import_writing():
+        return 0
+    if max_lag is not None and await drain_lag() > max_lag:
         return 0
     stored = await GlobalRatingStats.get("ratings")
     totals = await _current_mean()
@@ -490,38 +514,31 @@ async def purge_ratings(movie_ids: list[ObjectId]) -> None:
     await _purge(MOVIES, movie_ids)
 
 
-async def _purge(gone: Target, ids: Iterable[ObjectId]) -> None:
+async def _purge(gone: Target, ids: Iterable[ObjectId]) -> set[ObjectId]:
     """Delete the ratings that name these missing movies (or users), the other side's
-    recompute noted first."""
+    recompute noted first; returns that other side's ids."""
     ratings = Rating.get_motor_collection()
     other = "user_id" if gone is MOVIES else "movie_id"
+    touched: set[ObjectId] = set()
     for object_id in ids:
-        touched = await ratings.distinct(other, {gone.rating_field: object_id})
-        if touched:
-            side = {"user_ids": touched} if gone is MOVIES else {"movie_ids": touched}
+        named = await ratings.distinct(other, {gone.rating_field: object_id})
+        if named:
+            side = {"user_ids": named} if gone is MOVIES else {"movie_ids": named}
             await record_intent(**side)
             await ratings.delete_many({gone.rating_field: object_id})
+            touched.update(named)
+    return touched
 
 
 async def heal_orphans(ids: Iterable[ObjectId], *, prior_votes: float) -> list[ObjectId]:
     """Purge the ratings naming ids that are neither a movie nor a user any more and
     recompute the other side now; returns the ids purged."""
     ids = list(ids)
-    movies = await _missing(MOVIES, ids)
-    users = await _missing(USERS, ids)
-    for target, gone in ((MOVIES, movies), (USERS, users)):
-        if not gone:
-            continue
-        ratings = Rating.get_motor_collection()
-        other = "user_id" if target is MOVIES else "movie_id"
-        touched = set()
-        for object_id in gone:
-            touched |= set(await ratings.distinct(other, {target.rating_field: object_id}))
-        await _purge(target, gone)
-        if target is MOVIES:
-            await recompute_users(touched)
-        else:
-            await recompute_movies(touched, prior_votes=prior_votes)
+    movies, users = await _missing(MOVIES, ids), await _missing(USERS, ids)
+    if movies:
+        await recompute_users(await _purge(MOVIES, movies))
+    if users:
+        await recompute_movies(await _purge(USERS, users), prior_votes=prior_votes)
     return movies + users
 
 
@@ -614,30 +631,53 @@ async def adopt_legacy_stamps() -> int:
     return moved.modified_count
 
 
+async def _oldest_writes(
+    since: datetime, until: datetime, batch: int
+) -> tuple[list[dict[str, Any]], datetime]:
+    """The rating writes stamped in [since, until), oldest first: all of them, or, when there
+    are more than `batch`, those before the first one left out (writes of one instant are
+    never split between rounds); with the end of what was taken. A range walk of the sparse
+    index: a round's cost is bounded however large the backlog."""
+    ratings = Rating.get_motor_collection()
+    fields = {"movie_id": 1, "user_id": 1, CHANGED_AT: 1, "_id": 0}
+    window = {CHANGED_AT: {"$gte": since, "$lt": until}}
+    writes = await ratings.find(window, fields).sort(CHANGED_AT, 1).to_list(batch + 1)
+    if len(writes) <= batch:
+        return writes, until
+    cut = writes[batch][CHANGED_AT]
+    taken = [w for w in writes if w[CHANGED_AT] < cut]
+    if taken:
+        return taken, cut
+    # More than a round's worth in one instant: that instant whole.
+    same = await ratings.find({CHANGED_AT: cut}, fields).to_list(None)
+    return same, cut + timedelta(milliseconds=1)
+
+
 async def drain_once(
     *, prior_votes: float, batch: int, settle: float = 1.0, pace: Pace | None = None
 ) -> DrainReport:
-    """One round: take the rating writes from the mark to `settle` seconds ago and ≤ batch
-    intents, recompute what they name (writing at `pace`), then move the mark and delete
-    those intents."""
+    """One round: take the oldest ≤ batch rating writes from the mark to `settle` seconds ago
+    and ≤ batch intents, recompute what they name (writing at `pace`), then move the mark
+    past the writes taken and delete those intents."""
     report = DrainReport(rounds=1)
     ratings = Rating.get_motor_collection()
     intents = SummaryIntent.get_motor_collection()
     since = await drained_before()
-    until = await server_now() - timedelta(seconds=settle)
+    horizon = until = await server_now() - timedelta(seconds=settle)
     movies: set[ObjectId] = set()
     users: set[ObjectId] = set()
     if since < until:
-        # One range scan of the sparse index, streamed: its size is the backlog, and the ids
-        # it yields are at most every movie and user.
-        window = {CHANGED_AT: {"$gte": since, "$lt": until}}
-        async for write in ratings.find(window, {"movie_id": 1, "user_id": 1, "_id": 0}):
+        writes, until = await _oldest_writes(since, horizon, batch)
+        report.more = until < horizon
+        for write in writes:
             movies.add(write["movie_id"])
             users.add(write["user_id"])
-            report.taken += 1
+        report.taken += len(writes)
     report.waiting = (
-        await ratings.find_one({CHANGED_AT: {"$gte": max(since, until)}}, {"_id": 1})
-    ) is not None
+        not report.more
+        and (await ratings.find_one({CHANGED_AT: {"$gte": max(since, until)}}, {"_id": 1}))
+        is not None
+    )
     notes = await intents.find({"job_id": None}).to_list(batch)
     # An import's intents wait for their job to end (it recomputes and clears them itself),
     # unless it ended without doing so (failed, cancelled, a CLI run that crashed).
@@ -681,21 +721,23 @@ async def drain(
     budget: float = 20.0,
     changed: SummariesChanged | None = None,
     keep_going: Callable[[], bool] | None = None,
+    others_busy: Callable[[], Awaitable[bool]] | None = None,
 ) -> DrainReport:
     """Drain rounds until nothing is pending or `budget` seconds are spent (the next drain,
-    queued by a write or by beat, takes the rest), busy at most `duty` of the time; `changed`
-    hears each round's ids, and `keep_going` is asked after every round (False: the worker
-    lost its drain lock, another drain may run)."""
+    queued by a write or by beat, takes the rest), busy at most `duty` of the time while
+    `others_busy` says the API is serving people (always, without it); `changed` hears each
+    round's ids, and `keep_going` is asked after every round (False: the worker lost its
+    drain lock, another drain may run)."""
     total = DrainReport()
     deadline = time.monotonic() + budget
     # Rests come inside rounds too (between their summary writes) and after each round:
     # under a steady write load drains leave the rest of a database that runs one command
     # at a time to the API, and each round batches more writes.
-    pace = Pace(duty)
+    pace = Pace(duty, others_busy=others_busy)
     await adopt_legacy_stamps()
     while True:
         report = await drain_once(prior_votes=prior_votes, batch=batch, settle=settle, pace=pace)
-        if report.empty and not report.waiting:
+        if report.empty and not report.waiting and not report.more:
             return total
         total.rounds += report.rounds
         total.movies += report.movies

@@ -237,6 +237,7 @@ async def _claim(job_id: PydanticObjectId, stale_after: float) -> ImportJob | No
         {
             "$set": {
                 "status": "running",
+                "waiting_for": None,
                 "worker": f"{socket.gethostname()}:{os.getpid()}",
                 "heartbeat_at": utcnow(),
                 "started_at": job.started_at or utcnow(),

@@ -58,8 +58,9 @@ async def test_free_space_comes_from_the_folder_when_the_server_gives_none(db, t
     # SecantusDB's dbStats has no fsTotalSize: the folder on the database's disk tells.
     space = await disk_space(db, tmp_path)
     assert space is not None and 0 < space.free <= space.total
-    assert await disk_space(db, None) is None
-    assert await disk_space(db, tmp_path / "missing") is None
+    if not core_db.server_profile().reports_disk:  # against MongoDB (CI), dbStats answers
+        assert await disk_space(db, None) is None
+        assert await disk_space(db, tmp_path / "missing") is None
 
 
 async def test_writes_are_refused_only_while_the_disk_is_under_the_floor(db, tmp_path: Path):
@@ -73,3 +74,24 @@ async def test_writes_are_refused_only_while_the_disk_is_under_the_floor(db, tmp
     watch.space = DiskSpace(free=10, total=100)
     watch.floor = 5
     assert not watch.low
+
+
+class StatsOnly:
+    """A database whose dbStats reports its disk, as MongoDB's does."""
+
+    async def command(self, name: str) -> dict[str, Any]:
+        assert name == "dbStats"
+        return {"fsTotalSize": 1000, "fsUsedSize": 900}
+
+
+async def test_a_server_that_reports_its_disk_is_asked_and_secantusdb_is_not(tmp_path: Path):
+    before = core_db.server_profile()
+    try:
+        core_db.use_profile(core_db.MONGODB)
+        assert await disk_space(StatsOnly(), tmp_path) == DiskSpace(free=100, total=1000)
+        # SecantusDB's dbStats scans every collection: the folder answers, no dbStats is sent.
+        core_db.use_profile(core_db.SECANTUSDB)
+        space = await disk_space(StatsOnly(), tmp_path)
+        assert space is not None and space.total > 1000
+    finally:
+        core_db.use_profile(before)

@@ -4,6 +4,7 @@ drain's ordering rules called directly."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,8 @@ from bson import ObjectId
 from redis.asyncio import Redis
 
 from api.app import create_app
+from core.cache import RedisHealth
+from core.load import RequestMeter, api_busy, api_requests_per_second
 from core.queue import (
     DRAIN_PENDING_KEY,
     DRAIN_SUMMARIES,
@@ -233,6 +236,46 @@ async def test_a_pace_rests_in_proportion_to_the_work_since_its_last_rest():
     assert slept == pytest.approx([1.5, 0.6, 0.5, 4.0])
 
 
+async def test_a_pace_rests_only_while_the_api_is_busy():
+    clock, slept, busy = [100.0], [], [False]
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    async def others_busy() -> bool:
+        return busy[0]
+
+    pace = aggregation.Pace(0.25, clock=lambda: clock[0], sleep=sleep, others_busy=others_busy)
+    clock[0] += 0.5
+    await pace.rest()  # nobody waits: no rest
+    clock[0] += 0.5
+    await pace.rest(at_least=0.25)  # the floor still holds
+    busy[0] = True
+    clock[0] += 0.5
+    await pace.rest()
+    assert slept == pytest.approx([0.0, 0.25, 1.5])
+
+
+async def test_the_apis_requests_per_second_reach_the_drain_through_redis(settings, redis):
+    prefix = f"load-test-{ObjectId()}:"
+    meter = RequestMeter(redis, prefix=prefix, health=RedisHealth())
+    assert await api_requests_per_second(redis, prefix=prefix) == 0.0
+    second = int(time.time())
+    for _ in range(30):
+        meter.hit()
+    await asyncio.sleep(second + 1 - time.time())  # a count is sent once its second is over
+    meter.hit()
+    for _ in range(100):
+        if await api_requests_per_second(redis, prefix=prefix):
+            break
+        await asyncio.sleep(0.01)
+    rate = await api_requests_per_second(redis, prefix=prefix)
+    assert rate is not None and rate >= 30 - 1  # the second may have turned mid-loop
+    assert await api_busy(redis, prefix=prefix, threshold=5)()
+    assert not await api_busy(redis, prefix=prefix, threshold=1000)()
+
+
 async def test_ratings_stamped_by_the_earlier_scheme_are_drained(client, db):
     movie = await _movie()
     rating = factories.rating(movie_id=movie.id, user_id=await _user(), score=4.5)
@@ -359,3 +402,52 @@ async def test_malformed_task_arguments_are_dropped_not_retried(settings, servic
         return "malformed id" in worker_log(services)
 
     await eventually(dropped)
+
+
+async def test_a_round_takes_the_oldest_writes_up_to_its_batch_and_the_next_the_rest(client, db):
+    movies = [await _movie(f"M{i}") for i in range(5)]
+    past = await aggregation.server_now() - timedelta(seconds=60)
+    for i, movie in enumerate(movies):
+        rating_id = await _stamped(movie, await _user(), 3.0)
+        stamp = past + timedelta(seconds=i // 2)  # two writes share each instant
+        await db.ratings.update_one({"_id": rating_id}, {"$set": {"changed_at": stamp}})
+    first = await aggregation.drain_once(prior_votes=10, batch=3, settle=0)
+    # Three fit, but the third shares its instant with the fourth: the round stops before.
+    assert first.taken == 2 and first.more and not first.waiting
+    assert await aggregation.undrained() == 3
+    second = await aggregation.drain_once(prior_votes=10, batch=3, settle=0)
+    assert second.taken == 3 and not second.more
+    assert await aggregation.undrained() == 0
+    for movie in movies:
+        assert (await db.movies.find_one({"_id": movie.id}))["rating"]["count"] == 1
+
+
+async def test_one_instant_larger_than_a_batch_is_taken_whole(client, db):
+    movies = [await _movie(f"M{i}") for i in range(3)]
+    past = await aggregation.server_now() - timedelta(seconds=60)
+    for movie in movies:
+        rating_id = await _stamped(movie, await _user(), 3.0)
+        await db.ratings.update_one({"_id": rating_id}, {"$set": {"changed_at": past}})
+    report = await aggregation.drain_once(prior_votes=10, batch=2, settle=0)
+    assert report.taken == 3 and await aggregation.undrained() == 0
+
+
+async def test_no_mean_is_published_from_summaries_that_lag_the_writes(client, db):
+    movie = await _movie()
+    await _stamped(movie, await _user(), 5.0)
+    await aggregation.drain(prior_votes=10, settle=0)
+    await db.global_stats.update_one({"_id": "ratings"}, {"$set": {"mean": 1.0}})
+    # A write the drains have not taken for 30 s (they fell behind).
+    rating_id = await _stamped(movie, await _user(), 1.0)
+    old = await aggregation.server_now() - timedelta(seconds=30)
+    await db.ratings.update_one({"_id": rating_id}, {"$set": {"changed_at": old}})
+    await db.drain_marks.update_one({}, {"$set": {"drained_before": old}})
+    assert await aggregation.drain_lag() >= 30
+    assert (
+        await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01, max_lag=10) == 0
+    )
+    assert (await db.global_stats.find_one({"_id": "ratings"}))["mean"] == 1.0
+    await aggregation.drain(prior_votes=10, settle=0)
+    assert await aggregation.drain_lag() == 0
+    assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01, max_lag=10)
+    assert (await db.global_stats.find_one({"_id": "ratings"}))["mean"] == 3.0

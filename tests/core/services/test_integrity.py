@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
+from api.handlers.imports import job_view
 from core.services import aggregation, imports
 from core.services.leases import IMPORT_LEASE, FencedLease, LeaseBusy, LeaseLost, holder_of
 from core.services.movielens import MovieLensImport, _insert_by_movielens_id
@@ -234,7 +235,9 @@ async def test_a_job_behind_another_import_waits_queued(odm, settings, tmp_path)
     stored = await odm.import_jobs.find_one({"_id": job.id})
     assert stored["status"] == "queued" and stored["waiting_for"].startswith("job:")
     assert stored["attempts"] == 0 and await odm.ratings.count_documents({}) == 0
+    assert job_view(ImportJob.model_validate(stored))["waiting_for"] == stored["waiting_for"]
     # Once the other import has ended, the job runs.
     status = await imports.run_job(job_id=job.id, settings=settings, open_release=open_release)
     assert status == "succeeded"
     assert await odm.ratings.count_documents({}) == 6
+    assert (await odm.import_jobs.find_one({"_id": job.id}))["waiting_for"] is None
