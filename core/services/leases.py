@@ -14,7 +14,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
@@ -47,7 +48,7 @@ class FencedLease:
         self.ttl = ttl
         self.fence: int | None = None
 
-    def _expiry(self):
+    def _expiry(self) -> datetime:
         return utcnow() + timedelta(seconds=self.ttl)
 
     async def acquire(self) -> int:
@@ -58,8 +59,10 @@ class FencedLease:
                 {"_id": self.name, "holder": self.holder, "fence": 1, "expires_at": self._expiry()}
             )
         except DuplicateKeyError:
-            grant = {"$set": {"holder": self.holder, "expires_at": self._expiry()}}
-            grant["$inc"] = {"fence": 1}  # type: ignore[assignment]
+            grant: dict[str, Any] = {
+                "$set": {"holder": self.holder, "expires_at": self._expiry()},
+                "$inc": {"fence": 1},
+            }
             taken = await collection.update_one(
                 {"_id": self.name, "expires_at": {"$lt": utcnow()}}, grant
             )
@@ -76,7 +79,7 @@ class FencedLease:
         self.fence = int(doc["fence"])
         return self.fence
 
-    def _mine(self) -> dict:
+    def _mine(self) -> dict[str, Any]:
         return {"_id": self.name, "holder": self.holder, "fence": self.fence}
 
     async def renew(self) -> None:

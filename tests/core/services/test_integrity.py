@@ -241,3 +241,21 @@ async def test_a_job_behind_another_import_waits_queued(odm, settings, tmp_path)
     assert status == "succeeded"
     assert await odm.ratings.count_documents({}) == 6
     assert (await odm.import_jobs.find_one({"_id": job.id}))["waiting_for"] is None
+
+
+async def test_a_username_the_import_needs_taken_by_someone_fails_the_job_for_good(
+    odm, settings, tmp_path
+):
+    folder = write_release(tmp_path / "rel")
+    await odm.users.insert_one({"username": "movielens-1", "display_name": "squatter"})
+    job = ImportJob(source="movielens", path="rel")
+    await job.insert()
+
+    async def open_release(job: ImportJob, settings: Any) -> MovieLensRelease:
+        return MovieLensRelease(Source(folder))
+
+    status = await imports.run_job(job_id=job.id, settings=settings, open_release=open_release)
+    assert status == "failed"
+    stored = await odm.import_jobs.find_one({"_id": job.id})
+    assert "username" in stored["error"] and "taken" in stored["error"]
+    assert await holder_of(IMPORT_LEASE) is None  # given back: the next import can run
