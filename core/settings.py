@@ -104,8 +104,9 @@ class Settings(BaseSettings):
     # published C, so they stay exact with respect to it.
     weighted_mean_tolerance: float = Field(0.01, ge=0, le=1)
     # Beat drains the recompute intents this often, whatever the broker did meanwhile; a
-    # round reads at most drain_batch intent documents, and takes the rating writes older
-    # than drain_settle seconds (in the database server's clock) that no round took yet.
+    # round reads at most drain_batch intent documents, and takes the oldest rating writes
+    # older than drain_settle seconds (in the database server's clock) that no round took
+    # yet, as many as name at most drain_batch movies and users.
     drain_interval: float = Field(5.0, gt=0, le=300)
     drain_batch: int = Field(2000, ge=1, le=10_000)
     drain_settle: float = Field(1.0, ge=0, le=60)

@@ -145,6 +145,7 @@ async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> dict:
         dry_run=dry_run,
         batch_size=settings.import_batch_size,
         prior_votes=settings.rating_prior_votes,
+        drain_settle=settings.drain_settle,
         lease=FencedLease(IMPORT_LEASE, holder=holder, ttl=settings.import_stale_after),
     )
     started = time.perf_counter()

@@ -24,22 +24,20 @@ app = Celery("movie-ratings", include=["workers.tasks"])
 def _configure(sender: Celery, **kwargs: Any) -> None:
     settings = Settings()
     sender.conf.update(celery_config(settings))
-    sender.conf.beat_schedule = {
-        "refresh-weighted-scores": {
-            "task": REFRESH_WEIGHTED,
-            "schedule": settings.weighted_refresh_interval,
-        },
-        "requeue-stale-imports": {
-            "task": REQUEUE_STALE_IMPORTS,
-            "schedule": settings.import_sweep_interval,
-        },
+    # Each periodic task expires after its own interval: one that waited that long in the
+    # queue (the workers were busy with an import) is superseded by the next, rather than
+    # dozens of them running back to back on a database that has just been freed.
+    every = {
+        "refresh-weighted-scores": (REFRESH_WEIGHTED, settings.weighted_refresh_interval),
+        "requeue-stale-imports": (REQUEUE_STALE_IMPORTS, settings.import_sweep_interval),
         # The intents are the record; this is what finds them when no write queues a drain
         # (broker was down, a worker died holding one, a crash came before the enqueue).
-        "drain-summaries": {"task": DRAIN_SUMMARIES, "schedule": settings.drain_interval},
-        "train-recommender": {
-            "task": TRAIN_RECOMMENDER,
-            "schedule": settings.recommender_interval,
-        },
+        "drain-summaries": (DRAIN_SUMMARIES, settings.drain_interval),
+        "train-recommender": (TRAIN_RECOMMENDER, settings.recommender_interval),
+    }
+    sender.conf.beat_schedule = {
+        name: {"task": task, "schedule": interval, "options": {"expires": interval}}
+        for name, (task, interval) in every.items()
     }
 
 

@@ -67,6 +67,14 @@ DRAIN_REST_MAX = 4.0
 # round's hundred movie summaries held SecantusDB, which runs one command at a time, for
 # 4-6 s under a PUT load, and every request queued behind it.
 PACED_WRITE_BATCH = 10
+# A round reads at most this many rating writes per summary it may recompute: writes to the
+# same movies are one recomputation, and reading them is cheap next to storing summaries.
+WRITES_PER_SUMMARY = 10
+# An import's last step then recomputes the rating writes that landed while it wrote its
+# own summaries, in at most this many passes (each shorter than the one before).
+CATCH_UP_PASSES = 2
+# While an import writes, a drain round takes this share of its usual batch.
+IMPORT_ROUND_SHARE = 10
 # A command-line import (no job document) writes an intent per batch, seconds apart: one
 # silent this long has stopped, and the drain takes over what it left.
 IMPORT_TAG_QUIET = timedelta(minutes=10)
@@ -328,12 +336,18 @@ async def recompute_many(
 async def import_writing() -> bool:
     """Whether an import is writing, or left intents no one has recomputed yet: the movies'
     summaries then lag their ratings, and no C may be published from them."""
-    if await Lease.get_motor_collection().find_one(
-        {"_id": IMPORT_LEASE, "expires_at": {"$gt": utcnow()}}, {"_id": 1}
-    ):
+    if await _import_leased():
         return True
     pending = {"job_id": {"$ne": None}}
     return await SummaryIntent.get_motor_collection().find_one(pending, {"_id": 1}) is not None
+
+
+async def _import_leased() -> bool:
+    """Whether an import holds its lease (it is writing, or finishing)."""
+    found = await Lease.get_motor_collection().find_one(
+        {"_id": IMPORT_LEASE, "expires_at": {"$gt": utcnow()}}, {"_id": 1}
+    )
+    return found is not None
 
 
 async def drain_lag() -> float:
@@ -476,14 +490,16 @@ async def withdraw_intent(intent_id: ObjectId) -> None:
     await SummaryIntent.get_motor_collection().delete_one({"_id": intent_id})
 
 
-async def finish_import(*, job_id: ObjectId, prior_votes: float) -> None:
+async def finish_import(*, job_id: ObjectId, prior_votes: float, settle: float = 1.0) -> None:
     """Recompute everything an import's batches (this attempt and any earlier) recorded,
-    clear those intents, then publish the new C with every weighted score."""
+    clear those intents, then publish the new C with every weighted score. The rating
+    writes no drain has taken yet are recomputed with it (the mark moves past them), then
+    those that landed meanwhile, in at most CATCH_UP_PASSES shorter passes: live ratings
+    during an import are current when it ends, not a backlog the drains start on then."""
     intents = SummaryIntent.get_motor_collection()
     notes = await intents.find({"job_id": job_id}).to_list(None)
     if not notes:
         return  # nothing was written
-    movies = {m for n in notes for m in n["movie_ids"]}
     # C first, from the ratings themselves, so the summaries below carry their final weights
     # and only the movies this import did not touch need a second write.
     before = await GlobalRatingStats.get("ratings")
@@ -493,10 +509,12 @@ async def finish_import(*, job_id: ObjectId, prior_votes: float) -> None:
         .to_list(1)
     )
     stats = await _publish((rows[0]["sum"], rows[0]["n"]) if rows else (0.0, 0))
-    done = await recompute_many(
-        movie_ids=movies,
-        user_ids={u for n in notes for u in n["user_ids"]},
+    movies = {m for n in notes for m in n["movie_ids"]}
+    done, _ = await _with_backlog(
+        movies=movies,
+        users={u for n in notes for u in n["user_ids"]},
         prior_votes=prior_votes,
+        settle=settle,
     )
     for part in chunked([n["_id"] for n in notes]):
         await intents.delete_many({"_id": {"$in": part}})
@@ -507,6 +525,31 @@ async def finish_import(*, job_id: ObjectId, prior_votes: float) -> None:
         await _rewrite_weighted(stats, prior_votes=prior_votes)
     elif before is None or before.mean != stats.mean:
         await _rewrite_weighted(stats, prior_votes=prior_votes, skip=movies)
+    for _ in range(CATCH_UP_PASSES):
+        _, taken = await _with_backlog(prior_votes=prior_votes, settle=settle)
+        if not taken:
+            break
+
+
+async def _with_backlog(
+    *,
+    movies: Iterable[ObjectId] = (),
+    users: Iterable[ObjectId] = (),
+    prior_votes: float,
+    settle: float,
+) -> tuple[Recomputed, int]:
+    """Recompute these summaries and those the rating writes no drain has taken name (to
+    `settle` seconds ago), then move the drain's mark past those writes; with their count."""
+    horizon = await server_now() - timedelta(seconds=settle)
+    backlog, _ = await _oldest_writes(await drained_before(), horizon, batch=None)
+    done = await recompute_many(
+        movie_ids=set(movies) | backlog.movies,
+        user_ids=set(users) | backlog.users,
+        prior_votes=prior_votes,
+    )
+    if backlog.count:
+        await _move_mark(horizon)
+    return done, backlog.count
 
 
 async def purge_ratings(movie_ids: list[ObjectId]) -> None:
@@ -594,6 +637,14 @@ async def _running_imports(tags: set[ObjectId]) -> set[ObjectId]:
     return running
 
 
+async def _move_mark(until: datetime) -> None:
+    """Every rating write stamped before `until` is in the summaries. $max: a slower drain
+    (or an import's last step) that started earlier never moves the mark back."""
+    await DrainMark.get_motor_collection().update_one(
+        {"_id": "ratings"}, {"$max": {"drained_before": until}}, upsert=True
+    )
+
+
 async def server_now() -> datetime:
     """The database server's clock, the one `$currentDate` stamps writes with."""
     hello = await Rating.get_motor_collection().database.command("hello")
@@ -631,34 +682,75 @@ async def adopt_legacy_stamps() -> int:
     return moved.modified_count
 
 
+@dataclass
+class Writes:
+    """Rating writes a drain round takes: the movies and users they name, and how many."""
+
+    movies: set[ObjectId] = field(default_factory=set)
+    users: set[ObjectId] = field(default_factory=set)
+    count: int = 0
+
+    def add(self, write: dict[str, Any]) -> None:
+        self.movies.add(write["movie_id"])
+        self.users.add(write["user_id"])
+        self.count += 1
+
+    def fits(self, more: Writes, *, summaries: int, scanned: int) -> bool:
+        """Whether `more` can join without passing either bound (anything joins nothing)."""
+        if not self.count:
+            return True
+        named = len(self.movies | more.movies) + len(self.users | more.users)
+        return named <= summaries and self.count + more.count <= scanned
+
+    def absorb(self, more: Writes) -> None:
+        self.movies |= more.movies
+        self.users |= more.users
+        self.count += more.count
+
+
 async def _oldest_writes(
-    since: datetime, until: datetime, batch: int
-) -> tuple[list[dict[str, Any]], datetime]:
-    """The rating writes stamped in [since, until), oldest first: all of them, or, when there
-    are more than `batch`, those before the first one left out (writes of one instant are
-    never split between rounds); with the end of what was taken. A range walk of the sparse
-    index: a round's cost is bounded however large the backlog."""
-    ratings = Rating.get_motor_collection()
+    since: datetime, until: datetime, batch: int | None
+) -> tuple[Writes, datetime]:
+    """The rating writes stamped in [since, until), oldest first, as many as name at most
+    `batch` movies and users together (a backlog of writes to the same movies is one round)
+    in at most WRITES_PER_SUMMARY times `batch` writes (None: all); with the end of what was
+    taken.
+    Writes of one instant are never split between rounds. A range walk of the sparse index
+    read as a stream: a round holds ids, not writes, and its cost is bounded however large
+    the backlog."""
     fields = {"movie_id": 1, "user_id": 1, CHANGED_AT: 1, "_id": 0}
-    window = {CHANGED_AT: {"$gte": since, "$lt": until}}
-    writes = await ratings.find(window, fields).sort(CHANGED_AT, 1).to_list(batch + 1)
-    if len(writes) <= batch:
-        return writes, until
-    cut = writes[batch][CHANGED_AT]
-    taken = [w for w in writes if w[CHANGED_AT] < cut]
-    if taken:
-        return taken, cut
-    # More than a round's worth in one instant: that instant whole.
-    same = await ratings.find({CHANGED_AT: cut}, fields).to_list(None)
-    return same, cut + timedelta(milliseconds=1)
+    cursor = (
+        Rating.get_motor_collection()
+        .find({CHANGED_AT: {"$gte": since, "$lt": until}}, fields)
+        .sort(CHANGED_AT, 1)
+        .batch_size(1000)
+    )
+    most = batch if batch is not None else 2**62
+    bounds = {"summaries": most, "scanned": most * WRITES_PER_SUMMARY}
+    taken, instant, at = Writes(), Writes(), until  # `instant`: read, not yet taken, of `at`
+    try:
+        async for write in cursor:
+            if instant.count and write[CHANGED_AT] != at:
+                if not taken.fits(instant, **bounds):
+                    return taken, at
+                taken.absorb(instant)
+                instant = Writes()
+            at = write[CHANGED_AT]
+            instant.add(write)
+    finally:
+        await cursor.close()
+    if not taken.fits(instant, **bounds):
+        return taken, at
+    taken.absorb(instant)
+    return taken, until
 
 
 async def drain_once(
     *, prior_votes: float, batch: int, settle: float = 1.0, pace: Pace | None = None
 ) -> DrainReport:
-    """One round: take the oldest ≤ batch rating writes from the mark to `settle` seconds ago
-    and ≤ batch intents, recompute what they name (writing at `pace`), then move the mark
-    past the writes taken and delete those intents."""
+    """One round: take the oldest rating writes from the mark to `settle` seconds ago that
+    name ≤ batch movies and users, and ≤ batch intents, recompute what they name (writing
+    at `pace`), then move the mark past the writes taken and delete those intents."""
     report = DrainReport(rounds=1)
     ratings = Rating.get_motor_collection()
     intents = SummaryIntent.get_motor_collection()
@@ -669,10 +761,9 @@ async def drain_once(
     if since < until:
         writes, until = await _oldest_writes(since, horizon, batch)
         report.more = until < horizon
-        for write in writes:
-            movies.add(write["movie_id"])
-            users.add(write["user_id"])
-        report.taken += len(writes)
+        movies |= writes.movies
+        users |= writes.users
+        report.taken += writes.count
     report.waiting = (
         not report.more
         and (await ratings.find_one({CHANGED_AT: {"$gte": max(since, until)}}, {"_id": 1}))
@@ -701,12 +792,9 @@ async def drain_once(
     if done_users.missing:
         await _purge(USERS, done_users.missing)  # deleted accounts: their ratings go too
 
-    # Everything read above is now reflected. $max: a slower drain that took the lock over
-    # never moves the mark back.
+    # Everything read above is now reflected.
     if report.taken:
-        await DrainMark.get_motor_collection().update_one(
-            {"_id": "ratings"}, {"$max": {"drained_before": until}}, upsert=True
-        )
+        await _move_mark(until)
     for ids in chunked([n["_id"] for n in notes]):
         report.taken += (await intents.delete_many({"_id": {"$in": ids}})).deleted_count
     return report
@@ -736,7 +824,22 @@ async def drain(
     pace = Pace(duty, others_busy=others_busy)
     await adopt_legacy_stamps()
     while True:
-        report = await drain_once(prior_votes=prior_votes, batch=batch, settle=settle, pace=pace)
+        # While an import writes, the database is shared with it and a round takes many times
+        # longer, and the import's last step recomputes the writes no round took yet: large
+        # rounds then only delay the live ratings that small ones would show sooner.
+        size = max(1, batch // IMPORT_ROUND_SHARE) if await _import_leased() else batch
+        started = time.monotonic()
+        report = await drain_once(prior_votes=prior_votes, batch=size, settle=settle, pace=pace)
+        log.debug(
+            "drain round",
+            extra={
+                "batch": size,
+                "taken": report.taken,
+                "movies": len(report.movies),
+                "users": len(report.users),
+                "seconds": round(time.monotonic() - started, 2),
+            },
+        )
         if report.empty and not report.waiting and not report.more:
             return total
         total.rounds += report.rounds

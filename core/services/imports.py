@@ -304,6 +304,7 @@ async def run_job(
                     dry_run=job.dry_run,
                     batch_size=settings.import_batch_size,
                     prior_votes=settings.rating_prior_votes,
+                    drain_settle=settings.drain_settle,
                     job_id=job_id,
                     lease=lease,
                 )

@@ -127,6 +127,7 @@ class MovieLensImport:
         dry_run: bool = False,
         batch_size: int = BATCH_SIZE,
         prior_votes: float = 10.0,
+        drain_settle: float = 1.0,
         job_id: ObjectId | None = None,
         lease: FencedLease | None = None,
     ) -> None:
@@ -140,6 +141,7 @@ class MovieLensImport:
         self.dry_run = dry_run
         self.batch_size = batch_size
         self.prior_votes = prior_votes
+        self.drain_settle = drain_settle
         self.report = ImportReport()
         self.movie_ids: dict[int, ObjectId] = {}
         self.user_ids: dict[int, ObjectId] = {}
@@ -168,7 +170,9 @@ class MovieLensImport:
             started = time.perf_counter()
             if self.lease is not None:
                 await self.lease.confirm()
-            await aggregation.finish_import(job_id=self.intent_tag, prior_votes=self.prior_votes)
+            await aggregation.finish_import(
+                job_id=self.intent_tag, prior_votes=self.prior_votes, settle=self.drain_settle
+            )
             self.report.timings["aggregation"] = round(time.perf_counter() - started, 3)
         return self.report
 

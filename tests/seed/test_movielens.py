@@ -295,3 +295,26 @@ async def test_an_import_joins_the_films_already_in_the_catalogue(odm, tmp_path)
     assert toy["_id"] in rated
     again = await _import(write_release(tmp_path / "rel"))
     assert (again.movies.inserted, again.movies.updated) == (0, 0)
+
+
+async def test_an_import_takes_over_the_rating_writes_no_drain_took_yet(odm, tmp_path):
+    """Live ratings written while an import runs are in the summaries when it ends: its
+    last step recomputes them with its own and moves the drain's mark past them."""
+    from core.services import aggregation
+    from models import Movie, title_key
+    from tests import factories
+
+    live = Movie(title="Live", title_key=title_key("Live"))
+    await live.insert()
+    rater = factories.user()
+    await rater.insert()
+    rating = factories.rating(movie_id=live.id, user_id=rater.id, score=4.5)
+    await rating.insert()
+    await odm.ratings.update_one({"_id": rating.id}, aggregation.MARK_CHANGED)
+    assert await aggregation.undrained() == 1
+
+    await _import(write_release(tmp_path / "rel"), drain_settle=0)
+    assert await aggregation.undrained() == 0
+    stored = await odm.movies.find_one({"_id": live.id})
+    assert stored["rating"]["count"] == 1 and stored["rating"]["mean"] == 4.5
+    assert (await odm.users.find_one({"_id": rater.id}))["stats"]["count"] == 1

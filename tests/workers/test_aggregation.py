@@ -406,20 +406,47 @@ async def test_malformed_task_arguments_are_dropped_not_retried(settings, servic
 
 async def test_a_round_takes_the_oldest_writes_up_to_its_batch_and_the_next_the_rest(client, db):
     movies = [await _movie(f"M{i}") for i in range(5)]
+    rater = await _user()
     past = await aggregation.server_now() - timedelta(seconds=60)
     for i, movie in enumerate(movies):
-        rating_id = await _stamped(movie, await _user(), 3.0)
+        rating_id = await _stamped(movie, rater, 3.0)
         stamp = past + timedelta(seconds=i // 2)  # two writes share each instant
         await db.ratings.update_one({"_id": rating_id}, {"$set": {"changed_at": stamp}})
+    # A batch counts summaries: the first instant names two movies and the rater (three);
+    # the second would add two more movies, and an instant is never split.
     first = await aggregation.drain_once(prior_votes=10, batch=3, settle=0)
-    # Three fit, but the third shares its instant with the fourth: the round stops before.
     assert first.taken == 2 and first.more and not first.waiting
     assert await aggregation.undrained() == 3
     second = await aggregation.drain_once(prior_votes=10, batch=3, settle=0)
-    assert second.taken == 3 and not second.more
+    assert second.taken == 2 and second.more
+    third = await aggregation.drain_once(prior_votes=10, batch=3, settle=0)
+    assert third.taken == 1 and not third.more
     assert await aggregation.undrained() == 0
     for movie in movies:
         assert (await db.movies.find_one({"_id": movie.id}))["rating"]["count"] == 1
+    assert (await db.users.find_one({"_id": rater}))["stats"]["count"] == 5
+
+
+async def test_a_backlog_of_writes_to_the_same_movies_is_one_round(client, db, monkeypatch):
+    movies = [await _movie(f"M{i}") for i in range(3)]
+    raters = [await _user() for _ in range(3)]
+    past = await aggregation.server_now() - timedelta(seconds=60)
+    for i, (movie, rater) in enumerate((m, r) for m in movies for r in raters):
+        rating_id = await _stamped(movie, rater, 3.0)
+        await db.ratings.update_one(
+            {"_id": rating_id}, {"$set": {"changed_at": past + timedelta(seconds=i)}}
+        )
+    # Nine writes name six summaries: one round of six takes them all.
+    report = await aggregation.drain_once(prior_votes=10, batch=6, settle=0)
+    assert report.taken == 9 and not report.more
+    assert len(report.movies) == 3 and len(report.users) == 3
+    assert await aggregation.undrained() == 0
+
+    # The writes a round reads are bounded too (WRITES_PER_SUMMARY per summary).
+    await db.drain_marks.delete_many({})
+    monkeypatch.setattr(aggregation, "WRITES_PER_SUMMARY", 1)
+    bounded = await aggregation.drain_once(prior_votes=10, batch=6, settle=0)
+    assert bounded.taken == 6 and bounded.more
 
 
 async def test_one_instant_larger_than_a_batch_is_taken_whole(client, db):
