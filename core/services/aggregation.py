@@ -104,6 +104,9 @@ class Pace:
         self._clock = clock
         self._sleep = sleep
         self._busy_since = clock()
+        # Asked after every rest: True when someone else already did this work (an import's
+        # last step moved the drain's mark past the round's writes), and the round stops.
+        self.overtaken: Callable[[], Awaitable[bool]] = _never
 
     async def rest(self, *, at_least: float = 0.0) -> None:
         """Sleep in proportion to the time worked since the last rest."""
@@ -113,6 +116,18 @@ class Pace:
             share = 0.0
         await self._sleep(max(share, at_least))
         self._busy_since = self._clock()
+
+
+async def _never() -> bool:
+    return False
+
+
+class Overtaken(Exception):
+    """A paced recomputation stopped because its work was done by someone else."""
+
+    def __init__(self, stored: list[ObjectId]) -> None:
+        super().__init__("overtaken")
+        self.stored = stored  # what it stored before it stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,11 +250,16 @@ async def recompute(
                     {"$set": {target.summary_field: summary}},
                 )
             )
-        matched = 0
+        matched = sent = 0
         for part in chunked(writes, write_batch):
             matched += (await collection.bulk_write(part, ordered=False)).matched_count
+            sent += len(part)
             if pace is not None:
                 await pace.rest()
+                if await pace.overtaken():
+                    written = list(mine)[:sent]
+                    after = await _versions(target, written)
+                    raise Overtaken(result.stored + [i for i in written if after.get(i) == mine[i]])
         if matched == len(writes):
             result.stored.extend(mine)
             return result
@@ -780,14 +800,30 @@ async def drain_once(
     if not movies and not users and not notes:
         return report
 
-    done = await recompute_movies(movies, prior_votes=prior_votes, pace=pace)
+    if pace is not None:
+
+        async def overtaken() -> bool:
+            return await drained_before() >= until
+
+        pace.overtaken = overtaken if report.taken else _never
+    try:
+        done = await recompute_movies(movies, prior_votes=prior_votes, pace=pace)
+    except Overtaken as stopped:
+        # The writes were recomputed after this round read them (an import's last step took
+        # them over): the rest of the round is work done; its intents wait for the next.
+        report.movies = stopped.stored
+        return report
     report.movies = done.stored
     if done.missing:
         # Deleted movies (the API purges at once; this finishes a purge a crash cut short, or
         # a rating created as its movie went): their ratings go, their raters are noted.
         await purge_ratings(done.missing)
         report.purged_movies = done.missing
-    done_users = await recompute_users(users, pace=pace)
+    try:
+        done_users = await recompute_users(users, pace=pace)
+    except Overtaken as stopped:
+        report.users = stopped.stored
+        return report
     report.users = done_users.stored
     if done_users.missing:
         await _purge(USERS, done_users.missing)  # deleted accounts: their ratings go too

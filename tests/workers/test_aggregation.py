@@ -478,3 +478,31 @@ async def test_no_mean_is_published_from_summaries_that_lag_the_writes(client, d
     assert await aggregation.drain_lag() == 0
     assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01, max_lag=10)
     assert (await db.global_stats.find_one({"_id": "ratings"}))["mean"] == 3.0
+
+
+async def test_a_round_whose_writes_an_import_took_over_stops(client, db):
+    movies = [await _movie(f"M{i}") for i in range(aggregation.PACED_WRITE_BATCH * 3)]
+    rater = await _user()
+    for movie in movies:
+        await _stamped(movie, rater, 3.0)
+    await asyncio.sleep(0.01)
+    intent = await aggregation.record_intent(movie_ids=[movies[0].id])
+    taken_over = await aggregation.server_now() + timedelta(seconds=5)
+    rests = 0
+
+    async def rest(_: float) -> None:
+        nonlocal rests
+        rests += 1
+        if rests == 1:  # an import's last step recomputed the writes and moved the mark
+            await aggregation._move_mark(taken_over)
+
+    pace = aggregation.Pace(0.5, sleep=rest)
+    report = await aggregation.drain_once(prior_votes=10, batch=1000, settle=0, pace=pace)
+    # It stored its first write's summaries, then stopped: no further writes, and the mark
+    # and the intent are left as the takeover left them.
+    assert len(report.movies) == aggregation.PACED_WRITE_BATCH and rests == 1
+    assert await aggregation.drained_before() > taken_over - timedelta(milliseconds=1)
+    assert await db.summary_intents.find_one({"_id": intent}) is not None
+    # The next round (nothing overtakes it) takes the intent.
+    again = await aggregation.drain_once(prior_votes=10, batch=1000, settle=0, pace=pace)
+    assert again.movies == [movies[0].id] and await aggregation.undrained() == 0
