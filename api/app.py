@@ -36,6 +36,7 @@ from api.middlewares import (
     near_cache_middleware,
     problem_middleware,
     request_id_middleware,
+    secure_headers,
     webargs_error_callback,
 )
 from api.nearcache import NearCache
@@ -55,6 +56,7 @@ from core.security import (
     TokenService,
     load_keyset,
     use_password_cost,
+    use_password_pool,
 )
 from core.services.recommendations import ModelStore
 from core.settings import Settings
@@ -108,7 +110,7 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     near = None
     if settings.cache_enabled and settings.cache_near_ttl > 0:
-        near = NearCache(ttl=settings.cache_near_ttl)
+        near = NearCache(ttl=settings.cache_near_ttl, max_bytes=settings.cache_near_max_bytes)
     app[NEAR] = near
     cache = cache_for(settings, app[REDIS], near=near)
     app[CACHE] = cache
@@ -209,9 +211,11 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
+    app.on_response_prepare.append(secure_headers)
     # Loads the newest model at the first read that needs it.
     app[RECOMMENDER] = ModelStore(check_every=settings.recommender_check)
     use_password_cost(settings.password_cost)
+    use_password_pool(settings.password_workers, settings.password_waiting)
     app.cleanup_ctx.extend(
         [mongo_ctx, disk_ctx, redis_ctx, cache_ctx, queue_ctx, http_ctx, tokens_ctx]
     )

@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 from aiohttp_apigami import docs as apigami_docs
-from aiohttp_apigami.constants import API_SPEC_ATTR
+from aiohttp_apigami.constants import API_SPEC_ATTR, SCHEMAS_ATTR
+from marshmallow import Schema
 
 from api.appkeys import CACHE, CURSORS, NEAR, SETTINGS
 from api.schemas import ProblemSchema
@@ -76,6 +77,7 @@ NEAR_CANDIDATE = "near_candidate"
 class NearCandidate:
     """A public response `cached_read` produced, for the near-cache middleware to keep."""
 
+    url: str  # the canonical spelling of the request: the only one the near cache keeps
     version: str  # the cache version key whose bump invalidates it
     stamp: tuple[int, int]  # the near cache's stamp of that key before the value was read
     body: bytes
@@ -102,7 +104,9 @@ async def cached_read(
     response = cached_body(request, body, cache_control=cache_control)
     if stamp is not None:
         # The near-cache middleware keeps it once the response is final.
-        request[NEAR_CANDIDATE] = NearCandidate(key.version, stamp, body, response.headers["ETag"])
+        request[NEAR_CANDIDATE] = NearCandidate(
+            canonical_url(request), key.version, stamp, body, response.headers["ETag"]
+        )
     return response
 
 
@@ -162,12 +166,45 @@ def page_after(request: web.Request) -> Position | None:
 
 
 def next_url(request: web.Request, after: Position | None) -> str | None:
-    """Root-relative URL of the next page: same query, a cursor in place of any offset."""
+    """Root-relative URL of the next page: the parsed query, a cursor in place of any offset
+    (never the raw query: the body is cached under the parsed one)."""
     if after is None:
         return None
-    query = {k: v for k, v in request.query.items() if k != "offset"}
+    query = canonical_query(request, leave_out={"offset", "cursor"})
     query["cursor"] = request.app[CURSORS].encode(list(after), scope=_list_scope(request))
     return str(request.rel_url.with_query(query))
+
+
+def _query_schema(request: web.Request) -> Schema | None:
+    for validation in getattr(request.match_info.handler, SCHEMAS_ATTR, None) or []:
+        if validation.location == "querystring":
+            schema = validation.schema
+            return schema() if isinstance(schema, type) else schema
+    return None
+
+
+def canonical_query(request: web.Request, *, leave_out: set[str] | None = None) -> dict[str, str]:
+    """The query as parsed, in one spelling: known parameters only, in name order, each
+    once, as the schema writes it, defaults left out."""
+    schema = _query_schema(request)
+    parsed = request.get("querystring") or {}
+    query: dict[str, str] = {}
+    if schema is None:
+        return query
+    for name in sorted(parsed):
+        field, value = schema.fields.get(name), parsed[name]
+        if field is None or value is None or value == field.load_default:
+            continue
+        if leave_out and name in leave_out:
+            continue
+        text = field.serialize(name, parsed)
+        query[field.data_key or name] = str(text).lower() if isinstance(text, bool) else str(text)
+    return query
+
+
+def canonical_url(request: web.Request) -> str:
+    """The request's path with its canonical query (`canonical_query`)."""
+    return str(request.rel_url.with_query(canonical_query(request)))
 
 
 _PROBLEM = {"content": {PROBLEM_JSON: {"schema": ProblemSchema}}}
@@ -180,6 +217,7 @@ def errors(*statuses: int) -> dict[int, dict[str, Any]]:
         401: "Missing or invalid bearer token",
         403: "Not allowed",
         404: "Not found",
+        408: "The body did not arrive in time",
         409: "Conflict",
         413: "Body over 1 MiB",
         415: "Body is not JSON",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -243,6 +246,8 @@ async def near_cache_middleware(request: web.Request, handler: Handler) -> web.S
     """Serve a hot public GET from this process's copy, before anything else runs.
 
     Outermost, so a hit costs no other middleware: it does the request id's work itself.
+    Responses are kept under their canonical URL only: another spelling of the same request
+    misses here and is answered from Redis, so spellings cannot multiply entries.
     """
     near = request.app[NEAR]
     if near is None or request.method != "GET":
@@ -264,7 +269,7 @@ async def near_cache_middleware(request: web.Request, handler: Handler) -> web.S
     candidate: NearCandidate | None = request.get(NEAR_CANDIDATE)
     if candidate is not None and response.status in (200, 304):
         near.put(
-            url,
+            candidate.url,
             version=candidate.version,
             stamp=candidate.stamp,
             body=candidate.body,
@@ -306,7 +311,12 @@ async def json_body_middleware(request: web.Request, handler: Handler) -> web.St
     if request.method in _BODY_METHODS and any(s.location == "json" for s in schemas):
         if request.content_type != "application/json":
             raise web.HTTPUnsupportedMediaType(text="The body must be application/json.")
-        raw = await request.read()  # raises 413 past client_max_size
+        try:
+            async with asyncio.timeout(request.app[SETTINGS].http_body_timeout):
+                raw = await request.read()  # raises 413 past client_max_size
+        except TimeoutError:
+            # aiohttp then reads what is left of it for at most its lingering time, and closes.
+            raise web.HTTPRequestTimeout(text="The body did not arrive in time.") from None
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -339,6 +349,15 @@ def _depth(value: Any) -> int:
 class DecodedBodyParser(AIOHTTPParser):
     """webargs' aiohttp parser, taking the body `json_body_middleware` already decoded, and
     reading path ids with their fields alone."""
+
+    def load_querystring(self, req: web.Request, schema: Schema) -> Any:
+        """The query, refused with a 422 naming any parameter given more than once: which
+        one counts would be a guess, and caches and links must agree on one."""
+        repeated = sorted({name for name in req.query if len(req.query.getall(name)) > 1})
+        if repeated:
+            message = ["Given more than once; give it once."]
+            raise RequestValidationError({"querystring": {name: message for name in repeated}})
+        return super().load_querystring(req, schema)
 
     async def load_json(self, req: web.Request, schema: Schema) -> Any:
         if JSON_BODY in req:
@@ -374,3 +393,38 @@ def _id_fields(schema: Schema) -> dict[str, Field] | None:
     if not all(type(f) is ObjectIdField and f.data_key is None for f in schema.fields.values()):
         return None
     return dict(schema.fields)
+
+
+# The Swagger page takes passwords and client secrets: nothing but this origin may script
+# it, frame it, or learn its URL. Its one inline script is allowed by its hash; Swagger UI
+# sets inline styles and data: icons itself.
+_CSP = (
+    "default-src 'self'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
+SERVER_NAME = "movie-ratings"  # in place of aiohttp's banner, which names its version
+
+
+@functools.lru_cache(maxsize=16)
+def _content_security_policy(page: bytes) -> str:
+    hashes = "".join(
+        f" 'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(page)
+    )
+    return _CSP.format(hashes=hashes)
+
+
+async def secure_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response (routes, static files, errors): no version banner, no sniffing,
+    no referrer; HTML pages also get a Content-Security-Policy that forbids framing."""
+    headers = response.headers
+    headers["Server"] = SERVER_NAME
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "no-referrer"
+    if response.content_type == "text/html":
+        body = response.body if isinstance(response, web.Response) else None
+        page = body if isinstance(body, bytes) else b""
+        headers["Content-Security-Policy"] = _content_security_policy(page)
+        headers["X-Frame-Options"] = "DENY"

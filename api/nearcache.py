@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+# What an entry holds beyond its body and URL: its object, stamp, ETag and dict slot.
+ENTRY_OVERHEAD = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +22,9 @@ class NearEntry:
     etag: str
     cache_control: str
 
+    def size(self, url: str) -> int:
+        return len(self.body) + len(url) + ENTRY_OVERHEAD
+
 
 class NearCache:
     """This process's copy of hot public responses, keyed by URL: served before routing
@@ -28,13 +35,15 @@ class NearCache:
     (this process's writes) or when the Redis channel announces it (other processes'
     writes), so an entry read before an invalidation never matches afterwards. It is used
     only while subscribed: a dropped subscription may have missed invalidations, so
-    resubscribing starts from empty. `ttl` bounds what a lost message could cost.
+    resubscribing starts from empty. `ttl` bounds what a lost message could cost, and
+    `max_bytes` what the entries hold: past it the least recently used go first.
     """
 
-    def __init__(self, *, ttl: float, max_entries: int = 20_000) -> None:
+    def __init__(self, *, ttl: float, max_bytes: int) -> None:
         self._ttl = ttl
-        self._max = max_entries
-        self._entries: dict[str, NearEntry] = {}
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[str, NearEntry] = OrderedDict()
+        self.size = 0  # bytes the entries hold (bodies, URLs and a fixed overhead each)
         self._generations: dict[str, int] = {}
         self._epoch = 0
         self.live = False
@@ -47,11 +56,12 @@ class NearCache:
         if not self.live:
             return None
         entry = self._entries.get(url)
-        if entry is None or entry.stamp != self.stamp(entry.version):
+        if entry is None:
             return None
-        if entry.expires < time.monotonic():
-            del self._entries[url]
+        if entry.stamp != self.stamp(entry.version) or entry.expires < time.monotonic():
+            self._drop(url)
             return None
+        self._entries.move_to_end(url)
         self.hits += 1
         return entry
 
@@ -67,11 +77,19 @@ class NearCache:
     ) -> None:
         if not self.live or stamp != self.stamp(version):
             return  # invalidated while it was read: do not keep it
-        if len(self._entries) >= self._max:
-            self.reset()  # crude but safe: a new epoch, nothing stale survives
+        entry = NearEntry(time.monotonic() + self._ttl, version, stamp, body, etag, cache_control)
+        if entry.size(url) > self._max_bytes:
             return
-        expires = time.monotonic() + self._ttl
-        self._entries[url] = NearEntry(expires, version, stamp, body, etag, cache_control)
+        self._drop(url)
+        self._entries[url] = entry
+        self.size += entry.size(url)
+        while self.size > self._max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, url: str) -> None:
+        entry = self._entries.pop(url, None)
+        if entry is not None:
+            self.size -= entry.size(url)
 
     def invalidate(self, version_keys: Iterable[str], *, epoch_key: str) -> None:
         for version_key in version_keys:
@@ -82,5 +100,6 @@ class NearCache:
 
     def reset(self) -> None:
         self._entries.clear()
+        self.size = 0
         self._generations.clear()
         self._epoch += 1

@@ -41,7 +41,7 @@ class ContractPlugin(BasePlugin):
                 if method == "patch":  # a change must change something
                     media = body["content"]["application/json"]
                     media["schema"] = {"allOf": [media["schema"]], "minProperties": 1}
-                for status, entry in errors(400, 413, 415).items():
+                for status, entry in errors(400, 408, 413, 415).items():
                     responses.setdefault(_key(responses, status), entry)
             # Any operation can meet storage trouble (a stalled database, a full disk).
             responses.setdefault(_key(responses, 503), UNAVAILABLE)

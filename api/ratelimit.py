@@ -1,10 +1,10 @@
-"""Fixed-window counters in Redis, shared by every API process.
+"""Fixed-window counters and token buckets in Redis, shared by every API process.
 
-Attempts are counted per client IP on the login, token and revoke endpoints; wrong
-passwords are counted per (account, IP) and per account (see `api.handlers.auth`). When
-Redis is down
-the limiter lets requests through (logged once by the shared breaker): refusing every login
-because a cache is down would be worse than a short unlimited window.
+Attempts are counted per client IP on the login, token and revoke endpoints; password
+checks per (account, IP), counted before the check, and per account through a bucket (see
+`api.handlers.auth`). When Redis is down the limiter lets requests through (logged once by
+the shared breaker): refusing every login because a cache is down would be worse than a
+short unlimited window.
 """
 
 from __future__ import annotations
@@ -24,6 +24,29 @@ if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
 return {count, ttl}
+"""
+# GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp): a bucket
+# of `burst` tokens refilled one per `interval` ms, on Redis's own clock. Returns
+# {allowed, tokens left, ms until the next token}.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local after = tat + interval
+local room = interval * burst
+if after - now > room then
+  return {0, 0, after - now - room}
+end
+redis.call('SET', KEYS[1], after, 'PX', after - now)
+return {1, math.floor((room - (after - now)) / interval), 0}
+"""
+# Only a live, positive count: a DECR on an expired key would leave -1 with no expiry.
+_REFUND = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count > 0 then redis.call('DECR', KEYS[1]) end
+return count
 """
 _PEEK = """
 local count = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -59,6 +82,8 @@ class RateLimiter:
         self._health = health
         self._hit = redis.register_script(_HIT)
         self._peek = redis.register_script(_PEEK)
+        self._take = redis.register_script(_TAKE)
+        self._refund = redis.register_script(_REFUND)
 
     def _key(self, scope: str, subject: str) -> str:
         # Subjects (usernames, IPs) are hashed: no personal data in key names.
@@ -71,6 +96,54 @@ class RateLimiter:
         Returns the tightest verdict, or None when Redis cannot be asked.
         """
         return await self._verdict(limits, count=True)
+
+    async def take(self, scope: str, subject: str, *, burst: int, window: int) -> Verdict | None:
+        """Take a token from the (scope, subject) bucket: `burst` tokens, refilled at `burst`
+        per `window` seconds; None when Redis cannot be asked."""
+        if not self._health.available:
+            return None
+        interval = max(1, window * 1000 // burst)
+        try:
+            allowed, left, wait_ms = await self._take(
+                keys=[self._key(scope, subject)], args=[interval, burst]
+            )
+        except RedisError as exc:
+            self._health.failed(exc)
+            return None
+        return Verdict(
+            allowed=bool(allowed),
+            limit=burst,
+            remaining=int(left),
+            reset=max(1, math.ceil((wait_ms or interval) / 1000)),
+        )
+
+    async def refund(self, scope: str, subject: str) -> None:
+        """Give back one count of a fixed-window counter (an attempt that turned out fine)."""
+        if not self._health.available:
+            return
+        try:
+            await self._refund(keys=[self._key(scope, subject)])
+        except RedisError as exc:
+            self._health.failed(exc)
+
+    async def remember(self, scope: str, subject: str, *, ttl: int) -> None:
+        """Note (scope, subject) for `ttl` seconds (an address an account logged in from)."""
+        if not self._health.available:
+            return
+        try:
+            await self._redis.set(self._key(scope, subject), 1, ex=ttl)
+        except RedisError as exc:
+            self._health.failed(exc)
+
+    async def known(self, scope: str, subject: str) -> bool:
+        """Whether (scope, subject) was remembered and has not expired."""
+        if not self._health.available:
+            return False
+        try:
+            return bool(await self._redis.exists(self._key(scope, subject)))
+        except RedisError as exc:
+            self._health.failed(exc)
+            return False
 
     async def peek(self, limits: list[tuple[str, str, int, int]]) -> Verdict | None:
         """The verdict `hit` would give for what was counted so far, counting nothing."""

@@ -172,11 +172,13 @@ class Cache:
     def user(self, user_id: Any) -> CacheKey:
         return CacheKey(f"{self._prefix}v:user:{user_id}", f"{self._prefix}c:user:{user_id}")
 
-    def profile(self, user_id: Any, sort: str, start: str, limit: int) -> CacheKey:
-        """A profile page from `start` (an offset or a cursor). It shares its user's
-        version: the user's own writes bump it at once."""
+    def profile(self, user_id: Any, sort: str, start: str, limit: int, *, own: bool) -> CacheKey:
+        """A profile page from `start` (an offset or a cursor), as its owner reads it (`own`:
+        its links name /users/me) or as anyone else does. It shares its user's version: the
+        user's own writes bump it at once."""
         page = hashlib.blake2b(start.encode(), digest_size=10).hexdigest()
-        data = f"{self._prefix}c:profile:{user_id}:{sort}:{page}:{limit}"
+        view = "own" if own else "public"
+        data = f"{self._prefix}c:profile:{user_id}:{view}:{sort}:{page}:{limit}"
         return CacheKey(f"{self._prefix}v:user:{user_id}", data)
 
     # ---- reads -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -9,6 +10,7 @@ import hmac
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -21,7 +23,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from core.errors import BadCursor, Unauthorized
+from core.errors import BadCursor, ServiceUnavailable, Unauthorized
 from core.settings import Settings
 
 ALGORITHM = "ES256"
@@ -73,6 +75,51 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return ok and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
+
+
+class _PasswordPool:
+    """Password hashing off the event loop, in its own bounded pool: `workers` hashes at
+    once (argon2 releases the GIL) and `waiting` queued; past that a 503 at once, rather
+    than every login waiting behind a flood of sign-ups."""
+
+    def __init__(self, workers: int, waiting: int) -> None:
+        self.shape = (workers, waiting)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="passwords")
+        self._slots = workers + waiting
+        self._taken = 0
+
+    async def run(self, work: Any, *args: Any) -> Any:
+        if self._taken >= self._slots:
+            raise ServiceUnavailable(
+                "Too many password checks at once; retry shortly.", headers={"Retry-After": "1"}
+            )
+        self._taken += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        finally:
+            self._taken -= 1
+
+
+_pool = _PasswordPool(2, 16)
+
+
+def use_password_pool(workers: int, waiting: int) -> None:
+    """Size the pool passwords are hashed in (each entry point calls it with its settings)."""
+    global _pool
+    if _pool.shape != (workers, waiting):
+        _pool = _PasswordPool(workers, waiting)
+
+
+async def hash_password_pooled(password: str) -> str:
+    """hash_password in the bounded pool; ServiceUnavailable (503) when it is full."""
+    hashed: str = await _pool.run(hash_password, password)
+    return hashed
+
+
+async def verify_password_pooled(password_hash: str | None, password: str) -> bool:
+    """verify_password in the bounded pool; ServiceUnavailable (503) when it is full."""
+    ok: bool = await _pool.run(verify_password, password_hash, password)
+    return ok
 
 
 def scopes_for_role(role: str) -> tuple[str, ...]:

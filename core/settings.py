@@ -141,20 +141,38 @@ class Settings(BaseSettings):
     # Each API process also keeps hot entries in memory, dropped on every invalidation
     # (Redis pub/sub); this only bounds what a lost message could cost. 0 turns it off.
     cache_near_ttl: float = Field(5.0, ge=0, le=60)
+    # Bytes each API process's near cache holds at most (least recently used go first).
+    cache_near_max_bytes: int = Field(32 * 2**20, ge=0, le=2**34)
 
     # Serving: WEB_CONCURRENCY API processes share the port (SO_REUSEPORT).
     web_concurrency: int = Field(1, ge=1, le=64)
+    # Slow clients: a request head (line and headers) must arrive within http_header_timeout
+    # seconds of its first byte (or of the connection opening), a JSON body within
+    # http_body_timeout; an idle keep-alive connection closes after http_keepalive_timeout;
+    # past http_max_connections per process the oldest connection not being answered closes.
+    http_header_timeout: float = Field(10.0, gt=0, le=300)
+    http_body_timeout: float = Field(30.0, gt=0, le=600)
+    http_keepalive_timeout: float = Field(15.0, gt=0, le=600)
+    http_max_connections: int = Field(1000, ge=10, le=100_000)
     # Adds X-DB-Calls (MongoDB commands this request sent) to responses: benchmarks, tests.
     expose_db_calls: bool = False
 
     # Login throttling, per window: attempts per client IP; wrong passwords per (account, IP)
-    # before that pair is refused; wrong passwords per account from all addresses before each
-    # further attempt on it waits login_slowdown seconds (slowed, never locked out).
+    # (each check counted before it runs, a right one given back) before that pair is
+    # refused; password checks per account (a token bucket refilled at this many per window)
+    # from addresses it has not logged in from within login_known_address_days.
     login_rate_per_ip: int = Field(30, ge=1)
     login_failures_per_pair: int = Field(10, ge=1)
-    login_failures_per_account: int = Field(100, ge=1)
-    login_slowdown: float = Field(1.0, ge=0, le=10)
+    login_checks_per_account: int = Field(60, ge=1)
+    login_known_address_days: int = Field(30, ge=1, le=365)
     login_rate_window: int = Field(60, ge=1)
+    # Accounts made per client IP per signup_rate_window seconds (POST /users).
+    signup_rate_per_ip: int = Field(10, ge=1)
+    signup_rate_window: int = Field(3600, ge=1)
+    # Passwords are hashed and checked by password_workers threads at once, with at most
+    # password_waiting more queued; past that a 503 with Retry-After at once.
+    password_workers: int = Field(2, ge=1, le=64)
+    password_waiting: int = Field(16, ge=0, le=1000)
 
     celery_queue: str = "movie-ratings"
     log_level: str = "INFO"

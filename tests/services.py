@@ -82,6 +82,8 @@ def start_services(tmp: Path) -> TestServices:
         # Tests log many users in from one address; the rate-limit test sets its own limits.
         login_rate_per_ip=100_000,
         login_failures_per_pair=1000,
+        login_checks_per_account=1000,
+        signup_rate_per_ip=100_000,
         # Import URLs point at loopback servers here (and only there).
         import_url_hosts=["127.0.0.1"],
         import_url_allow_private=True,

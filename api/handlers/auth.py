@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from typing import Any
@@ -86,7 +85,7 @@ def _client_credentials(request: web.Request, form: dict[str, str]) -> tuple[str
     return posted_id, posted_secret
 
 
-def _refuse(verdict: Verdict | None) -> Verdict | None:
+def refuse(verdict: Verdict | None) -> Verdict | None:
     if verdict is not None and not verdict.allowed:
         raise TooManyRequests(
             f"Too many attempts; try again in {verdict.reset} s.",
@@ -100,46 +99,40 @@ def _address(request: web.Request) -> str:
 
 
 async def rate_limit(request: web.Request, account: str | None) -> Verdict | None:
-    """Count an attempt per client IP; for an account, refuse this IP once it has guessed
-    wrong too often, and slow (never lock) an account guessed at from many addresses.
-    TooManyRequests past a limit."""
+    """Count an attempt per client IP; for a password check on an account, count it per
+    (account, IP) before the check, and take it from the account's bucket unless this
+    address has logged into the account before. TooManyRequests past a limit: guesses from
+    many addresses run out the account's bucket, not its owner's known address."""
     settings = request.app[SETTINGS]
     window = settings.login_rate_window
     limiter = request.app[LIMITER]
-    verdict = _refuse(
+    verdict = refuse(
         await limiter.hit([("ip", _address(request), settings.login_rate_per_ip, window)])
     )
     if account is None:
         return verdict
     subject = account.lower()
     pair = f"{subject}\n{_address(request)}"
-    per_pair = await limiter.peek([("fail-pair", pair, settings.login_failures_per_pair, window)])
-    _refuse(per_pair)
-    per_account = await limiter.peek(
-        [("fail-account", subject, settings.login_failures_per_account, window)]
+    per_pair = refuse(
+        await limiter.hit([("fail-pair", pair, settings.login_failures_per_pair, window)])
     )
-    if per_account is not None and not per_account.allowed:
-        # Someone guesses from many addresses: the right password still works, slowly.
-        await asyncio.sleep(settings.login_slowdown)
+    if not await limiter.known("known-pair", pair):
+        refuse(
+            await limiter.take(
+                "checks", subject, burst=settings.login_checks_per_account, window=window
+            )
+        )
     return per_pair or verdict
 
 
-async def login_failed(request: web.Request, account: str) -> None:
-    """Count a wrong password for this account from this address."""
+async def login_succeeded(request: web.Request, account: str) -> None:
+    """The password was right: the attempt was no guess (given back to the pair's count),
+    and this address is known to the account from now on."""
     settings = request.app[SETTINGS]
-    window = settings.login_rate_window
-    subject = account.lower()
-    await request.app[LIMITER].hit(
-        [
-            (
-                "fail-pair",
-                f"{subject}\n{_address(request)}",
-                settings.login_failures_per_pair,
-                window,
-            ),
-            ("fail-account", subject, settings.login_failures_per_account, window),
-        ]
-    )
+    pair = f"{account.lower()}\n{_address(request)}"
+    limiter = request.app[LIMITER]
+    await limiter.refund("fail-pair", pair)
+    await limiter.remember("known-pair", pair, ttl=settings.login_known_address_days * 86400)
 
 
 async def _form(request: web.Request, known: dict[str, Any]) -> dict[str, str]:
@@ -170,8 +163,9 @@ def _required(form: dict[str, str], *names: str) -> list[str]:
 @docs(
     tags=["auth"],
     summary="Get tokens (password, refresh_token, client_credentials, authorization_code)",
-    description="Attempts are limited per client IP, wrong passwords per account and IP: "
-    "429 with Retry-After. An account guessed at from many addresses is slowed, not locked.",
+    description="Attempts are limited per client IP, password checks per account and IP "
+    "(counted before the check) and per account (a bucket the addresses it logged in from "
+    "do not draw on): 429 with Retry-After.",
     requestBody={"required": True, "content": {_FORM: {"schema": _TOKEN_FORM}}},
     responses={
         200: {"description": "Tokens", "content": {"application/json": {"schema": TokenSchema}}},
@@ -231,12 +225,12 @@ async def token(request: web.Request) -> web.Response:
         else:
             raise OAuthError("unsupported_grant_type", f"Unsupported grant_type '{grant[:40]}'.")
     except OAuthError as exc:
-        if account is not None and exc.error in ("invalid_grant", "invalid_client"):
-            await login_failed(request, account)
         response = oauth_error(exc)
         if verdict is not None:
             response.headers.update(verdict.headers())
         return response
+    if account is not None:
+        await login_succeeded(request, account)
     headers = {**NO_STORE, **(verdict.headers() if verdict else {})}
     return json_response(token_body(pair), headers=headers)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, response_schema
 
-from api.appkeys import CACHE, SETTINGS
+from api.appkeys import CACHE, LIMITER, SETTINGS
 from api.handlers import person_id, principal
-from api.handlers.auth import login_failed, rate_limit
+from api.handlers.auth import login_succeeded, rate_limit, refuse
 from api.http import (
     PRIVATE,
     PUBLIC,
@@ -35,7 +35,8 @@ _private = UserPrivateSchema()
 @docs(
     tags=["users"],
     summary="Register a local account",
-    responses=errors(409, 415, 422),
+    description="Accounts made per client IP are limited: 429 with Retry-After.",
+    responses=errors(409, 415, 422, 429),
     links={
         201: {
             name: {"operationId": op, "parameters": {"user_id": "$response.body#/id"}}
@@ -47,6 +48,9 @@ _private = UserPrivateSchema()
 @response_schema(UserPrivateSchema, 201)
 async def register(request: web.Request) -> web.Response:
     """Create a local account."""
+    settings = request.app[SETTINGS]
+    limit = ("signup", request.remote or "unknown", settings.signup_rate_per_ip)
+    refuse(await request.app[LIMITER].hit([(*limit, settings.signup_rate_window)]))
     body = request["json"]
     user = await user_service.create_user(
         username=body["username"],
@@ -109,7 +113,7 @@ async def update_me(request: web.Request) -> web.Response:
             **body,
         )
     except WrongPassword:
-        if confirming:  # a guess, not a forgotten field
-            await login_failed(request, user.username)
-        raise
+        raise  # counted as a guess before the check
+    if confirming:
+        await login_succeeded(request, user.username)
     return json_response(_private.dump(user))

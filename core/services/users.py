@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 from beanie import PydanticObjectId
@@ -11,7 +10,7 @@ from pymongo.errors import DuplicateKeyError
 from core import names
 from core.cache import Cache
 from core.errors import Conflict, NotFound, WrongPassword
-from core.security import hash_password, verify_password
+from core.security import hash_password_pooled, verify_password_pooled
 from core.services import duplicate_field
 from core.services import tokens as token_service
 from models import User, utcnow
@@ -28,7 +27,7 @@ async def create_user(
     *, username: str, email: str, display_name: str, password: str, role: str = "user"
 ) -> User:
     """Register a local account; 409 when the username or email is taken."""
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = await hash_password_pooled(password)
     user = User(
         username=names.normalize_username(username),
         email=email.lower(),
@@ -54,7 +53,7 @@ async def get_user(*, user_id: PydanticObjectId) -> User:
 async def authenticate(*, username: str, password: str) -> User | None:
     """The user whose local password matches, else None (constant work either way)."""
     user = await User.find_one({"username": username.lower()})
-    ok = await asyncio.to_thread(verify_password, user.password_hash if user else None, password)
+    ok = await verify_password_pooled(user.password_hash if user else None, password)
     return user if ok and user is not None else None
 
 
@@ -81,12 +80,12 @@ async def update_user(
     # change with; it cannot set a password this way either (verify_password(None) is False).
     if password is not None or ("email" in changes and user.password_hash is not None):
         what = "password" if password is not None else "email"
-        if current_password is None or not await asyncio.to_thread(
-            verify_password, user.password_hash, current_password
+        if current_password is None or not await verify_password_pooled(
+            user.password_hash, current_password
         ):
             raise WrongPassword(f"Changing the {what} needs the current password.")
     if password is not None:
-        changes["password_hash"] = await asyncio.to_thread(hash_password, password)
+        changes["password_hash"] = await hash_password_pooled(password)
     if not changes:
         return user
     changes["updated_at"] = utcnow()
@@ -132,7 +131,7 @@ async def ensure_admin(
     if mode == "reset-password":
         if password is None:
             raise WrongPassword("--reset-password needs the new password.")
-        changes["password_hash"] = await asyncio.to_thread(hash_password, password)
+        changes["password_hash"] = await hash_password_pooled(password)
     await User.get_motor_collection().update_one({"_id": existing.id}, {"$set": changes})
     if mode == "reset-password":
         await token_service.revoke_other_sessions(

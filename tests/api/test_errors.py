@@ -134,17 +134,18 @@ async def test_a_missing_scope_names_it_in_the_challenge(api, client):
     )
 
 
-async def test_requests_aiohttp_cannot_parse_get_problem_json(settings, db):
-    """The served runner (python -m api serve) answers its HTTP parser's errors too."""
+async def test_requests_aiohttp_cannot_parse_get_problem_json(settings, db, caplog):
+    """The served runner (python -m api serve) answers its HTTP parser's errors too, with no
+    version banner, and logs them without the offending text (it may carry a token)."""
     import asyncio
 
     from aiohttp import web
 
     from api.app import create_app
-    from api.server import ProblemAppRunner
+    from api.server import make_runner
     from core.processes import free_port
 
-    runner = ProblemAppRunner(create_app(settings), access_log=None)
+    runner = make_runner(create_app(settings), settings)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -154,6 +155,7 @@ async def test_requests_aiohttp_cannot_parse_get_problem_json(settings, db):
             b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",
             b"NOT A REQUEST LINE\r\n\r\n",
             b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\x00: y\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cr3t-t0ken\x00\r\n\r\n",
         ):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(raw)
@@ -164,7 +166,9 @@ async def test_requests_aiohttp_cannot_parse_get_problem_json(settings, db):
             status = int(head.split(b" ", 2)[1])
             assert 400 <= status < 500, head
             assert b"content-type: application/problem+json" in head.lower(), head
+            assert b"server: movie-ratings" in head.lower(), head
             problem = orjson.loads(body)
             assert problem["status"] == status and problem["detail"]
+        assert "unparsable request" in caplog.text and "s3cr3t" not in caplog.text
     finally:
         await runner.cleanup()

@@ -11,6 +11,7 @@ from webargs.aiohttpparser import AIOHTTPParser
 
 from api.middlewares import DecodedBodyParser, RequestValidationError, _id_fields
 from api.schemas import ImportIdPath, MovieIdPath, ObjectIdField, UserIdPath
+from tests.conftest import API
 
 
 async def _parse(*, on: AIOHTTPParser, schema: Schema, match_info: dict[str, str]) -> Any:
@@ -67,3 +68,15 @@ async def test_schemas_beyond_plain_ids_get_the_whole_load() -> None:
         match_info={"movie_id": "65f1c0ffee0123456789abcd", "other": "x"},
     )
     assert refused == {"match_info": {"other": ["Unknown field."]}}
+
+
+async def test_every_response_hides_the_server_version_and_html_forbids_framing(api, client):
+    docs = await client.get("/api/docs")
+    assert docs.status == 200 and docs.content_type == "text/html"
+    policy = docs.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "'sha256-" in policy
+    assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    for resp in (docs, await client.get(f"{API}/movies"), await client.get("/nowhere")):
+        assert resp.headers["Server"] == "movie-ratings"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Referrer-Policy"] == "no-referrer"

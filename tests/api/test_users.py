@@ -226,3 +226,22 @@ async def test_usernames_match_whole_and_normalised(client, db):
         assert (await resp.json())["errors"][0]["field"] == "display_name"
     assert (await register("eve", "Ève Ünïcode 😀")).status == 201
     assert await db.users.count_documents({}) == 2
+
+
+async def test_sign_ups_are_limited_per_address(aiohttp_client, settings, db):
+    from api.app import create_app
+
+    client = await aiohttp_client(create_app(settings.model_copy(update={"signup_rate_per_ip": 3})))
+    statuses = []
+    for n in range(4):
+        body = {
+            "username": f"new{n}",
+            "email": f"new{n}@example.com",
+            "display_name": "New",
+            "password": "a long enough password",
+        }
+        resp = await client.post(f"{API}/users", json=body)
+        statuses.append(resp.status)
+    assert statuses == [201, 201, 201, 429]
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert resp.content_type == "application/problem+json"
