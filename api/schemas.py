@@ -309,7 +309,9 @@ class MovieListQuery(PageQuery):
         metadata={
             "description": "Words of a title or another name of the film, in any order, "
             "case, accents and punctuation; the last word may be cut short: `incep`, "
-            "`the matrix`, `amelie`, `star wars empire strikes back`"
+            "`the matrix`, `amelie`, `star wars empire strikes back`. A query whose "
+            "longest word has fewer than 3 letters or digits finds exact names only (`up`, "
+            "`pi`)"
         },
     )
     genre = fields.String(

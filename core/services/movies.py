@@ -119,18 +119,20 @@ def _compare(sort: Sort, a: dict[str, Any], b: dict[str, Any]) -> int:
 
 async def _matches(text: SearchText, *, flt: dict[str, Any]) -> list[dict[str, Any]]:
     """The movies matching a search, each with its `rank`: those with the query as a name,
-    and the `CANDIDATES` most rated holding its longest word, kept when they hold every
-    word (`SearchText.tier`). Both reads are index ranges of `search_terms`."""
+    and (when its longest word is selective) the `CANDIDATES` most rated holding that word,
+    kept when they hold every word (`SearchText.tier`). Both reads are index ranges of
+    `search_terms`."""
     collection = Movie.get_motor_collection()
     exact = collection.find({**flt, **text.exact_filter()}, CANDIDATE_FIELDS).limit(CANDIDATES)
-    words = (
-        collection.find({**flt, **text.index_filter()}, CANDIDATE_FIELDS)
-        .sort("rating.count", DESC)
-        .limit(CANDIDATES)
-    )
     found = {doc["_id"]: doc for doc in await exact.to_list(None)}
-    async for doc in words:
-        found[doc["_id"]] = doc
+    if text.selective:
+        words = (
+            collection.find({**flt, **text.index_filter()}, CANDIDATE_FIELDS)
+            .sort("rating.count", DESC)
+            .limit(CANDIDATES)
+        )
+        async for doc in words:
+            found[doc["_id"]] = doc
     matches = []
     for doc in found.values():
         tier = text.tier(doc.get("search_names", ()))

@@ -242,3 +242,20 @@ async def test_titles_typed_into_the_api_get_the_same_rules(api, client):
         f"{API}/movies/{seven['id']}", json={"title": "Se7en"}, headers=admin["auth"]
     )
     assert (await changed.json())["title"] == "Se7en"
+
+
+async def test_a_search_too_short_to_be_selective_finds_exact_names_only(api, client):
+    admin = await api.user("root", admin=True)
+    for title in ("Up", "Upside Down", "The Thing", "Thor", "Pi"):
+        await api.movie(admin, title=title)
+
+    async def titles(query):
+        resp = await client.get(f"{API}/movies?{query}&sort=title")
+        assert resp.status == 200, await resp.text()
+        return [m["title"] for m in (await resp.json())["items"]]
+
+    assert await titles("q=up") == ["Up"]  # not every film with a word starting "up"
+    assert await titles("q=th") == []
+    assert await titles("q=pi") == ["Pi"]
+    assert await titles("q=ups") == ["Upside Down"]  # three letters: prefixes again
+    assert await titles("q=tho") == ["Thor"]
