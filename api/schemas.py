@@ -310,8 +310,7 @@ class MovieListQuery(PageQuery):
             "description": "Words of a title or another name of the film, in any order, "
             "case, accents and punctuation; the last word may be cut short: `incep`, "
             "`the matrix`, `amelie`, `star wars empire strikes back`. A query whose "
-            "longest word has fewer than 3 letters or digits finds exact names only (`up`, "
-            "`pi`)"
+            "longest word has two letters or digits finds exact names only (`up`, `pi`)"
         },
     )
     genre = fields.String(

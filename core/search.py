@@ -21,9 +21,10 @@ from core.titles import ARTICLES, display_title
 from models import title_key
 
 MIN_PREFIX = 2  # one letter would put most of the catalogue under every query
-# A query whose longest word is shorter finds exact names only (Up, Pi, M): a two-letter
-# prefix such as "th" holds thousands of films, and reading its candidates cost 60 times a
-# whole word's.
+# A query whose longest word is a possible prefix shorter than this finds exact names only
+# (Up, Pi): a two-letter prefix such as "th" holds thousands of films, and reading its
+# candidates cost 60 times a whole word's. One letter is never a prefix term, only a whole
+# word (the E of E.T.).
 SELECTIVE_WORD = 3
 EXACT = "="  # marks a name's key among the terms: no word starts with it
 # Words dropped from a query (unless it has no others) and from the keys compared for an
@@ -120,7 +121,7 @@ class SearchText:
     @property
     def selective(self) -> bool:
         """Whether its longest word narrows the index read enough to be worth one."""
-        return len(max(self.words, key=len)) >= SELECTIVE_WORD
+        return not MIN_PREFIX <= len(max(self.words, key=len)) < SELECTIVE_WORD
 
     def index_filter(self) -> dict[str, Any]:
         """Movies holding the query's longest word (likely its rarest), by an equality on

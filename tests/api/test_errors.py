@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 
 from tests.conftest import API
@@ -145,6 +147,7 @@ async def test_requests_aiohttp_cannot_parse_get_problem_json(settings, db, capl
     from api.server import make_runner
     from core.processes import free_port
 
+    caplog.set_level(logging.INFO, logger="api.server")
     runner = make_runner(create_app(settings), settings)
     await runner.setup()
     port = free_port()
