@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 85
 
-.PHONY: lock run test contract lint typecheck check clean bench bench-import bench-embedded chaos eval-recs
+.PHONY: lock run test contract lint typecheck check clean bench bench-import bench-embedded chaos abuse eval-recs
 
 # Installs come from the hash-pinned lock (requirements/dev.lock), never from the ranges in
 # pyproject.toml; the project itself goes in editable and adds nothing.
@@ -62,6 +62,11 @@ bench-embedded: $(STAMP)
 # Fault injection against the embedded stack; prints the table (see README, How it works).
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
+# Floods from many loopback addresses against the embedded stack holding ml-latest-small,
+# while a logged-in person reads: one table, exit 1 when a target is missed.
+abuse: $(STAMP)
+	$(BIN)/python -m bench.abuse $(ABUSE_ARGS)
 
 bench-import: $(STAMP)
 	$(BIN)/python -m bench.imports $(BENCH_ARGS)

@@ -13,7 +13,9 @@ from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
 from aiohttp_apigami.constants import APISPEC_PARSER
 from redis.asyncio import Redis
 
+from api.admission import admission_middleware, in_flight_for
 from api.appkeys import (
+    ADMISSION,
     CACHE,
     CURSORS,
     DISK,
@@ -204,6 +206,7 @@ def create_app(settings: Settings) -> web.Application:
             near_cache_middleware,
             request_id_middleware,
             problem_middleware,
+            admission_middleware,
             disk_guard_middleware,
             auth_middleware,
             json_body_middleware,
@@ -211,6 +214,7 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
+    app[ADMISSION] = in_flight_for(settings)
     app.on_response_prepare.append(secure_headers)
     # Loads the newest model at the first read that needs it.
     app[RECOMMENDER] = ModelStore(check_every=settings.recommender_check)

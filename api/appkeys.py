@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
@@ -17,6 +19,9 @@ from core.services.recommendations import ModelStore
 from core.settings import Settings
 from core.storage import DiskWatch
 
+if TYPE_CHECKING:  # api.admission reads these keys
+    from api.admission import InFlight
+
 SETTINGS = web.AppKey("settings", Settings)
 MONGO = web.AppKey("mongo", AsyncIOMotorClient)
 REDIS = web.AppKey("redis", Redis)
@@ -25,6 +30,8 @@ CACHE = web.AppKey("cache", Cache)
 # This process's copy of hot public responses; None when CACHE_NEAR_TTL is 0 or caching is off.
 NEAR: web.AppKey[NearCache | None] = web.AppKey("near")
 LIMITER = web.AppKey("limiter", RateLimiter)
+# The admitted requests running in this process, by share (api.admission).
+ADMISSION: web.AppKey[InFlight] = web.AppKey("admission")
 # Requests per second, added up in Redis: drains rest only while the API is busy.
 METER = web.AppKey("meter", RequestMeter)
 QUEUE = web.AppKey("queue", TaskQueue)

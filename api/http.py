@@ -110,6 +110,21 @@ async def cached_read(
     return response
 
 
+def client_address(request: web.Request) -> str:
+    """The client's address: the peer's, or behind a trusted proxy the rightmost
+    X-Forwarded-For hop that is not a trusted proxy (the ones left of it are the client's
+    own claims)."""
+    peer = request.remote or "unknown"
+    trusted = request.app[SETTINGS].trusted_proxies
+    if peer not in trusted:
+        return peer
+    hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+    for hop in reversed([h.strip() for h in hops if h.strip()]):
+        if hop not in trusted:
+            return hop
+    return peer
+
+
 def problem_type(request: web.Request, slug: str) -> str:
     """The URI of the page this API serves about a problem type (`/problems/{slug}`)."""
     base = request.app[SETTINGS].public_url or f"{request.scheme}://{request.host}"
@@ -222,7 +237,7 @@ def errors(*statuses: int) -> dict[int, dict[str, Any]]:
         413: "Body over 1 MiB",
         415: "Body is not JSON",
         422: "Validation failed",
-        429: "Too many attempts: see Retry-After",
+        429: "Too many requests or attempts: see Retry-After and the RateLimit fields",
         503: "A dependency is unavailable",
     }
     return {s: {"description": descriptions[s], **_PROBLEM} for s in statuses}

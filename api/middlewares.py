@@ -33,6 +33,7 @@ log = logging.getLogger("api.requests")
 access_log = logging.getLogger("api.access")
 
 PRINCIPAL = "principal"
+VERIFIED = "verified_principal"  # a token's principal, once api.admission verified it
 JSON_BODY = "json_body"  # the decoded body, kept for the webargs parser
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -141,7 +142,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             errors=flatten_errors(exc.messages),
         )
     except InvalidInput as exc:
-        field_errors = flatten_errors({"json": exc.errors}) if exc.errors else []
+        field_errors = flatten_errors({exc.location: exc.errors}) if exc.errors else []
         return problem(
             request,
             status=422,
@@ -149,6 +150,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             detail=exc.detail,
             slug=exc.slug,
             errors=field_errors,
+            **exc.extra,
         )
     except Unauthorized as exc:
         challenge = 'Bearer realm="movie-ratings"'
@@ -285,11 +287,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     required = _handler_attr(request, AUTH_ATTR)
     if required is None:
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("A bearer token is required.", error=None)
-    principal = request.app[TOKENS].verify(token.strip())
+    principal = request.get(VERIFIED)  # admission already checked the token
+    if principal is None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("A bearer token is required.", error=None)
+        principal = request.app[TOKENS].verify(token.strip())
     scope = required["scope"]
     if scope and scope not in principal.scopes:
         raise Forbidden(

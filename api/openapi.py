@@ -10,11 +10,13 @@ from typing import Any
 
 from apispec import BasePlugin
 
+from api.admission import CHARGED_PREFIX
 from api.http import errors
 
 # Written after apigami resolved schema classes to references: a reference, not the class.
 UNAVAILABLE = {
-    "description": "The database or another dependency is unavailable: see Retry-After",
+    "description": "The database or another dependency is unavailable, or this server is busy: see "
+    "Retry-After",
     "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
 }
 
@@ -43,8 +45,11 @@ class ContractPlugin(BasePlugin):
                     media["schema"] = {"allOf": [media["schema"]], "minProperties": 1}
                 for status, entry in errors(400, 408, 413, 415).items():
                     responses.setdefault(_key(responses, status), entry)
-            # Any operation can meet storage trouble (a stalled database, a full disk).
+            # Any operation can meet storage trouble (a stalled database, a full disk) or a
+            # full process; every API operation is charged to its client's budget.
             responses.setdefault(_key(responses, 503), UNAVAILABLE)
+            if path is not None and path.startswith(CHARGED_PREFIX):
+                responses.setdefault(_key(responses, 429), errors(429)[429])
             # Links ride on the handler's @docs(links={status: {...}}): apigami keeps only
             # a response's description, headers and examples, so they are placed here.
             for status, links in operation.pop("links", {}).items():

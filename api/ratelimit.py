@@ -26,18 +26,19 @@ if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1])
 return {count, ttl}
 """
 # GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp): a bucket
-# of `burst` tokens refilled one per `interval` ms, on Redis's own clock. Returns
-# {allowed, tokens left, ms until the next token}.
+# of `burst` tokens refilled one per `interval` ms, on Redis's own clock; a take of `cost`
+# tokens moves the timestamp by `cost` intervals. Returns {allowed, tokens left, ms until
+# `cost` tokens are there}.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local interval, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local after = tat + interval
+local after = tat + interval * cost
 local room = interval * burst
 if after - now > room then
-  return {0, 0, after - now - room}
+  return {0, math.floor((room - (tat - now)) / interval), after - now - room}
 end
 redis.call('SET', KEYS[1], after, 'PX', after - now)
 return {1, math.floor((room - (after - now)) / interval), 0}
@@ -97,15 +98,17 @@ class RateLimiter:
         """
         return await self._verdict(limits, count=True)
 
-    async def take(self, scope: str, subject: str, *, burst: int, window: int) -> Verdict | None:
-        """Take a token from the (scope, subject) bucket: `burst` tokens, refilled at `burst`
-        per `window` seconds; None when Redis cannot be asked."""
+    async def take(
+        self, scope: str, subject: str, *, burst: int, window: int, cost: int = 1
+    ) -> Verdict | None:
+        """Take `cost` tokens from the (scope, subject) bucket: `burst` tokens, refilled at
+        `burst` per `window` seconds; None when Redis cannot be asked."""
         if not self._health.available:
             return None
         interval = max(1, window * 1000 // burst)
         try:
             allowed, left, wait_ms = await self._take(
-                keys=[self._key(scope, subject)], args=[interval, burst]
+                keys=[self._key(scope, subject)], args=[interval, burst, cost]
             )
         except RedisError as exc:
             self._health.failed(exc)

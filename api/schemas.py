@@ -116,6 +116,11 @@ class FieldErrorSchema(Schema):
     message = fields.String()
 
 
+class ServedSchema(Schema):
+    filters = fields.List(fields.String())
+    sorts = fields.List(fields.String())
+
+
 class ProblemSchema(Schema):
     """RFC 9457 problem details; `type` is the URL of a page about the problem, and a
     problem may carry further members (RFC 9457 §3.2)."""
@@ -135,6 +140,10 @@ class ProblemSchema(Schema):
     required_scope = fields.String(metadata={"description": "403: the scope the route needs"})
     checks = fields.Dict(
         keys=fields.String(), values=fields.String(), metadata={"description": "/ready"}
+    )
+    served = fields.List(
+        fields.Nested(ServedSchema),
+        metadata={"description": "422 on GET /movies: the filters served, each with its sorts"},
     )
 
 
@@ -326,7 +335,11 @@ class MovieListQuery(PageQuery):
         metadata={
             "description": "A leading '-' sorts descending. Without it: by relevance when "
             "`q` is given (exact title, then the words as a phrase, then all words, then "
-            "the last one as a prefix; ties by number of ratings), else by title."
+            "the last one as a prefix; ties by number of ratings), else in the first order "
+            "the filter is served in, else by title. Without `q`, a filter is served in "
+            "the orders its index reads: `genre` by -weighted or weighted, `year_min`/"
+            "`year_max` by year or -year, `min_votes` by -votes or votes; other filters "
+            "and sorts together are a 422 whose `served` lists these."
         },
     )
 

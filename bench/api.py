@@ -211,6 +211,12 @@ class Stack:
             CELERY_QUEUE="bench",
             LOG_LEVEL="WARNING",
             WEB_CONCURRENCY="1",
+            # wrk is one anonymous client at 32 connections: admission runs on every request
+            # (its cost is measured) with room for all of them.
+            ADMISSION_BUDGET_ADDRESS=str(10**9),
+            ADMISSION_INFLIGHT="512",
+            ADMISSION_ANONYMOUS_INFLIGHT="512",
+            ADMISSION_ANONYMOUS_HEAVY_INFLIGHT="512",
         )
         self.settings = Settings(
             mongodb_url=self.mongodb_url,

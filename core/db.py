@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 import pymongo
 from beanie import init_beanie
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import WriteConcern, monitoring
 from pymongo.errors import (
     BulkWriteError,
@@ -192,9 +193,25 @@ async def connect(settings: Settings, *, op_budget: float | None = None) -> Asyn
             database=client[settings.mongodb_db],
             document_models=DOCUMENT_MODELS,  # type: ignore[arg-type]
         )
+        await _drop_retired(client[settings.mongodb_db])
         build = await client.admin.command("buildInfo")
     use_profile(SECANTUSDB if "secantusVersion" in build else MONGODB)
     return client
+
+
+# Indexes earlier versions built and nothing reads now: each still costs every write.
+# genre_weighted ended in the score, not _id: a genre's page sorted every tie in memory.
+RETIRED_INDEXES = {"movies": ["genre_weighted"]}
+
+
+async def _drop_retired(database: AsyncIOMotorDatabase) -> None:
+    """Drop the retired indexes a database still has (idempotent)."""
+    for collection, names in RETIRED_INDEXES.items():
+        present = {index["name"] async for index in database[collection].list_indexes()}
+        for name in names:
+            if name in present:
+                with contextlib.suppress(OperationFailure):  # another process dropped it
+                    await database[collection].drop_index(name)
 
 
 class BatchedFinds:

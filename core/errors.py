@@ -52,9 +52,17 @@ class InvalidInput(DomainError):
 
     status, title, slug = 422, "Unprocessable Content", "validation-error"
 
-    def __init__(self, detail: str, errors: dict[str, Any] | None = None) -> None:
-        super().__init__(detail)
+    def __init__(
+        self,
+        detail: str,
+        errors: dict[str, Any] | None = None,
+        *,
+        location: str = "json",
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail, **extra)
         self.errors = errors or {}
+        self.location = location  # where the fields named in `errors` were sent
 
 
 class WrongPassword(InvalidInput):

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # one-time ?code= (JSON tokens when unset).
     oidc_providers: list[OIDCProvider] = Field(default_factory=list)
     public_url: str | None = None
+    # Addresses of the reverse proxies in front: a request from one of them is charged to
+    # the rightmost X-Forwarded-For address that is not one of them (budgets, throttles).
+    trusted_proxies: list[str] = []
     frontend_url: str | None = None
     oidc_state_ttl: int = Field(600, ge=30, le=3600)
 
@@ -166,6 +169,22 @@ class Settings(BaseSettings):
     login_checks_per_account: int = Field(60, ge=1)
     login_known_address_days: int = Field(30, ge=1, le=365)
     login_rate_window: int = Field(60, ge=1)
+    # Admission control (api.admission): a request to /api/v1 costs admission_cost_read
+    # units, or admission_cost_heavy for a search, a filtered list or an offset, taken from
+    # its client's bucket (per account or client with a valid token, else per address):
+    # a bucket holds admission_budget_* units, refilled at that many per admission_window
+    # seconds. Each process runs at most admission_inflight admitted requests at once, of
+    # them admission_anonymous_inflight anonymous and admission_anonymous_heavy_inflight
+    # anonymous heavy ones; past those, 503 at once.
+    admission_enabled: bool = True
+    admission_cost_read: int = Field(1, ge=1, le=1000)
+    admission_cost_heavy: int = Field(10, ge=1, le=1000)
+    admission_budget_address: int = Field(600, ge=1)
+    admission_budget_account: int = Field(2400, ge=1)
+    admission_window: int = Field(60, ge=1, le=3600)
+    admission_inflight: int = Field(16, ge=1, le=10_000)
+    admission_anonymous_inflight: int = Field(8, ge=0, le=10_000)
+    admission_anonymous_heavy_inflight: int = Field(2, ge=0, le=10_000)
     # Accounts made per client IP per signup_rate_window seconds (POST /users).
     signup_rate_per_ip: int = Field(10, ge=1)
     signup_rate_window: int = Field(3600, ge=1)

@@ -52,8 +52,10 @@ class Movie(Document):
             IndexModel([("rating.mean", DESCENDING), ("_id", ASCENDING)], name="sort_mean"),
             IndexModel([("rating.count", DESCENDING), ("_id", ASCENDING)], name="sort_votes"),
             IndexModel([("rating.weighted", DESCENDING), ("_id", ASCENDING)], name="sort_weighted"),
+            # A genre by weighted score, the one filtered order (core.services.movies.SERVED).
             IndexModel(
-                [("genres", ASCENDING), ("rating.weighted", DESCENDING)], name="genre_weighted"
+                [("genres", ASCENDING), ("rating.weighted", DESCENDING), ("_id", ASCENDING)],
+                name="genre_weighted_id",
             ),
             # Title search (core.search): exact names and words, then the most rated first.
             IndexModel([("search_terms", ASCENDING), ("rating.count", DESCENDING)], name="search"),

@@ -84,6 +84,13 @@ def start_services(tmp: Path) -> TestServices:
         login_failures_per_pair=1000,
         login_checks_per_account=1000,
         signup_rate_per_ip=100_000,
+        # Every test talks from 127.0.0.1, many at once: budgets and shares do not bind here
+        # (tests/api/test_admission.py sets its own).
+        admission_budget_address=10**7,
+        admission_budget_account=10**7,
+        admission_inflight=10_000,
+        admission_anonymous_inflight=10_000,
+        admission_anonymous_heavy_inflight=10_000,
         # Import URLs point at loopback servers here (and only there).
         import_url_hosts=["127.0.0.1"],
         import_url_allow_private=True,

@@ -10,7 +10,7 @@ from urllib.parse import unquote_plus
 from aiohttp import web
 
 from api.appkeys import LIMITER, OIDC, SETTINGS, TOKENS
-from api.http import PUBLIC, docs, errors, json_response
+from api.http import PUBLIC, client_address, docs, errors, json_response
 from api.ratelimit import Verdict
 from api.schemas import OAuthErrorSchema, TokenSchema
 from core.errors import OAuthError, TooManyRequests
@@ -94,10 +94,6 @@ def refuse(verdict: Verdict | None) -> Verdict | None:
     return verdict
 
 
-def _address(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
 async def rate_limit(request: web.Request, account: str | None) -> Verdict | None:
     """Count an attempt per client IP; for a password check on an account, count it per
     (account, IP) before the check, and take it from the account's bucket unless this
@@ -107,12 +103,12 @@ async def rate_limit(request: web.Request, account: str | None) -> Verdict | Non
     window = settings.login_rate_window
     limiter = request.app[LIMITER]
     verdict = refuse(
-        await limiter.hit([("ip", _address(request), settings.login_rate_per_ip, window)])
+        await limiter.hit([("ip", client_address(request), settings.login_rate_per_ip, window)])
     )
     if account is None:
         return verdict
     subject = account.lower()
-    pair = f"{subject}\n{_address(request)}"
+    pair = f"{subject}\n{client_address(request)}"
     per_pair = refuse(
         await limiter.hit([("fail-pair", pair, settings.login_failures_per_pair, window)])
     )
@@ -129,7 +125,7 @@ async def login_succeeded(request: web.Request, account: str) -> None:
     """The password was right: the attempt was no guess (given back to the pair's count),
     and this address is known to the account from now on."""
     settings = request.app[SETTINGS]
-    pair = f"{account.lower()}\n{_address(request)}"
+    pair = f"{account.lower()}\n{client_address(request)}"
     limiter = request.app[LIMITER]
     await limiter.refund("fail-pair", pair)
     await limiter.remember("known-pair", pair, ttl=settings.login_known_address_days * 86400)

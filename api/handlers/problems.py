@@ -72,9 +72,12 @@ PROBLEMS: dict[str, ProblemType] = {
     "rate-limited": ProblemType(
         "Too Many Requests",
         429,
-        "Too many login attempts from this address, or too many wrong passwords for one "
-        "account from this address.",
-        "Wait the number of seconds in `Retry-After` before trying again.",
+        "This client (its account, operator client or address) spent its request budget "
+        "(searches, filtered lists and offsets cost more than other requests; the "
+        "`RateLimit-*` fields of each answer say what is left); or too many login attempts "
+        "from this address, or too many wrong passwords for one account.",
+        "Wait the number of seconds in `Retry-After` before trying again; follow `next` "
+        "links rather than offsets, and keep answers you already have.",
     ),
     "login-failed": ProblemType(
         "Login Failed",
@@ -88,7 +91,7 @@ PROBLEMS: dict[str, ProblemType] = {
         "Service Unavailable",
         503,
         "A service this request needs (task queue, login provider, login state) is not "
-        "reachable right now.",
+        "reachable right now, or this server runs as many requests as it takes at once.",
         "Retry after a short wait; nothing was half-done.",
     ),
     "database-unavailable": ProblemType(

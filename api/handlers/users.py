@@ -14,6 +14,7 @@ from api.http import (
     authenticated,
     cached_json,
     cached_read,
+    client_address,
     docs,
     errors,
     json_response,
@@ -49,7 +50,7 @@ _private = UserPrivateSchema()
 async def register(request: web.Request) -> web.Response:
     """Create a local account."""
     settings = request.app[SETTINGS]
-    limit = ("signup", request.remote or "unknown", settings.signup_rate_per_ip)
+    limit = ("signup", client_address(request), settings.signup_rate_per_ip)
     refuse(await request.app[LIMITER].hit([(*limit, settings.signup_rate_window)]))
     body = request["json"]
     user = await user_service.create_user(

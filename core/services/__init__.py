@@ -47,13 +47,22 @@ class Page(Generic[T]):
     after: Position | None = None
 
 
-def _merged(flt: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _merged(flt: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any] | None:
     """`flt` with `extra`'s conditions too, in one document (never $and: SecantusDB would
-    not use an index for it); conditions on one field join into one operator document."""
+    not use an index for it); conditions on one field join into one operator document.
+    None when both cannot hold."""
     out = dict(flt)
     for field, cond in extra.items():
         have = out.get(field)
         if have is None:
+            out[field] = cond
+            continue
+        if isinstance(have, dict) and not isinstance(cond, dict):
+            # The value of a row this list showed, so inside the client's range: the
+            # equality alone says it (SecantusDB reads no index for $eq beside a range).
+            # Rows without a value are in no range.
+            if cond is None:
+                return None
             out[field] = cond
             continue
         have = have if isinstance(have, dict) else {"$eq": have}
@@ -107,7 +116,9 @@ async def keyset_page(
         return paged(rows, limit=limit, position=position)
     rows = []
     for extra, part_sort in keyset_parts(sort, after, nullable=nullable):
-        rows.extend(await find(_merged(flt, extra), part_sort, 0, limit + 1 - len(rows)))
+        part = _merged(flt, extra)
+        if part is not None:
+            rows.extend(await find(part, part_sort, 0, limit + 1 - len(rows)))
         if len(rows) > limit:
             break
     return paged(rows, limit=limit, position=position)

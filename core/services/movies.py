@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from functools import cmp_to_key, partial
 from typing import Any
@@ -13,7 +14,7 @@ from pymongo.errors import DuplicateKeyError
 
 from core.cache import Cache
 from core.db import BatchedFinds
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.queue import TaskQueue
 from core.search import SearchText, search_fields, title_fields
 from core.services import Page, Position, Sort, aggregation, keyset_page, paged
@@ -34,6 +35,15 @@ SORTS: dict[str, list[tuple[str, SortDirection]]] = {
     "-weighted": [("rating.weighted", DESC), ("_id", ASC)],
 }
 
+# Each set of filters an index serves, with the sorts that index reads in order (the first
+# is the default); any other filtered list would read and sort a whole genre or range of
+# years on every request. A search (`q`) reads a bounded set of candidates instead.
+SERVED: dict[frozenset[str], tuple[str, ...]] = {
+    frozenset(): ("title", *(s for s in SORTS if s != "title")),
+    frozenset({"genre"}): ("-weighted", "weighted"),
+    frozenset({"year"}): ("year", "-year"),
+    frozenset({"min_votes"}): ("-votes", "votes"),
+}
 
 # Fields that may hold no value (no year; no summary yet): their rows sort below numbers.
 NULLABLE = {"year", "rating.mean", "rating.weighted"}
@@ -41,6 +51,7 @@ NULLABLE = {"year", "rating.mean", "rating.weighted"}
 _movies_by_id = BatchedFinds(Movie.get_motor_collection)
 RELEVANCE = "relevance"  # the order of a search when no sort is asked for
 CANDIDATES = 1_000  # the most rated movies holding a query's longest word that one search ranks
+RANK_SLICE = 200  # candidates ranked per event-loop turn (~1 ms)
 RELEVANCE_SORT: Sort = [("rank", ASC), ("_id", ASC)]
 # What a search reads of each candidate: its names to rank it, and every sort key.
 CANDIDATE_FIELDS = {
@@ -61,9 +72,53 @@ class MovieQuery:
     sort: str | None = None
 
     @property
+    def filters(self) -> frozenset[str]:
+        """The filters given besides `q`: genre, year (either bound), min_votes."""
+        given = {
+            "genre": bool(self.genre),
+            "year": self.year_min is not None or self.year_max is not None,
+            "min_votes": bool(self.min_votes),
+        }
+        return frozenset(name for name, on in given.items() if on)
+
+    @property
     def order(self) -> str:
-        """The sort asked for, else relevance for a search, else title."""
-        return self.sort or (RELEVANCE if self.q else "title")
+        """The sort asked for, else relevance for a search, else the order the filters'
+        index reads (title without filters)."""
+        if self.sort:
+            return self.sort
+        if self.q:
+            return RELEVANCE
+        return SERVED.get(self.filters, SERVED[frozenset()])[0]
+
+
+class UnservedQuery(InvalidInput):
+    """A filtered list in an order no index reads: it would sort a whole range per request."""
+
+    def __init__(self, query: MovieQuery) -> None:
+        asked = " and ".join(sorted(query.filters))
+        served = [
+            {"filters": sorted(filters), "sorts": list(sorts)}
+            for filters, sorts in SERVED.items()
+            if filters
+        ]
+        super().__init__(
+            f"Movies filtered by {asked} cannot be sorted by {query.order}. Served: "
+            + "; ".join(f"{' and '.join(s['filters'])} with sort {', '.join(s['sorts'])}"
+                        for s in served)
+            + "; any sort with no filter, and any filter and sort with q.",
+            {"sort": [f"Not served with the filter {asked}."]},
+            location="querystring",
+            served=served,
+        )  # fmt: skip
+
+
+def check_served(query: MovieQuery) -> None:
+    """Refuse a filtered list that no index reads in its order (`SERVED`)."""
+    if query.q:
+        return
+    if query.order not in SERVED.get(query.filters, ()):
+        raise UnservedQuery(query)
 
 
 def movie_filter(query: MovieQuery) -> dict[str, Any]:
@@ -134,11 +189,13 @@ async def _matches(text: SearchText, *, flt: dict[str, Any]) -> list[dict[str, A
         async for doc in words:
             found[doc["_id"]] = doc
     matches = []
-    for doc in found.values():
+    for n, doc in enumerate(found.values(), 1):
         tier = text.tier(doc.get("search_names", ()))
         if tier is not None:
             doc["rank"] = (tier, -(_get(doc, "rating.count") or 0))
             matches.append(doc)
+        if n % RANK_SLICE == 0:
+            await asyncio.sleep(0)  # other requests run between slices of the ranking
     return matches
 
 
@@ -266,7 +323,8 @@ async def list_movies(
 ) -> Page[Movie]:
     """A page of movies matching `query` in its order (`MovieQuery.order`), after the
     position `after` (keyset) or the first `offset`; `genre` in any case (with `cache` to
-    look its spelling up)."""
+    look its spelling up); `UnservedQuery` for filters and a sort no index serves."""
+    check_served(query)
     if query.genre and cache is not None:
         genre = await canonical_genre(query.genre, cache=cache)
         if genre is None:

@@ -60,7 +60,11 @@ async def test_hot_queries_use_indexes(settings, db):
         await User.insert_many(users)
         stored_users = await User.find_all().to_list()
         films = [
-            Movie(**title_fields(f"Film {i}"), year=1990 + i % 20 if i % 7 else None)
+            Movie(
+                **title_fields(f"Film {i}"),
+                year=1990 + i % 20 if i % 7 else None,
+                genres=["Drama"] if i % 3 else ["Comedy"],
+            )
             for i in range(200)
         ]
         await Movie.insert_many(films)
@@ -94,9 +98,19 @@ async def test_hot_queries_use_indexes(settings, db):
                 page = await movies.list_movies(
                     query=movies.MovieQuery(sort=sort), after=page.after, limit=40
                 )
-        await movies.list_movies(
-            query=movies.MovieQuery(genre="Drama", sort="-weighted"), offset=0, limit=20
-        )
+        given = {
+            "genre": {"genre": "Drama"},
+            "year": {"year_min": 1995},
+            "min_votes": {"min_votes": 1},
+        }
+        for filters, sorts in movies.SERVED.items():  # first and second pages of each
+            if not filters:
+                continue
+            (name,) = filters
+            for sort in sorts:
+                query = movies.MovieQuery(**given[name], sort=sort)
+                page = await movies.list_movies(query=query, offset=3, limit=2)
+                await movies.list_movies(query=query, after=page.after, limit=2)
         for q in ("film 12", "fil", "Film 7"):
             await movies.list_movies(query=movies.MovieQuery(q=q), limit=5)
             await movies.list_movies(query=movies.MovieQuery(q=q, sort="-votes"), limit=5)

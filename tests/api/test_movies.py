@@ -125,8 +125,43 @@ async def test_sort_by_votes_mean_and_weighted(api, client):
     assert [m["title"] for m in items] == ["Popular", "Niche", "Unrated"]
     resp = await client.get(f"{API}/movies?sort=-mean")
     assert [m["title"] for m in (await resp.json())["items"]] == ["Niche", "Popular", "Unrated"]
-    resp = await client.get(f"{API}/movies?sort=-weighted&min_votes=1")
+    resp = await client.get(f"{API}/movies?min_votes=2")
+    assert [m["title"] for m in (await resp.json())["items"]] == ["Popular"]
+    resp = await client.get(f"{API}/movies?sort=-weighted")
     assert (await resp.json())["items"][0]["title"] in {"Niche", "Popular"}
+
+
+async def test_filters_come_with_the_orders_their_index_reads(api, client):
+    admin = await api.user("root", admin=True)
+    await api.movie(admin, title="Heat", year=1995, genres=["Crime"])
+    served = {
+        "genre=crime": ["-weighted", "weighted"],
+        "year_min=1990": ["year", "-year"],
+        "year_max=2000": ["year", "-year"],
+        "min_votes=1": ["-votes", "votes"],
+    }
+    for flt, sorts in served.items():
+        for sort in ["", *sorts]:
+            resp = await client.get(
+                f"{API}/movies?{flt}&sort={sort}" if sort else f"{API}/movies?{flt}"
+            )
+            assert resp.status == 200, (flt, sort, await resp.text())
+        for sort in {"title", "-year", "mean", "-weighted", "votes"} - set(sorts):
+            resp = await client.get(f"{API}/movies?{flt}&sort={sort}")
+            assert resp.status == 422, (flt, sort)
+            problem = await resp.json()
+            assert problem["errors"] == [
+                {
+                    "location": "querystring",
+                    "field": "sort",
+                    "message": problem["errors"][0]["message"],
+                }
+            ]
+            assert {"filters": ["genre"], "sorts": ["-weighted", "weighted"]} in problem["served"]
+    # Two filters together have no index; a search takes any filter and sort.
+    assert (await client.get(f"{API}/movies?genre=Crime&year_min=1990")).status == 422
+    resp = await client.get(f"{API}/movies?q=heat&genre=Crime&year_min=1990&sort=title")
+    assert [m["title"] for m in (await resp.json())["items"]] == ["Heat"]
 
 
 async def test_patch_movie(api, client, db):
