@@ -17,14 +17,22 @@ and Retry-After, never queued behind a slow database, so the share left over sta
 people who are logged in (logins are anonymous requests: a flood of guesses or sign-ups
 cannot take the slots of people already logged in).
 
-Buckets are the GCRA of `api.ratelimit` (one key and one round trip per request, on Redis's
-clock). The `limits` library was weighed: its strategies are counting windows, where a
+Buckets are the GCRA of `api.ratelimit` (one key, on Redis's clock). A round trip to Redis
+costs a process about as much CPU as a cached read itself, so each process takes a client's
+units a lease at a time (`Budgets`): the request's cost plus a second's refill, spent
+locally for up to `LEASE_TTL` seconds; only then does it ask Redis again. Units are always
+taken before they are spent, so leases never let a client past its budget; a lease that
+expires unspent is lost, which refuses a client a little early, never late.
+
+The `limits` library was weighed: its strategies are counting windows, where a
 fixed window lets twice the budget through across a boundary and the moving window keeps
 one list entry per unit of cost; a token bucket weighted by cost is what this needs.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,10 +40,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.appkeys import ADMISSION, LIMITER, SETTINGS, TOKENS
+from api.appkeys import ADMISSION, BUDGETS, SETTINGS, TOKENS
 from api.http import client_address
 from api.middlewares import VERIFIED
-from api.ratelimit import Verdict
+from api.ratelimit import RateLimiter, Verdict
 from core.errors import ServiceUnavailable, TooManyRequests, Unauthorized
 from core.security import Principal
 from core.settings import Settings
@@ -44,6 +52,8 @@ CHARGED_PREFIX = "/api/v1/"
 # Query parameters that make a read more than one index range's first page.
 HEAVY_PARAMS = frozenset({"q", "genre", "year_min", "year_max", "min_votes"})
 SHED_RETRY_AFTER = 1  # seconds: a shed request finds room once one in flight ends
+LEASE_TTL = 10.0  # seconds a process spends a client's leased units before asking again
+LEASED_CLIENTS = 10_000  # clients one process holds leases for (least recently used go)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +104,67 @@ def client_of(request: web.Request, settings: Settings) -> Client:
             scope = "client" if principal.is_client else "account"
             return Client(scope, principal.subject, settings.admission_budget_account)
     return Client("address", client_address(request), settings.admission_budget_address)
+
+
+@dataclass(slots=True)
+class _Lease:
+    credit: int  # units taken from the bucket and not yet spent
+    remaining: int  # what the bucket held after that take
+    reset: int
+    expires: float
+    refused_until: float = 0.0  # the bucket was empty: refused here, no round trip
+
+
+class Budgets:
+    """Clients' budgets in Redis, taken a lease at a time by this process."""
+
+    def __init__(self, limiter: RateLimiter, *, window: int) -> None:
+        self._limiter = limiter
+        self._window = window
+        self._leases: OrderedDict[tuple[str, str], _Lease] = OrderedDict()
+
+    async def charge(self, client: Client, cost: int) -> Verdict | None:
+        """Take `cost` units of the client's budget; None when Redis cannot be asked."""
+        key = (client.scope, client.subject)
+        now = time.monotonic()
+        lease = self._leases.get(key)
+        if lease is not None and lease.refused_until > now:
+            return Verdict(False, client.budget, 0, lease.reset)
+        if lease is not None and lease.expires > now and lease.credit >= cost:
+            lease.credit -= cost
+            self._leases.move_to_end(key)
+            return Verdict(True, client.budget, lease.remaining + lease.credit, lease.reset)
+        self._leases.pop(key, None)
+        extra = client.budget // self._window  # a second's refill
+        verdict = await self._take(client, cost + extra)
+        if verdict is not None and not verdict.allowed and extra and verdict.remaining >= cost:
+            extra = 0  # near empty: the request alone still fits
+            verdict = await self._take(client, cost)
+        if verdict is None:
+            return None
+        if not verdict.allowed:
+            if verdict.remaining == 0:
+                # A flood past its budget meets this process alone for up to a second.
+                until = now + min(verdict.reset, 1.0)
+                self._hold(key, _Lease(0, 0, verdict.reset, now, refused_until=until))
+            return verdict
+        if extra:
+            self._hold(key, _Lease(extra, verdict.remaining, verdict.reset, now + LEASE_TTL))
+        return Verdict(True, client.budget, verdict.remaining + extra, verdict.reset)
+
+    def _hold(self, key: tuple[str, str], lease: _Lease) -> None:
+        self._leases[key] = lease
+        if len(self._leases) > LEASED_CLIENTS:
+            self._leases.popitem(last=False)
+
+    async def _take(self, client: Client, units: int) -> Verdict | None:
+        return await self._limiter.take(
+            f"budget:{client.scope}",
+            client.subject,
+            burst=client.budget,
+            window=self._window,
+            cost=units,
+        )
 
 
 class InFlight:
@@ -148,13 +219,7 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
     if charge is None:
         return await handler(request)
     client = client_of(request, settings)
-    verdict = await request.app[LIMITER].take(
-        f"budget:{client.scope}",
-        client.subject,
-        burst=client.budget,
-        window=settings.admission_window,
-        cost=charge.units,
-    )
+    verdict = await request.app[BUDGETS].charge(client, charge.units)
     if verdict is not None and not verdict.allowed:
         raise TooManyRequests(
             f"This client's request budget is spent; try again in {verdict.reset} s.",

@@ -13,9 +13,10 @@ from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
 from aiohttp_apigami.constants import APISPEC_PARSER
 from redis.asyncio import Redis
 
-from api.admission import admission_middleware, in_flight_for
+from api.admission import Budgets, admission_middleware, in_flight_for
 from api.appkeys import (
     ADMISSION,
+    BUDGETS,
     CACHE,
     CURSORS,
     DISK,
@@ -117,6 +118,7 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     cache = cache_for(settings, app[REDIS], near=near)
     app[CACHE] = cache
     app[LIMITER] = RateLimiter(app[REDIS], prefix=f"{settings.mongodb_db}:", health=cache.health)
+    app[BUDGETS] = Budgets(app[LIMITER], window=settings.admission_window)
     app[METER] = RequestMeter(app[REDIS], prefix=f"{settings.mongodb_db}:", health=cache.health)
     stop = asyncio.Event()
     listener = asyncio.create_task(cache.listen(stop), name="cache-invalidations")

@@ -20,7 +20,7 @@ from core.settings import Settings
 from core.storage import DiskWatch
 
 if TYPE_CHECKING:  # api.admission reads these keys
-    from api.admission import InFlight
+    from api.admission import Budgets, InFlight
 
 SETTINGS = web.AppKey("settings", Settings)
 MONGO = web.AppKey("mongo", AsyncIOMotorClient)
@@ -32,6 +32,8 @@ NEAR: web.AppKey[NearCache | None] = web.AppKey("near")
 LIMITER = web.AppKey("limiter", RateLimiter)
 # The admitted requests running in this process, by share (api.admission).
 ADMISSION: web.AppKey[InFlight] = web.AppKey("admission")
+# Leases on clients' budgets this process holds (api.admission).
+BUDGETS: web.AppKey[Budgets] = web.AppKey("budgets")
 # Requests per second, added up in Redis: drains rest only while the API is busy.
 METER = web.AppKey("meter", RequestMeter)
 QUEUE = web.AppKey("queue", TaskQueue)

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from api.admission import InFlight
+from api.admission import Budgets, Client, InFlight
 from api.app import create_app
 from api.appkeys import ADMISSION, TOKENS
+from api.ratelimit import Verdict
 from core.errors import ServiceUnavailable
 from tests.conftest import API
 
@@ -157,3 +158,47 @@ async def test_from_an_untrusted_peer_forwarded_addresses_are_ignored(budgeted):
     assert (
         await client.get(f"{API}/genres", headers={"X-Forwarded-For": "192.0.2.2"})
     ).status == 429
+
+
+class CountingLimiter:
+    """A bucket of `tokens` that records each take's cost."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.calls: list[int] = []
+
+    async def take(self, scope: str, subject: str, *, burst: int, window: int, cost: int = 1):
+        self.calls.append(cost)
+        if cost > self.tokens:
+            return Verdict(False, burst, self.tokens, 5)
+        self.tokens -= cost
+        return Verdict(True, burst, self.tokens, 1)
+
+
+async def test_a_process_takes_a_clients_units_a_lease_at_a_time():
+    limiter = CountingLimiter(600)
+    budgets = Budgets(limiter, window=60)  # type: ignore[arg-type]
+    client = Client("address", "192.0.2.1", 600)
+    verdicts = [await budgets.charge(client, 1) for _ in range(11)]
+    assert limiter.calls == [11]  # the request and a second's refill (600 / 60)
+    assert [v.remaining for v in verdicts] == list(range(599, 588, -1))
+    assert all(v.allowed for v in verdicts)
+    await budgets.charge(client, 10)
+    assert limiter.calls == [11, 20]
+    other = Client("account", "someone", 600)
+    await budgets.charge(other, 1)
+    assert limiter.calls == [11, 20, 11]  # each client its own lease
+
+
+async def test_near_empty_the_request_alone_is_taken_and_an_empty_bucket_refuses_here():
+    limiter = CountingLimiter(5)
+    budgets = Budgets(limiter, window=60)  # type: ignore[arg-type]
+    client = Client("address", "192.0.2.1", 600)
+    assert (await budgets.charge(client, 1)).allowed
+    assert limiter.calls == [11, 1]
+    limiter.tokens = 0
+    refused = await budgets.charge(client, 1)
+    assert not refused.allowed and refused.reset == 5
+    assert limiter.calls == [11, 1, 11]  # nothing left: no second try
+    assert not (await budgets.charge(client, 1)).allowed
+    assert limiter.calls == [11, 1, 11]  # refused by this process, no round trip
