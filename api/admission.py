@@ -19,7 +19,7 @@ cannot take the slots of people already logged in).
 
 Buckets are the GCRA of `api.ratelimit` (one key, on Redis's clock). A round trip to Redis
 costs a process about as much CPU as a cached read itself, so each process takes a client's
-units a lease at a time (`Budgets`): the request's cost plus a second's refill, spent
+units a lease at a time (`Budgets`): the request's cost plus two seconds' refill, spent
 locally for up to `LEASE_TTL` seconds; only then does it ask Redis again. Units are always
 taken before they are spent, so leases never let a client past its budget; a lease that
 expires unspent is lost, which refuses a client a little early, never late.
@@ -52,6 +52,7 @@ CHARGED_PREFIX = "/api/v1/"
 # Query parameters that make a read more than one index range's first page.
 HEAVY_PARAMS = frozenset({"q", "genre", "year_min", "year_max", "min_votes"})
 SHED_RETRY_AFTER = 1  # seconds: a shed request finds room once one in flight ends
+LEASE_SECONDS = 2  # a lease is the request's cost and this many seconds of refill
 LEASE_TTL = 10.0  # seconds a process spends a client's leased units before asking again
 LEASED_CLIENTS = 10_000  # clients one process holds leases for (least recently used go)
 
@@ -135,7 +136,7 @@ class Budgets:
             self._leases.move_to_end(key)
             return Verdict(True, client.budget, lease.remaining + lease.credit, lease.reset)
         self._leases.pop(key, None)
-        extra = client.budget // self._window  # a second's refill
+        extra = LEASE_SECONDS * client.budget // self._window
         verdict = await self._take(client, cost + extra)
         if verdict is not None and not verdict.allowed and extra and verdict.remaining >= cost:
             extra = 0  # near empty: the request alone still fits
@@ -182,24 +183,31 @@ class InFlight:
             return False
         return not (anonymous and heavy and self.anonymous_heavy >= heavy_limit)
 
-    @contextmanager
-    def slot(self, *, anonymous: bool, heavy: bool) -> Iterator[None]:
-        """Hold a slot while the request runs; ServiceUnavailable when its share is full."""
+    def enter(self, *, anonymous: bool, heavy: bool) -> None:
+        """Take a slot for a request; ServiceUnavailable when its share is full."""
         if not self._room(anonymous=anonymous, heavy=heavy):
             raise ServiceUnavailable(
                 "The service is busy; please retry in a moment.",
                 headers={"Retry-After": str(SHED_RETRY_AFTER)},
             )
-        heavy_one = anonymous and heavy
         self.total += 1
         self.anonymous += anonymous
-        self.anonymous_heavy += heavy_one
+        self.anonymous_heavy += anonymous and heavy
+
+    def leave(self, *, anonymous: bool, heavy: bool) -> None:
+        """Give back the slot `enter` took."""
+        self.total -= 1
+        self.anonymous -= anonymous
+        self.anonymous_heavy -= anonymous and heavy
+
+    @contextmanager
+    def slot(self, *, anonymous: bool, heavy: bool) -> Iterator[None]:
+        """Hold a slot while a block runs (`enter`, then `leave`)."""
+        self.enter(anonymous=anonymous, heavy=heavy)
         try:
             yield
         finally:
-            self.total -= 1
-            self.anonymous -= anonymous
-            self.anonymous_heavy -= heavy_one
+            self.leave(anonymous=anonymous, heavy=heavy)
 
 
 def in_flight_for(settings: Settings) -> InFlight:
@@ -225,14 +233,16 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
             f"This client's request budget is spent; try again in {verdict.reset} s.",
             headers=verdict.headers(),
         )
-    with request.app[ADMISSION].slot(anonymous=client.anonymous, heavy=charge.heavy):
+    slots, anonymous, heavy = request.app[ADMISSION], client.anonymous, charge.heavy
+    slots.enter(anonymous=anonymous, heavy=heavy)  # the hot path: no context manager
+    try:
         response = await handler(request)
-    if verdict is not None:
-        _add_budget(response, verdict)
+    finally:
+        slots.leave(anonymous=anonymous, heavy=heavy)
+    if verdict is not None and not response.prepared:
+        # What is left of the budget, on every charged answer.
+        headers = response.headers
+        headers["RateLimit-Limit"] = str(verdict.limit)
+        headers["RateLimit-Remaining"] = str(verdict.remaining)
+        headers["RateLimit-Reset"] = str(verdict.reset)
     return response
-
-
-def _add_budget(response: web.StreamResponse, verdict: Verdict) -> None:
-    """What is left of the budget, on every charged answer (RateLimit header fields)."""
-    if not response.prepared:
-        response.headers.update(verdict.headers())

@@ -179,15 +179,15 @@ async def test_a_process_takes_a_clients_units_a_lease_at_a_time():
     limiter = CountingLimiter(600)
     budgets = Budgets(limiter, window=60)  # type: ignore[arg-type]
     client = Client("address", "192.0.2.1", 600)
-    verdicts = [await budgets.charge(client, 1) for _ in range(11)]
-    assert limiter.calls == [11]  # the request and a second's refill (600 / 60)
-    assert [v.remaining for v in verdicts] == list(range(599, 588, -1))
+    verdicts = [await budgets.charge(client, 1) for _ in range(21)]
+    assert limiter.calls == [21]  # the request and two seconds of refill (600 / 60 a second)
+    assert [v.remaining for v in verdicts] == list(range(599, 578, -1))
     assert all(v.allowed for v in verdicts)
     await budgets.charge(client, 10)
-    assert limiter.calls == [11, 20]
+    assert limiter.calls == [21, 30]
     other = Client("account", "someone", 600)
     await budgets.charge(other, 1)
-    assert limiter.calls == [11, 20, 11]  # each client its own lease
+    assert limiter.calls == [21, 30, 21]  # each client its own lease
 
 
 async def test_near_empty_the_request_alone_is_taken_and_an_empty_bucket_refuses_here():
@@ -195,10 +195,10 @@ async def test_near_empty_the_request_alone_is_taken_and_an_empty_bucket_refuses
     budgets = Budgets(limiter, window=60)  # type: ignore[arg-type]
     client = Client("address", "192.0.2.1", 600)
     assert (await budgets.charge(client, 1)).allowed
-    assert limiter.calls == [11, 1]
+    assert limiter.calls == [21, 1]
     limiter.tokens = 0
     refused = await budgets.charge(client, 1)
     assert not refused.allowed and refused.reset == 5
-    assert limiter.calls == [11, 1, 11]  # nothing left: no second try
+    assert limiter.calls == [21, 1, 21]  # nothing left: no second try
     assert not (await budgets.charge(client, 1)).allowed
-    assert limiter.calls == [11, 1, 11]  # refused by this process, no round trip
+    assert limiter.calls == [21, 1, 21]  # refused by this process, no round trip
