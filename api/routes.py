@@ -34,6 +34,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(f"{API}/auth/callback/{{provider}}", oidc.callback, name="oidc_callback")
     r.add_post(f"{API}/auth/link/{{provider}}", oidc.link, name="oidc_link")
     r.add_get(f"{API}/auth/link/{{provider}}/start", oidc.link_start, name="oidc_link_start")
+    r.add_post(f"{API}/auth/link/{{provider}}/complete", oidc.link_complete)
 
     r.add_post(f"{API}/users", users.register, name="users")
     # /users/me* before /users/{user_id}: the router tries routes in order.
@@ -41,6 +42,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_patch(f"{API}/users/me", users.update_me)
     r.add_get(f"{API}/users/me/ratings", ratings.my_ratings, name="my_ratings")
     r.add_get(f"{API}/users/me/recommendations", recommendations.my_recommendations)
+    r.add_get(f"{API}/users/me/identities", oidc.my_identities)
+    r.add_delete(f"{API}/users/me/identities/{{provider}}", oidc.unlink_identity)
     r.add_get(f"{API}/users/{{user_id}}", users.get_user, name="user")
     r.add_get(f"{API}/users/{{user_id}}/ratings", ratings.user_ratings, name="user_ratings")
 

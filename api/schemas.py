@@ -199,6 +199,30 @@ class UserIdPath(Schema):
     user_id = ObjectIdField(required=True)
 
 
+class IdentitySchema(Schema):
+    provider = fields.String(metadata={"example": "google"})
+    linked_at = fields.DateTime(attribute="created_at")
+
+
+class IdentityListSchema(Schema):
+    items = fields.List(fields.Nested(IdentitySchema))
+
+
+class ProviderPath(Schema):
+    provider = fields.String(required=True, validate=validate.Length(1, 64))
+
+
+class LinkCodeSchema(Schema):
+    link_code = fields.String(
+        metadata={"description": "One-time; give it to POST /auth/link/{provider}/complete"}
+    )
+    provider = fields.String()
+
+
+class LinkCompleteSchema(Schema):
+    code = fields.String(required=True, validate=validate.Length(1, 200))
+
+
 # ---- tokens -----------------------------------------------------------------------------
 
 

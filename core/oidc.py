@@ -288,6 +288,19 @@ class OIDCClient:
             raise LoginFailed("The ID token was issued to another party (azp).")
         return dict(claims)
 
+    async def issue_link_code(self, *, provider: str, subject: str, user_id: str) -> str:
+        """A one-time code for linking (provider, subject) to the account that started the
+        link: the link is made only when that account presents it (`take_link_code`)."""
+        code = generate_token(43)
+        record = {"provider": provider, "subject": subject, "user_id": user_id}
+        await self._put(self._prefix + "link:" + code, orjson.dumps(record))
+        return code
+
+    async def take_link_code(self, code: str) -> dict[str, str] | None:
+        """What a link code was issued for, once; None when unknown, expired or used."""
+        raw = await self._take(self._prefix + "link:" + code) if len(code) <= 200 else None
+        return None if raw is None else dict(orjson.loads(raw))
+
     async def issue_code(self, *, user_id: str, ttl: int = 60) -> str:
         """A one-time code a front end trades for tokens at POST /auth/token."""
         code = generate_token(43)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp_apigami import json_schema, response_schema
 from authlib.common.urls import add_params_to_uri
 
 from api.appkeys import OIDC, SETTINGS, TOKENS
 from api.handlers import person_id
 from api.handlers.auth import NO_STORE, rate_limit, token_body
 from api.http import authenticated, docs, errors, json_response
+from api.schemas import IdentityListSchema, IdentitySchema, LinkCodeSchema, LinkCompleteSchema
+from core.errors import Forbidden
 from core.oidc import LoginFailed
 from core.services import identities as identity_service
 from core.services import tokens as token_service
+from core.services import users as user_service
+
+log = logging.getLogger("api.audit")
 
 _RESPONSE_PARAM = {
     "in": "query",
@@ -92,7 +99,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     summary="Link another provider to your account: returns the URL to send the browser to",
     description="`authorization_url` is a one-time URL of this API, valid for a few minutes: "
     "open it in your own browser (it sets the cookie that binds the login to that browser, "
-    "then goes to the provider). Never share it.",
+    "then goes to the provider). The provider sends the browser back with a one-time "
+    "`link_code`; the link is made only when the account that started it sends that code to "
+    "POST /auth/link/{provider}/complete with its own token.",
     parameters=[_PROVIDER_PARAM, _RESPONSE_PARAM],
     responses={200: {"description": "{authorization_url}"}, **errors(400, 404, 503)},
 )
@@ -133,14 +142,47 @@ async def link_start(request: web.Request) -> web.StreamResponse:
 
 @docs(
     tags=["auth"],
-    summary="Where the provider sends the browser back; finishes the login",
+    summary="Finish linking a provider: the callback's link code, with the token of the "
+    "account that started the link",
+    description="A code started by another account, unknown, expired or already used links "
+    "nothing (403 or 400); each code works once.",
+    parameters=[_PROVIDER_PARAM],
+    responses=errors(400, 403, 404, 409, 415, 422),
+)
+@authenticated(person=True)
+@json_schema(LinkCompleteSchema)
+@response_schema(IdentitySchema, 201)
+async def link_complete(request: web.Request) -> web.Response:
+    """Link the identity a link code holds, for the account that started the link only."""
+    provider = request.match_info["provider"]
+    oidc = request.app[OIDC]
+    oidc.provider(provider)  # 404 for an unknown one
+    caller = person_id(request)
+    record = await oidc.take_link_code(request["json"]["code"])
+    if record is None or record["provider"] != provider:
+        raise LoginFailed("The link code is unknown, expired or already used; start again.")
+    if record["user_id"] != str(caller):
+        raise Forbidden("This link was started by another account; nothing was linked.")
+    identity = await identity_service.link_identity(
+        provider=provider, subject=record["subject"], user_id=caller
+    )
+    return json_response(IdentitySchema().dump(identity), status=201, headers=NO_STORE)
+
+
+@docs(
+    tags=["auth"],
+    summary="Where the provider sends the browser back; finishes the login, or hands a "
+    "link code over",
     parameters=[
         _PROVIDER_PARAM,
         *({"in": "query", "name": n, "schema": {"type": "string"}} for n in ("code", "state")),
     ],
     responses={
-        200: {"description": "Tokens (when the login asked for JSON)"},
-        302: {"description": "To the front end, with a one-time ?code="},
+        200: {
+            "description": "Tokens (when the login asked for JSON); for a link, "
+            "{link_code, provider}",
+        },
+        302: {"description": "To the front end, with a one-time ?code= (or ?link_code=)"},
         **errors(400, 404, 409, 429, 503),
     },
 )
@@ -161,9 +203,14 @@ async def callback(request: web.Request) -> web.StreamResponse:
     answer = await oidc.exchange(provider, code=code, login=state)
     claims = await oidc.verify_id_token(provider, answer["id_token"], nonce=state.nonce)
     claims = await oidc.profile(provider, claims, access_token=answer.get("access_token"))
-    user, _created = await identity_service.login_with_identity(
-        provider=provider, claims=claims, link_user=state.link_user
-    )
+    if state.link_user is not None:
+        # Never linked here: whoever's browser came back may not be who started the link.
+        response = await _hand_over_link(
+            request, provider, str(claims["sub"]), state.link_user, as_json=state.response == "json"
+        )
+        response.del_cookie(_cookie_name(request), **_cookie_attributes(request))
+        return response
+    user, _created = await identity_service.login_with_identity(provider=provider, claims=claims)
     if state.response == "json" or not settings.frontend_url:
         pair = await token_service.user_tokens(
             tokens=request.app[TOKENS],
@@ -178,3 +225,47 @@ async def callback(request: web.Request) -> web.StreamResponse:
         response = web.Response(status=302, headers={"Location": target, **NO_STORE})
     response.del_cookie(_cookie_name(request), **_cookie_attributes(request))
     return response
+
+
+async def _hand_over_link(
+    request: web.Request, provider: str, subject: str, link_user: str, *, as_json: bool
+) -> web.Response:
+    """The one-time link code, as JSON or on the way to the front end."""
+    code = await request.app[OIDC].issue_link_code(
+        provider=provider, subject=subject, user_id=link_user
+    )
+    settings = request.app[SETTINGS]
+    if as_json or not settings.frontend_url:
+        body = LinkCodeSchema().dump({"link_code": code, "provider": provider})
+        return json_response(body, headers=NO_STORE)
+    target = add_params_to_uri(settings.frontend_url, {"link_code": code, "provider": provider})
+    return web.Response(status=302, headers={"Location": target, **NO_STORE})
+
+
+@docs(tags=["users"], summary="The providers linked to your account")
+@authenticated(person=True)
+@response_schema(IdentityListSchema, 200)
+async def my_identities(request: web.Request) -> web.Response:
+    """The caller's linked identities, oldest first."""
+    linked = await identity_service.identities_of(user_id=person_id(request))
+    return json_response(IdentityListSchema().dump({"items": linked}), headers=NO_STORE)
+
+
+@docs(
+    tags=["users"],
+    summary="Remove a provider from your account",
+    description="Refused (409) when it is the account's only way to log in: no password and "
+    "no other provider.",
+    parameters=[_PROVIDER_PARAM],
+    responses={204: {"description": "Removed"}, **errors(404, 409)},
+)
+@authenticated(person=True)
+async def unlink_identity(request: web.Request) -> web.Response:
+    """Remove the caller's link to a provider."""
+    user = await user_service.get_user(user_id=person_id(request))
+    await identity_service.unlink_identity(user=user, provider=request.match_info["provider"])
+    log.info(
+        "identity unlinked",
+        extra={"user_id": str(user.id), "provider": request.match_info["provider"]},
+    )
+    return web.Response(status=204)

@@ -55,22 +55,47 @@ async def _create_user(claims: dict[str, Any]) -> User:
     raise Conflict("Could not find a free username; try again.")
 
 
-async def login_with_identity(
-    *, provider: str, claims: dict[str, Any], link_user: str | None = None
-) -> tuple[User, bool]:
-    """The user linked to (provider, sub), linking or creating one; True when created."""
+async def link_identity(*, provider: str, subject: str, user_id: PydanticObjectId) -> Identity:
+    """Link (provider, subject) to the user; Conflict when another account has it."""
+    key = Identity.key(provider, subject)
+    existing = await Identity.get(key)
+    if existing is not None:
+        if existing.user_id != user_id:
+            raise Conflict("This identity is already linked to another account.")
+        return existing
+    if await User.get(user_id) is None:
+        raise NotFound("The account to link no longer exists.")
+    return await _link(key, provider, {"sub": subject}, user_id)
+
+
+async def identities_of(*, user_id: PydanticObjectId) -> list[Identity]:
+    """The provider identities linked to a user, oldest first."""
+    return await Identity.find({"user_id": user_id}).sort("created_at").to_list()
+
+
+async def unlink_identity(*, user: User, provider: str) -> None:
+    """Remove the user's link to `provider`; LastLogin when it is their only way to log in
+    (no password and no other link)."""
+    assert user.id is not None
+    linked = await identities_of(user_id=user.id)
+    gone = [i for i in linked if i.provider == provider]
+    if not gone:
+        raise NotFound(f"No {provider!r} identity is linked to this account.")
+    if user.password_hash is None and len(linked) == len(gone):
+        raise LastLogin("This is the account's only way to log in: link another provider first.")
+    await Identity.get_motor_collection().delete_many(
+        {"_id": {"$in": [i.id for i in gone]}, "user_id": user.id}
+    )
+
+
+class LastLogin(Conflict):
+    """Removing this would leave an account nobody can log in to."""
+
+
+async def login_with_identity(*, provider: str, claims: dict[str, Any]) -> tuple[User, bool]:
+    """The user linked to (provider, sub), else a new one linked to it; True when created."""
     key = Identity.key(provider, str(claims["sub"]))
     existing = await Identity.get(key)
-    if link_user is not None:
-        owner = PydanticObjectId(link_user)
-        if existing is not None and existing.user_id != owner:
-            raise Conflict("This identity is already linked to another account.")
-        user = await User.get(owner)
-        if user is None:
-            raise NotFound("The account to link no longer exists.")
-        if existing is None:
-            await _link(key, provider, claims, owner)
-        return user, False
     if existing is not None:
         user = await User.get(existing.user_id)
         if user is not None:
@@ -93,10 +118,12 @@ async def login_with_identity(
     return user, True
 
 
-async def _link(key: str, provider: str, claims: dict[str, Any], user_id: PydanticObjectId) -> None:
+async def _link(
+    key: str, provider: str, claims: dict[str, Any], user_id: PydanticObjectId
+) -> Identity:
+    identity = Identity(id=key, provider=provider, subject=str(claims["sub"]), user_id=user_id)
     try:
-        await Identity(
-            id=key, provider=provider, subject=str(claims["sub"]), user_id=user_id
-        ).insert()
+        await identity.insert()
     except DuplicateKeyError:
         raise Conflict("This identity is already linked to another account.") from None
+    return identity

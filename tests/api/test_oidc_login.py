@@ -200,18 +200,19 @@ async def test_a_logged_in_user_links_a_provider_and_email_never_links(loopback)
     await loopback.db.identities.delete_many({})
     loopback.iam.logout()
     person(loopback.iam)
-    started = await loopback.client.post(
-        f"{API}/auth/link/loopback?response=json", headers=local["auth"]
+    code = await _link_code(loopback, local)
+    assert await loopback.db.identities.count_documents({}) == 0  # not before completion
+    done = await loopback.client.post(
+        f"{API}/auth/link/loopback/complete", json={"code": code}, headers=local["auth"]
     )
-    assert started.status == 200
-    url = (await started.json())["authorization_url"]
-    linked = await loopback.follow(url)
-    assert linked.status == 200
-    tokens = await linked.json()
-    claims = orjson.loads(base64.urlsafe_b64decode(tokens["access_token"].split(".")[1] + "=="))
-    assert claims["sub"] == local["id"]
+    assert done.status == 201, await done.text()
+    assert (await done.json())["provider"] == "loopback"
     identity = await loopback.db.identities.find_one({})
     assert str(identity["user_id"]) == local["id"]
+    again = await loopback.client.post(
+        f"{API}/auth/link/loopback/complete", json={"code": code}, headers=local["auth"]
+    )
+    assert "already used" in (await _problem(again, 400))["detail"]
     # Logging in through the provider now opens the local account.
     plain = await loopback.follow(f"{loopback.base}{API}/auth/login/loopback?response=json")
     claims = orjson.loads(
@@ -219,6 +220,83 @@ async def test_a_logged_in_user_links_a_provider_and_email_never_links(loopback)
     )
     assert claims["sub"] == local["id"]
     assert stranger is not None
+
+    # The account lists its link and removes it (it still has its password).
+    listed = await loopback.client.get(f"{API}/users/me/identities", headers=local["auth"])
+    assert [i["provider"] for i in (await listed.json())["items"]] == ["loopback"]
+    removed = await loopback.client.delete(
+        f"{API}/users/me/identities/loopback", headers=local["auth"]
+    )
+    assert removed.status == 204
+    assert await loopback.db.identities.count_documents({"user_id": identity["user_id"]}) == 0
+    gone = await loopback.client.delete(
+        f"{API}/users/me/identities/loopback", headers=local["auth"]
+    )
+    await _problem(gone, 404)
+
+
+async def _link_code(
+    loopback: Loopback, account: dict[str, Any], browser: aiohttp.ClientSession | None = None
+) -> str:
+    """Start a link for `account` and run it in `browser`; the link code it is handed."""
+    started = await loopback.client.post(
+        f"{API}/auth/link/loopback?response=json", headers=account["auth"]
+    )
+    assert started.status == 200
+    handed = await loopback.follow((await started.json())["authorization_url"], browser=browser)
+    assert handed.status == 200, await handed.text()
+    body = await handed.json()
+    assert set(body) == {"link_code", "provider"}  # no tokens: the browser logs nobody in
+    return str(body["link_code"])
+
+
+async def test_only_the_account_that_started_a_link_completes_it(loopback):
+    """Bob starts a link and sends its URL to Alice; she opens it in her browser and signs in
+    at the provider as herself. The code lands in her browser; completed under her account
+    (or none) it links nothing. Only Bob's own run, completed with Bob's token, links."""
+    bob, alice = await loopback.api.user("bob"), await loopback.api.user("alice")
+    person(loopback.iam)
+    async with loopback.browser() as alices_browser:
+        code = await _link_code(loopback, bob, alices_browser)
+    url = f"{API}/auth/link/loopback/complete"
+    anonymous = await loopback.client.post(url, json={"code": code})
+    assert anonymous.status == 401
+    under_alice = await loopback.client.post(url, json={"code": code}, headers=alice["auth"])
+    assert "another account" in (await _problem(under_alice, 403))["detail"]
+    # Spent by that attempt: Bob cannot complete a link he did not run himself either.
+    late = await loopback.client.post(url, json={"code": code}, headers=bob["auth"])
+    await _problem(late, 400)
+    assert await loopback.db.identities.count_documents({}) == 0
+
+    async with loopback.browser() as bobs_browser:
+        code = await _link_code(loopback, bob, bobs_browser)
+    wrong_provider = await loopback.client.post(
+        f"{API}/auth/link/nope/complete", json={"code": code}, headers=bob["auth"]
+    )
+    await _problem(wrong_provider, 404)
+    done = await loopback.client.post(url, json={"code": code}, headers=bob["auth"])
+    assert done.status == 201
+    linked = await loopback.db.identities.find({}).to_list(None)
+    assert [str(i["user_id"]) for i in linked] == [bob["id"]]
+
+
+async def test_a_link_in_the_browser_hands_its_code_to_the_front_end(loopback):
+    account = await loopback.api.user("framed")
+    person(loopback.iam)
+    started = await loopback.client.post(f"{API}/auth/link/loopback", headers=account["auth"])
+    resp = await loopback.follow((await started.json())["authorization_url"], until=FRONTEND)
+    query = parse_qs(urlsplit(resp.stop_url).query)  # type: ignore[attr-defined]
+    assert set(query) == {"link_code", "provider"}
+    assert await loopback.db.identities.count_documents({}) == 0
+
+
+async def test_the_only_way_to_log_in_cannot_be_unlinked(loopback):
+    person(loopback.iam)
+    resp = await loopback.follow(f"{loopback.base}{API}/auth/login/loopback?response=json")
+    auth = {"Authorization": f"Bearer {(await resp.json())['access_token']}"}
+    refused = await loopback.client.delete(f"{API}/users/me/identities/loopback", headers=auth)
+    assert "only way to log in" in (await _problem(refused, 409))["detail"]
+    assert await loopback.db.identities.count_documents({}) == 1
 
 
 async def _problem(resp: Any, status: int) -> dict[str, Any]:
