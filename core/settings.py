@@ -69,9 +69,10 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(30 * 24 * 3600, ge=60)
 
     # Third-party login: OIDC_PROVIDERS is a JSON list of {name, issuer, client_id,
-    # client_secret, scopes}. PUBLIC_URL is this API's external origin (redirect URIs; the
-    # request's own origin when unset); FRONTEND_URL receives browsers after login with a
-    # one-time ?code= (JSON tokens when unset).
+    # client_secret, scopes}. PUBLIC_URL is this API's external origin (redirect URIs,
+    # problem type URIs), required with providers outside development, where it defaults to
+    # http://HOST:PORT; FRONTEND_URL receives browsers after login with a one-time ?code=
+    # (JSON tokens when unset).
     oidc_providers: list[OIDCProvider] = Field(default_factory=list)
     public_url: str | None = None
     # Addresses of the reverse proxies in front: a request from one of them is charged to
@@ -203,6 +204,9 @@ class Settings(BaseSettings):
             _check_issuer(provider, self.environment)
         if self.environment == "development":
             return self
+        if self.oidc_providers and not self.public_url:
+            # Redirect URIs are built from it: never from a request's Host header.
+            raise ValueError("PUBLIC_URL is required when OIDC_PROVIDERS are configured")
         if self.mongodb_url is None or self.redis_url is None:
             raise ValueError("MONGODB_URL and REDIS_URL are required outside development")
         if self.environment == "production":
@@ -217,6 +221,11 @@ class Settings(BaseSettings):
                 if provider.client_secret.get_secret_value().lower() in PLACEHOLDERS:
                     raise ValueError(f"OIDC provider {provider.name!r} has a placeholder secret")
         return self
+
+    @property
+    def public_base(self) -> str:
+        """This API's external origin: PUBLIC_URL, else (development) where it listens."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def redis_url_required(self) -> str:

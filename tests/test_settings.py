@@ -79,15 +79,17 @@ def test_issuers_outside_development_are_absolute_https_urls(issuer):
         environment="production",
         token_signing_keys=keys,
         oidc_providers=_provider("https://accounts.example.com"),
+        public_url="https://api.example.com",
         **URLS,
     )
     assert good.oidc_providers[0].issuer.startswith("https://")
 
 
 def test_http_issuers_only_on_loopback_in_tests_and_anywhere_in_development():
-    Settings(environment="test", oidc_providers=_provider("http://127.0.0.1:5000"), **URLS)
+    here = {"public_url": "http://127.0.0.1:8080", **URLS}
+    Settings(environment="test", oidc_providers=_provider("http://127.0.0.1:5000"), **here)
     with pytest.raises(ValidationError, match="https"):
-        Settings(environment="test", oidc_providers=_provider("http://idp.internal"), **URLS)
+        Settings(environment="test", oidc_providers=_provider("http://idp.internal"), **here)
     Settings(oidc_providers=_provider("http://idp.internal"))
     with pytest.raises(ValidationError, match="absolute"):
         Settings(oidc_providers=_provider("idp.internal"))
@@ -111,3 +113,18 @@ def test_production_refuses_cheap_password_hashing():
     assert Settings(environment="production", token_signing_keys=keys, **URLS).password_cost == (
         "production"
     )
+
+
+def test_providers_outside_development_need_a_public_url():
+    keys = json.dumps(generate_keyset().as_dict(private=True))
+    providers = _provider("https://accounts.example.com")
+    for environment in ("test", "production"):
+        with pytest.raises(ValidationError, match="PUBLIC_URL"):
+            Settings(
+                environment=environment,
+                token_signing_keys=keys,
+                oidc_providers=providers,
+                **URLS,
+            )
+    # Development answers where it listens, never where a request says it is.
+    assert Settings(oidc_providers=providers, port=8123).public_base == "http://127.0.0.1:8123"

@@ -33,9 +33,9 @@ _PROVIDER_PARAM = {"in": "path", "name": "provider", "required": True, "schema":
 
 
 def _redirect_uri(request: web.Request, provider: str) -> str:
-    base = request.app[SETTINGS].public_url or f"{request.scheme}://{request.host}"
+    """From settings only (PUBLIC_URL): never from the request's Host header."""
     path = request.app.router["oidc_callback"].url_for(provider=provider)
-    return base.rstrip("/") + str(path)
+    return request.app[SETTINGS].public_base + str(path)
 
 
 def _cookie_name(request: web.Request) -> str:
@@ -44,8 +44,7 @@ def _cookie_name(request: web.Request) -> str:
 
 
 def _https(request: web.Request) -> bool:
-    base = request.app[SETTINGS].public_url or f"{request.scheme}://"
-    return base.startswith("https://")
+    return request.app[SETTINGS].public_base.startswith("https://")
 
 
 def _to_provider(request: web.Request, url: str, browser: str) -> web.Response:
@@ -117,9 +116,10 @@ async def link(request: web.Request) -> web.Response:
         link_user=str(person_id(request)),
     )
     ticket = await oidc.hand_over(url, browser)
-    base = request.app[SETTINGS].public_url or f"{request.scheme}://{request.host}"
     start = request.app.router["oidc_link_start"].url_for(provider=provider)
-    start_url = add_params_to_uri(base.rstrip("/") + str(start), {"ticket": ticket})
+    start_url = add_params_to_uri(
+        request.app[SETTINGS].public_base + str(start), {"ticket": ticket}
+    )
     return json_response({"authorization_url": start_url}, headers=NO_STORE)
 
 

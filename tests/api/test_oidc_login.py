@@ -499,3 +499,19 @@ async def test_an_unknown_kid_fetches_the_providers_keys_again(loopback):
 
 def jwt_kid(token: str) -> str:
     return orjson.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"]
+
+
+async def test_redirect_uris_never_come_from_the_host_header(loopback, aiohttp_client):
+    # Development without PUBLIC_URL: the API's own listening address, whatever Host says.
+    dev = loopback.client.app[SETTINGS].model_copy(
+        update={"environment": "development", "public_url": None, "port": 8123}
+    )
+    client = await aiohttp_client(create_app(dev))
+    resp = await client.get(
+        f"{API}/auth/login/loopback",
+        headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},
+        allow_redirects=False,
+    )
+    assert resp.status == 302
+    query = parse_qs(urlsplit(resp.headers["Location"]).query)
+    assert query["redirect_uri"] == [f"http://127.0.0.1:8123{API}/auth/callback/loopback"]
