@@ -67,6 +67,8 @@ class UsernameField(fields.String):
         text = names.normalize_username(super()._deserialize(value, attr, data, **kwargs))
         if not names.is_username(text):
             raise ValidationError("3-32 of a-z, 0-9, '_', '.', '-'.")
+        if names.is_reserved(text):
+            raise ValidationError("Names movielens-<number> are kept for imported users.")
         return text
 
 

@@ -6,6 +6,8 @@ import re
 import unicodedata
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
+# The importer's namespace: MovieLens user N is "movielens-N"; nobody else may take one.
+_IMPORTED = re.compile(r"movielens-\d+")
 DISPLAY_NAME_MAX = 64
 # Characters that reorder or hide text (Trojan Source, CVE-2021-42574): the bidi embeddings,
 # overrides and isolates, the directional marks, and the Arabic letter mark.
@@ -25,6 +27,16 @@ def normalize(text: str) -> str:
 def normalize_username(text: str) -> str:
     """A username as stored and compared: NFKC (fullwidth letters are plain ones)."""
     return normalize(text)
+
+
+def imported_username(movielens_id: int) -> str:
+    """The username an import gives MovieLens user `movielens_id`."""
+    return f"movielens-{movielens_id}"
+
+
+def is_reserved(username: str) -> bool:
+    """Whether a username belongs to the importer's namespace."""
+    return _IMPORTED.fullmatch(username) is not None
 
 
 def is_username(text: str) -> bool:

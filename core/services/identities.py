@@ -43,6 +43,9 @@ async def _create_user(claims: dict[str, Any]) -> User:
     )
     username = base
     for _ in range(8):
+        if names.is_reserved(username):  # the importer's namespace: steer away from it
+            username = f"{base}-{secrets.randbelow(10**6):06d}-member"[:32]
+            continue
         user = User(username=username, email=email, display_name=display)
         try:
             await user.insert()

@@ -28,6 +28,7 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
+from core.names import imported_username
 from core.search import title_fields
 from core.services import aggregation, chunked
 from core.services.leases import FencedLease
@@ -348,7 +349,7 @@ class MovieLensImport:
             if movielens_id in self.user_ids:
                 continue
             user = User(
-                username=f"movielens-{movielens_id}",
+                username=imported_username(movielens_id),
                 display_name=f"MovieLens user {movielens_id}",
                 external_ids={"movielens": movielens_id},
             )

@@ -9,7 +9,7 @@ from pymongo.errors import DuplicateKeyError
 
 from core import names
 from core.cache import Cache
-from core.errors import Conflict, NotFound, WrongPassword
+from core.errors import Conflict, InvalidInput, NotFound, WrongPassword
 from core.security import hash_password_pooled, verify_password_pooled
 from core.services import duplicate_field
 from core.services import tokens as token_service
@@ -26,7 +26,13 @@ def _conflict(exc: DuplicateKeyError) -> Conflict:
 async def create_user(
     *, username: str, email: str, display_name: str, password: str, role: str = "user"
 ) -> User:
-    """Register a local account; 409 when the username or email is taken."""
+    """Register a local account; 409 when the username or email is taken, 422 when the
+    importer's namespace holds it."""
+    if names.is_reserved(names.normalize_username(username)):
+        raise InvalidInput(
+            "That username is kept for imported MovieLens users.",
+            {"username": ["Names movielens-<number> are kept for imported users."]},
+        )
     password_hash = await hash_password_pooled(password)
     user = User(
         username=names.normalize_username(username),

@@ -245,3 +245,21 @@ async def test_sign_ups_are_limited_per_address(aiohttp_client, settings, db):
     assert statuses == [201, 201, 201, 429]
     assert int(resp.headers["Retry-After"]) >= 1
     assert resp.content_type == "application/problem+json"
+
+
+async def test_the_importers_usernames_cannot_be_registered(client, db):
+    for name in ("movielens-9001", "\uff4dovielens-7"):  # fullwidth m: the same after NFKC
+        body = {
+            "username": name,
+            "email": "squat@example.com",
+            "display_name": "Squatter",
+            "password": "a long enough password",
+        }
+        resp = await client.post(f"{API}/users", json=body)
+        assert resp.status == 422, name
+        problem = await resp.json()
+        assert problem["errors"][0]["field"] == "username"
+    assert await db.users.count_documents({}) == 0
+    # Near names are anyone's.
+    body["username"] = "movielens-fan"
+    assert (await client.post(f"{API}/users", json=body)).status == 201

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from core import names
 from core.errors import Conflict
-from core.services.identities import login_with_identity
+from core.services import identities
+from core.services.identities import identities_of, link_identity, login_with_identity
 from models import User
 
 
@@ -31,11 +33,23 @@ async def test_linking_to_a_user_and_refusing_a_taken_identity(odm):
     await owner.insert()
     other = User(username="other", display_name="Other")
     await other.insert()
-    linked, created = await login_with_identity(
-        provider="idp", claims={"sub": "x"}, link_user=str(owner.id)
-    )
-    assert linked.id == owner.id and not created
+    linked = await link_identity(provider="idp", subject="x", user_id=owner.id)
+    assert linked.user_id == owner.id
+    assert (await link_identity(provider="idp", subject="x", user_id=owner.id)).id == linked.id
     with pytest.raises(Conflict):
-        await login_with_identity(provider="idp", claims={"sub": "x"}, link_user=str(other.id))
-    found, _ = await login_with_identity(provider="idp", claims={"sub": "x"})
-    assert found.id == owner.id
+        await link_identity(provider="idp", subject="x", user_id=other.id)
+    found, created = await login_with_identity(provider="idp", claims={"sub": "x"})
+    assert found.id == owner.id and not created
+    assert [i.provider for i in await identities_of(user_id=owner.id)] == ["idp"]
+
+
+async def test_provider_sign_ups_stay_out_of_the_importers_namespace(odm, monkeypatch):
+    claims = {"sub": "m1", "preferred_username": "movielens-42", "name": "M"}
+    user, created = await login_with_identity(provider="idp", claims=claims)
+    assert created and user.username.startswith("movielens-42-")
+    assert not names.is_reserved(user.username)
+    # A taken "movielens" gets a numbered twin, which must not be movielens-<digits> either.
+    await User(username="movielens", display_name="first").insert()
+    monkeypatch.setattr(identities.secrets, "randbelow", lambda n: 123)
+    twin, _ = await login_with_identity(provider="idp", claims={"sub": "m2", "name": "movielens"})
+    assert not names.is_reserved(twin.username)
