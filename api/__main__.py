@@ -143,6 +143,87 @@ async def _create_client(settings: Settings, name: str, scopes: list[str]) -> in
     return 0
 
 
+def _operator() -> str:
+    """Who runs an operator command, for the audit log."""
+    return f"cli:{getpass.getuser()}"
+
+
+async def _user_command(settings: Settings, action: str, username: str) -> int:
+    from redis.asyncio import Redis
+
+    from core import db
+    from core.cache import cache_for
+    from core.errors import DomainError
+    from core.queue import TaskQueue, make_producer
+    from core.services import users as user_service
+
+    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+    redis = Redis.from_url(settings.redis_url_required, socket_connect_timeout=2)
+    cache = cache_for(settings, redis)
+    celery = make_producer(settings)
+    try:
+        user = await user_service.user_by_name(username=username)
+        assert user.id is not None
+        actor, ttl = _operator(), settings.refresh_token_ttl
+        if action == "disable":
+            await user_service.disable_user(
+                user_id=user.id, actor=actor, refresh_ttl=ttl, cache=cache
+            )
+        elif action == "enable":
+            await user_service.enable_user(user_id=user.id, actor=actor, cache=cache)
+        elif action in ("promote", "demote"):
+            role = "admin" if action == "promote" else "user"
+            await user_service.set_role(
+                user_id=user.id, role=role, actor=actor, refresh_ttl=ttl, cache=cache
+            )
+        else:
+            queue = TaskQueue(celery=celery, redis=redis, settings=settings)
+            await user_service.delete_user(
+                user_id=user.id,
+                actor=actor,
+                retire_days=settings.username_retired_days,
+                queue=queue,
+                cache=cache,
+            )
+    except DomainError as exc:
+        print(f"refused: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        celery.close()
+        await redis.aclose()
+        client.close()
+    print(f"{action.removesuffix('e')}ed: {user.username} ({user.id})")
+    return 0
+
+
+async def _client_command(settings: Settings, action: str, client_id: str | None) -> int:
+    from core import db
+    from core.errors import DomainError
+    from core.services import tokens as token_service
+
+    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+    try:
+        if action == "list":
+            for registered in await token_service.list_clients():
+                state = (
+                    f"revoked {registered.revoked_at:%Y-%m-%d}"
+                    if registered.revoked_at
+                    else "active"
+                )
+                scopes = " ".join(registered.scopes)
+                print(f"{registered.client_id}  {state:<18} {scopes:<40} {registered.name}")
+            return 0
+        assert client_id is not None
+        await token_service.revoke_client(client_id=client_id, actor=_operator())
+    except DomainError as exc:
+        print(f"refused: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"revoked: {client_id}")
+    return 0
+
+
 async def _verify_summaries(settings: Settings, *, repair: bool, as_json: bool) -> int:
     import json
 
@@ -249,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope", action="append", required=True, dest="scopes",
         help="movies:write, imports:write or users:admin (repeat for several)",
     )  # fmt: skip
+    user = sub.add_parser(
+        "user", help="disable, enable, promote, demote or delete an account (audited)"
+    )
+    user.add_argument("action", choices=["disable", "enable", "promote", "demote", "delete"])
+    user.add_argument("username")
+    clients = sub.add_parser("client", help="list operator clients, or revoke one (audited)")
+    clients.add_argument("action", choices=["list", "revoke"])
+    clients.add_argument("client_id", nargs="?", help="the client to revoke")
     verify = sub.add_parser(
         "verify-summaries",
         help="check that every rating names an existing movie and user, and compare every "
@@ -292,6 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "create-client":
         return asyncio.run(_create_client(settings, args.name, args.scopes))
+    if args.command == "user":
+        return asyncio.run(_user_command(settings, args.action, args.username))
+    if args.command == "client":
+        if args.action == "revoke" and not args.client_id:
+            parser.error("client revoke needs the client's id")
+        return asyncio.run(_client_command(settings, args.action, args.client_id))
     if args.command == "verify-summaries":
         return asyncio.run(_verify_summaries(settings, repair=args.repair, as_json=args.json))
     return create_admin(settings, args)

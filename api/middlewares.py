@@ -28,6 +28,8 @@ from core import db
 from core.db import db_calls_var
 from core.errors import DomainError, Forbidden, InvalidInput, StorageFull, Unauthorized
 from core.logs import request_id_var
+from core.security import CLIENT_SUBJECT
+from core.services import tokens as token_service
 
 log = logging.getLogger("api.requests")
 access_log = logging.getLogger("api.access")
@@ -36,7 +38,7 @@ PRINCIPAL = "principal"
 VERIFIED = "verified_principal"  # a token's principal, once api.admission verified it
 JSON_BODY = "json_body"  # the decoded body, kept for the webargs parser
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_BODY_METHODS = {"POST", "PUT", "PATCH"}
+_BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}  # DELETE /users/me takes a password
 
 
 class RequestValidationError(Exception):
@@ -304,6 +306,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     if required["person"] and principal.is_client:
         raise Forbidden("This route acts for a person; a client's token cannot use it.")
+    if principal.is_client:  # operators' traffic: one read, so a revocation acts at once
+        await token_service.check_client(client_id=principal.subject.removeprefix(CLIENT_SUBJECT))
     request[PRINCIPAL] = principal
     return await handler(request)
 

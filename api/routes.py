@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.handlers import (
+    admin,
     auth,
     health,
     imports,
@@ -40,12 +41,19 @@ def setup_routes(app: web.Application) -> None:
     # /users/me* before /users/{user_id}: the router tries routes in order.
     r.add_get(f"{API}/users/me", users.get_me, name="me")
     r.add_patch(f"{API}/users/me", users.update_me)
+    r.add_delete(f"{API}/users/me", users.delete_me)
     r.add_get(f"{API}/users/me/ratings", ratings.my_ratings, name="my_ratings")
     r.add_get(f"{API}/users/me/recommendations", recommendations.my_recommendations)
     r.add_get(f"{API}/users/me/identities", oidc.my_identities)
     r.add_delete(f"{API}/users/me/identities/{{provider}}", oidc.unlink_identity)
     r.add_get(f"{API}/users/{{user_id}}", users.get_user, name="user")
     r.add_get(f"{API}/users/{{user_id}}/ratings", ratings.user_ratings, name="user_ratings")
+    r.add_delete(f"{API}/users/{{user_id}}", admin.delete_user)
+    r.add_post(f"{API}/users/{{user_id}}/disable", admin.disable_user)
+    r.add_post(f"{API}/users/{{user_id}}/enable", admin.enable_user)
+    r.add_put(f"{API}/users/{{user_id}}/role", admin.set_role)
+    r.add_get(f"{API}/clients", admin.list_clients)
+    r.add_delete(f"{API}/clients/{{client_id}}", admin.revoke_client)
 
     r.add_get(f"{API}/genres", movies.list_genres, name="genres")
     r.add_get(f"{API}/movies", movies.list_movies, name="movies")

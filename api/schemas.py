@@ -201,6 +201,37 @@ class UserIdPath(Schema):
     user_id = ObjectIdField(required=True)
 
 
+class UserAdminSchema(UserPrivateSchema):
+    disabled_at = fields.DateTime(allow_none=True)
+
+
+class RoleSchema(Schema):
+    role = fields.String(required=True, validate=validate.OneOf(["user", "admin"]))
+
+
+class AccountDeleteSchema(Schema):
+    current_password = fields.String(
+        validate=validate.Length(max=256),
+        metadata={"description": "Required when the account has a password"},
+    )
+
+
+class ClientSchema(Schema):
+    client_id = fields.String()
+    name = fields.String()
+    scopes = fields.List(fields.String())
+    created_at = fields.DateTime()
+    revoked_at = fields.DateTime(allow_none=True)
+
+
+class ClientListSchema(Schema):
+    items = fields.List(fields.Nested(ClientSchema))
+
+
+class ClientIdPath(Schema):
+    client_id = fields.String(required=True, validate=validate.Regexp(r"^mr_[0-9a-f]{16}$"))
+
+
 class IdentitySchema(Schema):
     provider = fields.String(metadata={"example": "google"})
     linked_at = fields.DateTime(attribute="created_at")

@@ -133,6 +133,7 @@ class Principal:
     subject: str
     scopes: frozenset[str]
     session: str | None = None  # the refresh token family a person's token was issued in
+    auth_time: int | None = None  # when the person logged in, on tokens a login issued
 
     @property
     def is_client(self) -> bool:
@@ -230,7 +231,12 @@ class TokenService:
         return dict(self._keyset.as_dict(private=False))
 
     def issue(
-        self, *, subject: str, scopes: tuple[str, ...] | list[str], session: str | None = None
+        self,
+        *,
+        subject: str,
+        scopes: tuple[str, ...] | list[str],
+        session: str | None = None,
+        auth_time: int | None = None,
     ) -> str:
         now = int(time.time())
         claims = {
@@ -244,6 +250,8 @@ class TokenService:
         }
         if session is not None:
             claims["sid"] = session
+        if auth_time is not None:  # issued by a login, not a refresh (OIDC Core's claim)
+            claims["auth_time"] = auth_time
         header = {"alg": ALGORITHM, "kid": self._signing_key.kid, "typ": "at+jwt"}
         return jwt.encode(header, claims, self._signing_key)
 
@@ -258,4 +266,5 @@ class TokenService:
             subject=str(claims["sub"]),
             scopes=frozenset(str(claims.get("scope", "")).split()),
             session=str(claims["sid"]) if "sid" in claims else None,
+            auth_time=int(claims["auth_time"]) if "auth_time" in claims else None,
         )

@@ -186,6 +186,10 @@ class Settings(BaseSettings):
     admission_inflight: int = Field(16, ge=1, le=10_000)
     admission_anonymous_inflight: int = Field(8, ge=0, le=10_000)
     admission_anonymous_heavy_inflight: int = Field(2, ge=0, le=10_000)
+    # A deleted account's username is kept from new accounts this many days.
+    username_retired_days: int = Field(30, ge=0, le=3650)
+    # Deleting a password-less account needs a provider login this recent (seconds).
+    fresh_login_seconds: int = Field(600, ge=30, le=86400)
     # Accounts made per client IP per signup_rate_window seconds (POST /users).
     signup_rate_per_ip: int = Field(10, ge=1)
     signup_rate_window: int = Field(3600, ge=1)

@@ -10,10 +10,11 @@ from models.movie import ExternalIds, GlobalRatingStats, Movie, RatingSummary, t
 from models.rating import Rating
 from models.recommender import RecommenderChunk, RecommenderModel
 from models.token import RefreshToken, RevokedFamily
-from models.user import User
+from models.user import RetiredUsername, User
 
 DOCUMENT_MODELS: list[type] = [
     User,
+    RetiredUsername,
     Movie,
     Rating,
     RefreshToken,
@@ -48,6 +49,7 @@ __all__ = [
     "RecommenderChunk",
     "RecommenderModel",
     "RefreshToken",
+    "RetiredUsername",
     "RevokedFamily",
     "SummaryIntent",
     "User",

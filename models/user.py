@@ -24,6 +24,7 @@ class User(Document):
     stats: RatingStats = Field(default_factory=RatingStats)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    disabled_at: datetime | None = None  # set by an admin: no login, no refresh, no /me
 
     class Settings:
         name = "users"
@@ -48,3 +49,15 @@ class User(Document):
                 name="movielens_lookup",
             ),
         ]
+
+
+class RetiredUsername(Document):
+    """A deleted account's username, kept from new accounts until `until`: links, mentions
+    and exports naming it keep meaning the person who left."""
+
+    id: str  # type: ignore[assignment]
+    until: datetime
+
+    class Settings:
+        name = "retired_usernames"
+        indexes = [IndexModel([("until", ASCENDING)], name="expiry", expireAfterSeconds=0)]

@@ -211,6 +211,8 @@ async def callback(request: web.Request) -> web.StreamResponse:
         response.del_cookie(_cookie_name(request), **_cookie_attributes(request))
         return response
     user, _created = await identity_service.login_with_identity(provider=provider, claims=claims)
+    if user.disabled_at is not None:
+        raise LoginFailed("This account is disabled.")
     if state.response == "json" or not settings.frontend_url:
         pair = await token_service.user_tokens(
             tokens=request.app[TOKENS],
@@ -262,7 +264,7 @@ async def my_identities(request: web.Request) -> web.Response:
 @authenticated(person=True)
 async def unlink_identity(request: web.Request) -> web.Response:
     """Remove the caller's link to a provider."""
-    user = await user_service.get_user(user_id=person_id(request))
+    user = await user_service.active_user(user_id=person_id(request))
     await identity_service.unlink_identity(user=user, provider=request.match_info["provider"])
     log.info(
         "identity unlinked",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, response_schema
 
-from api.appkeys import CACHE, LIMITER, SETTINGS
+from api.appkeys import CACHE, LIMITER, QUEUE, SETTINGS
 from api.handlers import person_id, principal
 from api.handlers.auth import login_succeeded, rate_limit, refuse
 from api.http import (
@@ -20,6 +20,7 @@ from api.http import (
     json_response,
 )
 from api.schemas import (
+    AccountDeleteSchema,
     UserCreateSchema,
     UserIdPath,
     UserPrivateSchema,
@@ -83,7 +84,7 @@ async def get_user(request: web.Request) -> web.Response:
 @response_schema(UserPrivateSchema, 200)
 async def get_me(request: web.Request) -> web.Response:
     """The caller's own account."""
-    user = await user_service.get_user(user_id=person_id(request))
+    user = await user_service.active_user(user_id=person_id(request))
     return cached_json(request, _private.dump(user), cache_control=PRIVATE)
 
 
@@ -100,7 +101,7 @@ async def get_me(request: web.Request) -> web.Response:
 @response_schema(UserPrivateSchema, 200)
 async def update_me(request: web.Request) -> web.Response:
     """Apply the caller's changes to their own account."""
-    user = await user_service.get_user(user_id=person_id(request))
+    user = await user_service.active_user(user_id=person_id(request))
     body = request["json"]
     confirming = "current_password" in body
     if confirming:
@@ -118,3 +119,33 @@ async def update_me(request: web.Request) -> web.Response:
     if confirming:
         await login_succeeded(request, user.username)
     return json_response(_private.dump(user))
+
+
+@docs(
+    tags=["users"],
+    summary="Delete your account, your ratings, links and logins",
+    description="Needs `current_password`; an account without a password needs a provider "
+    "login from the last FRESH_LOGIN_SECONDS (403 otherwise). Movie summaries heal through "
+    "the drains; the username stays unusable for USERNAME_RETIRED_DAYS. Wrong passwords "
+    "count like failed logins: 429 with Retry-After.",
+    responses={204: {"description": "Deleted"}, **errors(403, 415, 422, 429)},
+)
+@authenticated(person=True)
+@json_schema(AccountDeleteSchema)
+async def delete_me(request: web.Request) -> web.Response:
+    """Delete the caller's own account."""
+    user = await user_service.active_user(user_id=person_id(request))
+    current_password = request["json"].get("current_password")
+    if current_password is not None:
+        await rate_limit(request, user.username)
+    settings = request.app[SETTINGS]
+    await user_service.delete_own_account(
+        user=user,
+        current_password=current_password,
+        auth_time=principal(request).auth_time,
+        fresh_login_seconds=settings.fresh_login_seconds,
+        retire_days=settings.username_retired_days,
+        queue=request.app[QUEUE],
+        cache=request.app[CACHE],
+    )
+    return web.Response(status=204)

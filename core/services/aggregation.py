@@ -577,6 +577,11 @@ async def purge_ratings(movie_ids: list[ObjectId]) -> None:
     await _purge(MOVIES, movie_ids)
 
 
+async def purge_user_ratings(user_ids: list[ObjectId]) -> None:
+    """Delete the ratings of deleted users, their movies' recompute noted first."""
+    await _purge(USERS, user_ids)
+
+
 async def _purge(gone: Target, ids: Iterable[ObjectId]) -> set[ObjectId]:
     """Delete the ratings that name these missing movies (or users), the other side's
     recompute noted first; returns that other side's ids."""

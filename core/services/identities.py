@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 from core import names
 from core.errors import Conflict, NotFound
 from core.services import duplicate_field
-from models import Identity, User
+from models import Identity, RetiredUsername, User
 
 _NOT_ALLOWED = re.compile(r"[^a-z0-9_.-]+")
 
@@ -43,7 +43,8 @@ async def _create_user(claims: dict[str, Any]) -> User:
     )
     username = base
     for _ in range(8):
-        if names.is_reserved(username):  # the importer's namespace: steer away from it
+        if names.is_reserved(username) or await RetiredUsername.get(username) is not None:
+            # The importer's namespace, or a deleted account's name: steer away from it.
             username = f"{base}-{secrets.randbelow(10**6):06d}-member"[:32]
             continue
         user = User(username=username, email=email, display_name=display)

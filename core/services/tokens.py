@@ -7,16 +7,18 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from beanie import PydanticObjectId
 
-from core.errors import InvalidInput, OAuthError
+from core.errors import InvalidInput, NotFound, OAuthError, Unauthorized
 from core.security import CLIENT_SCOPES, CLIENT_SUBJECT, TokenService, scopes_for_role
 from core.services import users as user_service
 from models import ApiClient, RefreshToken, RevokedFamily, User, utcnow
 
+audit = logging.getLogger("audit")
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +45,13 @@ def _granted_scopes(role: str, requested: str | None) -> list[str]:
 
 
 async def _issue(
-    *, tokens: TokenService, user_id: str, scopes: list[str], family_id: str, ttl: int
+    *,
+    tokens: TokenService,
+    user_id: str,
+    scopes: list[str],
+    family_id: str,
+    ttl: int,
+    auth_time: int | None = None,
 ) -> TokenPair:
     refresh = secrets.token_urlsafe(32)
     now = utcnow()
@@ -56,7 +64,9 @@ async def _issue(
         expires_at=now + timedelta(seconds=ttl),
     ).insert()
     return TokenPair(
-        access_token=tokens.issue(subject=user_id, scopes=scopes, session=family_id),
+        access_token=tokens.issue(
+            subject=user_id, scopes=scopes, session=family_id, auth_time=auth_time
+        ),
         refresh_token=refresh,
         expires_in=tokens.ttl,
         scope=" ".join(scopes),
@@ -76,13 +86,17 @@ async def password_grant(
 async def user_tokens(
     *, tokens: TokenService, user: User, scope: str | None, refresh_ttl: int
 ) -> TokenPair:
-    """A new token pair (a new refresh family) for a user who has just proved who they are."""
+    """A new token pair (a new refresh family) for a user who has just proved who they are;
+    its access token says when (`auth_time`). A disabled account gets none."""
+    if user.disabled_at is not None:
+        raise OAuthError("invalid_grant", "This account is disabled.")
     return await _issue(
         tokens=tokens,
         user_id=str(user.id),
         scopes=_granted_scopes(user.role, scope),
         family_id=secrets.token_urlsafe(12),
         ttl=refresh_ttl,
+        auth_time=int(time.time()),
     )
 
 
@@ -124,6 +138,8 @@ async def refresh_grant(
     user = await User.get(stored.user_id)
     if user is None:
         raise OAuthError("invalid_grant", "The account no longer exists.")
+    if user.disabled_at is not None:
+        raise OAuthError("invalid_grant", "This account is disabled.")
     # The new pair never holds more than the old one, nor more than the account now allows.
     held = [s for s in _granted_scopes(user.role, None) if s in stored.scope.split()]
     scopes = _granted_scopes(user.role, scope) if scope else held
@@ -190,6 +206,35 @@ async def create_client(*, name: str, scopes: list[str]) -> tuple[ApiClient, str
     )
     await client.insert()
     return client, secret
+
+
+async def list_clients() -> list[ApiClient]:
+    """Every registered operator client, revoked ones too, oldest first."""
+    return await ApiClient.find_all().sort("created_at").to_list()
+
+
+async def revoke_client(*, client_id: str, actor: str) -> ApiClient:
+    """Revoke a client: no new tokens, and its live ones fail at their next request."""
+    client = await ApiClient.find_one({"client_id": client_id})
+    if client is None:
+        raise NotFound("No client with that id.")
+    if client.revoked_at is None:
+        client.revoked_at = utcnow()
+        await ApiClient.get_motor_collection().update_one(
+            {"_id": client.id, "revoked_at": None}, {"$set": {"revoked_at": client.revoked_at}}
+        )
+        audit.info("client revoked", extra={"actor": actor, "client": client_id})
+    return client
+
+
+async def check_client(*, client_id: str) -> None:
+    """Unauthorized unless the client exists and is not revoked: read on every request a
+    client's token makes, so revoking one stops its tokens at once."""
+    found = await ApiClient.get_motor_collection().find_one(
+        {"client_id": client_id}, {"revoked_at": 1}
+    )
+    if found is None or found.get("revoked_at") is not None:
+        raise Unauthorized("This client was revoked.")
 
 
 async def client_credentials_grant(

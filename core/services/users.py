@@ -1,7 +1,11 @@
-"""Accounts: registration, lookup, self-service changes, admin bootstrap."""
+"""Accounts over their life: registration, lookup, self-service changes, disabling, roles,
+deletion, admin bootstrap."""
 
 from __future__ import annotations
 
+import logging
+import time
+from datetime import timedelta
 from typing import Literal
 
 from beanie import PydanticObjectId
@@ -9,11 +13,21 @@ from pymongo.errors import DuplicateKeyError
 
 from core import names
 from core.cache import Cache
-from core.errors import Conflict, InvalidInput, NotFound, WrongPassword
+from core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    WrongPassword,
+)
+from core.queue import TaskQueue
 from core.security import hash_password_pooled, verify_password_pooled
-from core.services import duplicate_field
+from core.services import aggregation, duplicate_field
 from core.services import tokens as token_service
-from models import User, utcnow
+from models import Identity, RefreshToken, RetiredUsername, User, utcnow
+
+audit = logging.getLogger("audit")
 
 AdminMode = Literal["create", "promote", "reset-password"]
 
@@ -33,6 +47,8 @@ async def create_user(
             "That username is kept for imported MovieLens users.",
             {"username": ["Names movielens-<number> are kept for imported users."]},
         )
+    if await RetiredUsername.get(names.normalize_username(username)) is not None:
+        raise Conflict("That username belonged to a deleted account recently.", field="username")
     password_hash = await hash_password_pooled(password)
     user = User(
         username=names.normalize_username(username),
@@ -53,6 +69,125 @@ async def get_user(*, user_id: PydanticObjectId) -> User:
     user = await User.get(user_id)
     if user is None:
         raise NotFound("No user with that id.")
+    return user
+
+
+async def active_user(*, user_id: PydanticObjectId) -> User:
+    """The caller's own account; Unauthorized when it is disabled or gone: its tokens stop
+    at the first request that reads it."""
+    user = await User.get(user_id)
+    if user is None or user.disabled_at is not None:
+        raise Unauthorized("This account is disabled or no longer exists.")
+    return user
+
+
+async def disable_user(
+    *, user_id: PydanticObjectId, actor: str, refresh_ttl: int, cache: Cache
+) -> User:
+    """Stop an account: no login, no refresh (every session ends), no /users/me."""
+    user = await get_user(user_id=user_id)
+    await User.get_motor_collection().update_one(
+        {"_id": user_id}, {"$set": {"disabled_at": utcnow(), "updated_at": utcnow()}}
+    )
+    await token_service.revoke_other_sessions(user_id=user_id, keep=None, refresh_ttl=refresh_ttl)
+    await cache.users_changed([user_id])
+    audit.info("user disabled", extra={"actor": actor, "user_id": str(user_id)})
+    return await get_user(user_id=user.id)  # type: ignore[arg-type]
+
+
+async def enable_user(*, user_id: PydanticObjectId, actor: str, cache: Cache) -> User:
+    """Let a disabled account log in again."""
+    await get_user(user_id=user_id)
+    await User.get_motor_collection().update_one(
+        {"_id": user_id}, {"$set": {"disabled_at": None, "updated_at": utcnow()}}
+    )
+    await cache.users_changed([user_id])
+    audit.info("user enabled", extra={"actor": actor, "user_id": str(user_id)})
+    return await get_user(user_id=user_id)
+
+
+async def set_role(
+    *, user_id: PydanticObjectId, role: str, actor: str, refresh_ttl: int, cache: Cache
+) -> User:
+    """Make a user an admin or a plain user; a demotion ends their sessions (a refresh would
+    otherwise keep the admin scopes it was granted until it expired)."""
+    user = await get_user(user_id=user_id)
+    if user.role == role:
+        return user
+    await User.get_motor_collection().update_one(
+        {"_id": user_id}, {"$set": {"role": role, "updated_at": utcnow()}}
+    )
+    if role != "admin":
+        await token_service.revoke_other_sessions(
+            user_id=user_id, keep=None, refresh_ttl=refresh_ttl
+        )
+    await cache.users_changed([user_id])
+    audit.info(
+        "user role changed",
+        extra={"actor": actor, "user_id": str(user_id), "from": user.role, "to": role},
+    )
+    return await get_user(user_id=user_id)
+
+
+async def delete_user(
+    *, user_id: PydanticObjectId, actor: str, retire_days: int, queue: TaskQueue, cache: Cache
+) -> None:
+    """Delete an account and everything that is theirs: ratings (the movies' summaries heal
+    through a durable intent, recorded first, as for a deleted movie), provider links and
+    sessions. The username is kept from new accounts for `retire_days`."""
+    user = await get_user(user_id=user_id)
+    intent = await aggregation.record_intent(user_ids=[user_id])
+    result = await User.get_motor_collection().delete_one({"_id": user_id})
+    if result.deleted_count == 0:
+        await aggregation.withdraw_intent(intent)
+        raise NotFound("No user with that id.")
+    if retire_days:
+        await RetiredUsername.get_motor_collection().update_one(
+            {"_id": user.username},
+            {"$set": {"until": utcnow() + timedelta(days=retire_days)}},
+            upsert=True,
+        )
+    await aggregation.purge_user_ratings([user_id])
+    await Identity.get_motor_collection().delete_many({"user_id": user_id})
+    await RefreshToken.get_motor_collection().delete_many({"user_id": user_id})
+    await cache.users_changed([user_id])
+    await queue.request_drain()
+    audit.info("user deleted", extra={"actor": actor, "user_id": str(user_id)})
+
+
+async def delete_own_account(
+    *,
+    user: User,
+    current_password: str | None,
+    auth_time: int | None,
+    fresh_login_seconds: int,
+    retire_days: int,
+    queue: TaskQueue,
+    cache: Cache,
+) -> None:
+    """A person deletes their own account: with their password, or (an account without one)
+    from a provider login at most `fresh_login_seconds` old."""
+    if user.password_hash is not None:
+        if current_password is None or not await verify_password_pooled(
+            user.password_hash, current_password
+        ):
+            raise WrongPassword("Deleting the account needs the current password.")
+    elif auth_time is None or time.time() - auth_time > fresh_login_seconds:
+        raise Forbidden(
+            "Log in through your provider again, then delete the account within "
+            f"{fresh_login_seconds // 60} minutes."
+        )
+    assert user.id is not None
+    await delete_user(
+        user_id=user.id, actor=f"user:{user.id}", retire_days=retire_days, queue=queue, cache=cache
+    )
+
+
+async def user_by_name(*, username: str) -> User:
+    """One user by username, or NotFound."""
+    user = await User.find_one({"username": names.normalize_username(username)})
+    if user is None:
+        raise NotFound(f"No user {username!r}.")
     return user
 
 

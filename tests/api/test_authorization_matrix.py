@@ -119,7 +119,13 @@ async def test_every_secured_operation_refuses_bad_credentials(api, client, db, 
         "user_id": victim["id"],
         "import_id": "0" * 24,
         "provider": "any",
+        "client_id": "mr_" + "0" * 16,
     }
+    # The operator client the forged client tokens below name: tokens of unknown or revoked
+    # clients fail before any scope check.
+    await db.clients.insert_one(
+        {"client_id": "mr_matrix", "name": "matrix", "secret_hash": "-", "scopes": ["users:admin"]}
+    )
     forger = Forger(settings, victim["id"])
     bad = forger.bad_tokens()
     no_scope = forger.without_scope()
