@@ -45,3 +45,5 @@ def configure_logging(level: str | int = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if isinstance(level, str) else level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Who disabled, deleted or demoted whom is kept whatever LOG_LEVEL says.
+    logging.getLogger("audit").setLevel(logging.INFO)

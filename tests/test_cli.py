@@ -284,3 +284,38 @@ async def test_verify_summaries_finds_and_purges_orphan_ratings(settings, db, ap
     assert user["stats"]["count"] == 1 and user["stats"]["mean"] == 4.0
     done = await asyncio.to_thread(_run, settings, "api", "verify-summaries", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["integrity"]["orphan_ratings"] == 0
+
+
+async def test_operators_disable_demote_and_delete_users_and_revoke_clients(settings, db, api):
+    from core.services import tokens
+
+    await api.user("boss", admin=True)
+    await api.user("dora")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return _run(settings, "api", *args)
+
+    done = await asyncio.to_thread(run, "user", "disable", "dora")
+    assert done.returncode == 0 and "disabled: dora" in done.stdout, done.stderr
+    assert (await db.users.find_one({"username": "dora"}))["disabled_at"] is not None
+    assert "cli:" in done.stderr  # the audit line names who ran it
+    done = await asyncio.to_thread(run, "user", "enable", "dora")
+    assert done.returncode == 0 and (await db.users.find_one({"username": "dora"}))[
+        "disabled_at"
+    ] is None
+    done = await asyncio.to_thread(run, "user", "demote", "boss")
+    assert done.returncode == 0 and "demoted: boss" in done.stdout
+    assert (await db.users.find_one({"username": "boss"}))["role"] == "user"
+    done = await asyncio.to_thread(run, "user", "delete", "dora")
+    assert done.returncode == 0 and await db.users.count_documents({"username": "dora"}) == 0
+    missing = await asyncio.to_thread(run, "user", "disable", "nobody")
+    assert missing.returncode == 1 and "No user" in missing.stderr
+
+    registered, _ = await tokens.create_client(name="nightly", scopes=["imports:write"])
+    listed = await asyncio.to_thread(run, "client", "list")
+    assert registered.client_id in listed.stdout and "active" in listed.stdout
+    revoked = await asyncio.to_thread(run, "client", "revoke", registered.client_id)
+    assert revoked.returncode == 0
+    assert (await db.clients.find_one({"client_id": registered.client_id}))["revoked_at"]
+    listed = await asyncio.to_thread(run, "client", "list")
+    assert "revoked" in listed.stdout
