@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,13 @@ from functools import partial
 from pathlib import Path
 
 from pymongo import MongoClient
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from pymongo.errors import (
+    ConnectionFailure,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
 
 from core.processes import (
     Component,
@@ -124,13 +131,25 @@ def redis_binary() -> str:
 
 
 def start_redis(
-    *, port: int, workdir: Path, log_file: Path | None = None, own_session: bool = False
+    *,
+    port: int,
+    workdir: Path,
+    log_file: Path | None = None,
+    own_session: bool = False,
+    password: str | None = None,
 ):
-    """Start a private redis-server on loopback that keeps nothing on disk."""
+    """Start a private redis-server on loopback that keeps nothing on disk; with `password`,
+    every client must give it (read from a 0600 file, never a command line `ps` shows)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    config: list[str] = []
+    if password is not None:
+        conf = workdir / "redis.conf"
+        _write_private(conf, f"requirepass {password}\n")
+        config = [str(conf)]
     proc = spawn(
         [
             redis_binary(),
+            *config,
             "--bind",
             "127.0.0.1",
             "--port",
@@ -147,6 +166,58 @@ def start_redis(
     )
     wait_until(lambda: port_open(port), timeout=30, what="redis-server", proc=proc)
     return proc
+
+
+SECRETS_FILE = "secrets.json"
+DATABASE_USER = "movie-ratings"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (created 0600, whatever the umask)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def stack_secrets(data_dir: Path) -> dict[str, str]:
+    """The passwords of this data folder's database and Redis, made on its first start."""
+    path = data_dir / SECRETS_FILE
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    made = {
+        "mongodb_password": secrets.token_urlsafe(32),
+        "redis_password": secrets.token_urlsafe(32),
+    }
+    _write_private(path, json.dumps(made))
+    return made
+
+
+def provision_database_user(*, storage: Path, password: str, log_file: Path) -> None:
+    """Create the database's one user on a folder that has none yet (the server refuses
+    every unauthenticated command once it runs with --auth, so this runs without it, once)."""
+    marker = storage / ".auth-provisioned"
+    if marker.exists():
+        return
+    port = free_port()
+    proc = start_secantus(storage=str(storage), port=port, log_file=log_file)
+    try:
+        client: MongoClient = MongoClient(
+            f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=10_000
+        )
+        try:
+            client.admin.command(
+                "createUser", DATABASE_USER, pwd=password, roles=[{"role": "root", "db": "admin"}]
+            )
+        except OperationFailure as exc:
+            if exc.code != 51003:  # the user exists already: an interrupted first start
+                raise
+        finally:
+            client.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    marker.touch()
 
 
 def worker_command(queue: str, *extra: str) -> list[str]:
@@ -177,24 +248,38 @@ def run_embedded(settings: Settings) -> int:
     """Start everything, keep it running (a part that dies is restarted with backoff while
     the rest serve), and stop it in order on Ctrl-C; a second Ctrl-C forces."""
     data_dir = settings.data_dir.resolve()
+    # Nothing here is for other local users: the folder is theirs alone, and so is every
+    # file this process and its children create (database files, logs, keys, secrets).
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stack = EmbeddedProcesses(Supervisor(StopSignal()))
     add = stack.supervisor.add
     env = dict(os.environ, ENVIRONMENT=settings.environment, DATA_DIR=str(data_dir))
     try:
+        passwords = stack_secrets(data_dir)
         mongodb_url = settings.mongodb_url
         if mongodb_url is None:
             db_port = free_port()
-            mongodb_url = f"mongodb://127.0.0.1:{db_port}"
+            provision_database_user(
+                storage=data_dir / "db", password=passwords["mongodb_password"],
+                log_file=logs / "db.log",
+            )  # fmt: skip
+            address = f"127.0.0.1:{db_port}"
+            mongodb_url = (
+                f"mongodb://{DATABASE_USER}:{passwords['mongodb_password']}@{address}/"
+                "?authSource=admin"
+            )
             # A broken database is restarted at once and retried often: the service must be
             # back within seconds of the disk having room again.
             add(Component("secantusdb", partial(
                 start_secantus, storage=str(data_dir / "db"), port=db_port,
-                log_file=logs / "db.log", own_session=True,
+                log_file=logs / "db.log", own_session=True, extra=("--auth",),
             ), QUICK_STOP, health=Health(WriteProbe(mongodb_url, settings.mongodb_db)),
                 backoff_max=2.0))  # fmt: skip
-            stack.where["secantusdb"] = f"{mongodb_url} (data {data_dir / 'db'})"
+            stack.where["secantusdb"] = f"mongodb://{address} (data {data_dir / 'db'}, auth on)"
             env.setdefault("DATABASE_DISK_PATH", str(data_dir / "db"))
         redis_url = settings.redis_url
         if redis_url is None:
@@ -202,9 +287,12 @@ def run_embedded(settings: Settings) -> int:
             add(Component("redis", partial(
                 start_redis, port=redis_port, workdir=data_dir / "redis",
                 log_file=logs / "redis.log", own_session=True,
+                password=passwords["redis_password"],
             ), QUICK_STOP))  # fmt: skip
-            redis_url = f"redis://127.0.0.1:{redis_port}/0"
-            stack.where["redis"] = f"{redis_url} ({redis_binary()})"
+            redis_url = f"redis://:{passwords['redis_password']}@127.0.0.1:{redis_port}/0"
+            stack.where["redis"] = (
+                f"redis://127.0.0.1:{redis_port}/0 ({redis_binary()}, password on)"
+            )
         env.update(MONGODB_URL=mongodb_url, REDIS_URL=redis_url)
         (data_dir / EMBEDDED_FILE).write_text(
             json.dumps({"mongodb_url": mongodb_url, "redis_url": redis_url})

@@ -300,9 +300,10 @@ async def test_operators_disable_demote_and_delete_users_and_revoke_clients(sett
     assert (await db.users.find_one({"username": "dora"}))["disabled_at"] is not None
     assert "cli:" in done.stderr  # the audit line names who ran it
     done = await asyncio.to_thread(run, "user", "enable", "dora")
-    assert done.returncode == 0 and (await db.users.find_one({"username": "dora"}))[
-        "disabled_at"
-    ] is None
+    assert (
+        done.returncode == 0
+        and (await db.users.find_one({"username": "dora"}))["disabled_at"] is None
+    )
     done = await asyncio.to_thread(run, "user", "demote", "boss")
     assert done.returncode == 0 and "demoted: boss" in done.stdout
     assert (await db.users.find_one({"username": "boss"}))["role"] == "user"

@@ -12,6 +12,7 @@ import time
 from functools import partial
 
 import aiohttp
+import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
@@ -44,8 +45,9 @@ async def test_embedded_stack_serves_rates_converges_and_stops(tmp_path):
         for k, v in os.environ.items()
         if k not in {"MONGODB_URL", "REDIS_URL", "TOKEN_SIGNING_KEYS"}
     }
+    data = tmp_path / "data"
     env.update(
-        PORT=str(port), DATA_DIR=str(tmp_path), ENVIRONMENT="development", AGGREGATION_DELAY="0.05"
+        PORT=str(port), DATA_DIR=str(data), ENVIRONMENT="development", AGGREGATION_DELAY="0.05"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "embedded"],
@@ -82,6 +84,7 @@ async def test_embedded_stack_serves_rates_converges_and_stops(tmp_path):
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("the summary never converged")
+            _private(data)
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
@@ -96,6 +99,37 @@ async def test_embedded_stack_serves_rates_converges_and_stops(tmp_path):
     assert stopped == ["api", "beat", "worker", "redis", "secantusdb"], log[-3000:]
     # Every child is gone: nothing listens on the API port any more.
     assert not _listening(port)
+
+
+def _private(data) -> None:
+    """The data folder and everything in it are its owner's alone, and the database and
+    Redis refuse clients without the stack's credentials."""
+    import json
+    from urllib.parse import urlsplit
+
+    from pymongo.errors import OperationFailure
+    from redis import Redis
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    assert data.stat().st_mode & 0o777 == 0o700
+    for path in data.rglob("*"):
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    urls = json.loads((data / "embedded.json").read_text())
+    database = urlsplit(urls["mongodb_url"])
+    assert database.password  # the stack's own clients log in
+    anonymous = MongoClient(f"mongodb://{database.hostname}:{database.port}", timeoutMS=5000)
+    try:
+        anonymous.movie_ratings.users.find_one()
+        raise AssertionError("the database answered a client without credentials")
+    except OperationFailure as exc:
+        assert exc.code == 13  # Unauthorized
+    finally:
+        anonymous.close()
+    cache = urlsplit(urls["redis_url"])
+    assert cache.password
+    with Redis(host=cache.hostname, port=cache.port, socket_timeout=5) as anonymous_redis:
+        with pytest.raises((AuthenticationError, ResponseError)):  # NOAUTH
+            anonymous_redis.get("x")
 
 
 def _listening(port: int) -> bool:
