@@ -189,6 +189,24 @@ async def test_every_secured_operation_refuses_bad_credentials(api, client, db, 
     assert operator_routes >= 5  # movies and imports routes really let clients in
     assert await snapshot(db) == before, "a client's request changed stored data"
 
+    # People: a plain user's valid token is refused on every operator route (403), an
+    # admin's is let in (ids name nothing, so nothing changes either).
+    operator_routes = 0
+    for method, path, op in operations(spec):
+        scope = required_scope(op) if op.get("security") else None
+        if scope not in CLIENT_SCOPES:
+            continue
+        url = re.sub(r"\{(\w+)\}", lambda m: absent[m.group(1)], path)
+        body = {"json": {}} if method in {"post", "put", "patch"} else {}
+        label = f"{method.upper()} {path}"
+        resp = await client.request(method, url, headers=other["auth"], **body)
+        assert resp.status == 403, f"{label} by a plain user: {resp.status}"
+        resp = await client.request(method, url, headers=admin["auth"], **body)
+        assert resp.status not in (401, 403, 500), f"{label} by an admin: {resp.status}"
+        operator_routes += 1
+    assert operator_routes >= 10
+    assert await snapshot(db) == before, "a person's refused request changed stored data"
+
     # Another person's valid token never reaches the victim's rating: it addresses the
     # caller's own (absent) rating, and the victim's stays as it was.
     rating_url = f"{API}/movies/{movie['id']}/rating"
