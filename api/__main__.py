@@ -333,10 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     user = sub.add_parser(
         "user", help="disable, enable, promote, demote or delete an account (audited)"
     )
-    user.add_argument("action", choices=["disable", "enable", "promote", "demote", "delete"])
-    user.add_argument("username")
+    user.add_argument(
+        "action", choices=["disable", "enable", "promote", "demote", "delete"],
+        help="disable: no login or refresh, sessions end; enable; promote to admin; demote "
+        "to user (sessions end); delete with ratings, links and sessions",
+    )  # fmt: skip
+    user.add_argument("username", help="the account's username")
     clients = sub.add_parser("client", help="list operator clients, or revoke one (audited)")
-    clients.add_argument("action", choices=["list", "revoke"])
+    clients.add_argument(
+        "action", choices=["list", "revoke"],
+        help="list: every client with its state and scopes; revoke: its tokens fail at once",
+    )  # fmt: skip
     clients.add_argument("client_id", nargs="?", help="the client to revoke")
     verify = sub.add_parser(
         "verify-summaries",

@@ -31,6 +31,7 @@ from api.schemas import (
     RatingPutSchema,
     UserIdPath,
 )
+from core.errors import NotFound, Unauthorized
 from core.services import ratings as rating_service
 
 _rating = RatingPublicSchema()
@@ -127,9 +128,14 @@ async def _profile(request: web.Request, user_id: PydanticObjectId, *, own: bool
     after = page_after(request)
 
     async def load() -> dict:
-        page = await rating_service.list_user_ratings(
-            user_id=user_id, sort=sort, after=after, offset=offset, limit=limit
-        )
+        try:
+            page = await rating_service.list_user_ratings(
+                user_id=user_id, sort=sort, after=after, offset=offset, limit=limit
+            )
+        except NotFound:
+            if own:  # the token outlived its account (deleted): it stops here
+                raise Unauthorized("This account no longer exists.") from None
+            raise
         items = _profile_items.dump(
             [{**item.rating.model_dump(), "movie": item.movie} for item in page.items]
         )

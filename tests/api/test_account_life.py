@@ -50,6 +50,8 @@ async def test_a_person_deletes_their_account_and_the_summaries_heal(api, client
     assert await db.ratings.count_documents({"user_id": user_id}) == 0
     assert await db.refresh_tokens.count_documents({"user_id": user_id}) == 0
     assert (await client.get(f"{API}/users/me", headers=leaving["auth"])).status == 401
+    mine = await client.get(f"{API}/users/me/ratings", headers=leaving["auth"])
+    assert mine.status == 401  # the token outlived its account
     refresh = await client.post(
         f"{API}/auth/token",
         data={"grant_type": "refresh_token", "refresh_token": leaving["tokens"]["refresh_token"]},
