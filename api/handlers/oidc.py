@@ -249,7 +249,9 @@ async def _hand_over_link(
 @response_schema(IdentityListSchema, 200)
 async def my_identities(request: web.Request) -> web.Response:
     """The caller's linked identities, oldest first."""
-    linked = await identity_service.identities_of(user_id=person_id(request))
+    user = await user_service.active_user(user_id=person_id(request))
+    assert user.id is not None
+    linked = await identity_service.identities_of(user_id=user.id)
     return json_response(IdentityListSchema().dump({"items": linked}), headers=NO_STORE)
 
 

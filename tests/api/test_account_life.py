@@ -111,6 +111,8 @@ async def test_admins_disable_enable_promote_demote_and_delete_with_an_audit_tra
     disabled = await client.post(f"{url}/disable", headers=admin["auth"])
     assert disabled.status == 200 and (await disabled.json())["disabled_at"]
     assert (await client.get(f"{API}/users/me", headers=target["auth"])).status == 401
+    links = await client.get(f"{API}/users/me/identities", headers=target["auth"])
+    assert links.status == 401
     login = await client.post(
         f"{API}/auth/token",
         data={"grant_type": "password", "username": "target", "password": PASSWORD},
