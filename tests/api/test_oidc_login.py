@@ -515,3 +515,14 @@ async def test_redirect_uris_never_come_from_the_host_header(loopback, aiohttp_c
     assert resp.status == 302
     query = parse_qs(urlsplit(resp.headers["Location"]).query)
     assert query["redirect_uri"] == [f"http://127.0.0.1:8123{API}/auth/callback/loopback"]
+
+
+async def test_a_disabled_account_cannot_log_in_through_its_provider(loopback):
+    person(loopback.iam)
+    first = await loopback.follow(f"{loopback.base}{API}/auth/login/loopback?response=json")
+    assert first.status == 200
+    from models import utcnow
+
+    await loopback.db.users.update_many({}, {"$set": {"disabled_at": utcnow()}})
+    again = await loopback.follow(f"{loopback.base}{API}/auth/login/loopback?response=json")
+    assert "disabled" in (await _problem(again, 400))["detail"]
