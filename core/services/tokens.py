@@ -15,6 +15,7 @@ from beanie import PydanticObjectId
 
 from core.errors import InvalidInput, NotFound, OAuthError, Unauthorized
 from core.security import CLIENT_SCOPES, CLIENT_SUBJECT, TokenService, scopes_for_role
+from core.services import sessions
 from core.services import users as user_service
 from models import ApiClient, RefreshToken, RevokedFamily, User, utcnow
 
@@ -128,7 +129,7 @@ async def refresh_grant(
         {"_id": stored.id, "used_at": None, "revoked_at": None}, {"$set": {"used_at": now}}
     )
     if claimed.modified_count == 0:
-        await revoke_families(
+        await sessions.revoke_families(
             user_id=stored.user_id, family_ids=[stored.family_id], refresh_ttl=refresh_ttl
         )
         log.warning("refresh token reuse; family revoked", extra={"family": stored.family_id})
@@ -152,41 +153,6 @@ async def refresh_grant(
         family_id=stored.family_id,
         ttl=refresh_ttl,
     )
-
-
-async def revoke_families(
-    *, user_id: PydanticObjectId, family_ids: list[str], refresh_ttl: int
-) -> None:
-    """Revoke every refresh token descended from these logins, and any still to be rotated
-    from them: the family itself is marked, for at least as long as its tokens could live."""
-    if not family_ids:
-        return
-    now = utcnow()
-    marks = RevokedFamily.get_motor_collection()
-    for family_id in family_ids:
-        await marks.update_one(
-            {"_id": family_id},
-            {
-                "$setOnInsert": {"user_id": user_id, "revoked_at": now},
-                "$max": {"expires_at": now + timedelta(seconds=2 * refresh_ttl)},
-            },
-            upsert=True,
-        )
-    await RefreshToken.get_motor_collection().update_many(
-        {"family_id": {"$in": family_ids}, "revoked_at": None}, {"$set": {"revoked_at": now}}
-    )
-
-
-async def revoke_other_sessions(
-    *, user_id: PydanticObjectId, keep: str | None, refresh_ttl: int
-) -> int:
-    """After a password or email change: end every login of this user but `keep` (the
-    one making the change). Returns how many were ended."""
-    live = {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": utcnow()}}
-    families = await RefreshToken.get_motor_collection().distinct("family_id", live)
-    ended = [f for f in families if f != keep]
-    await revoke_families(user_id=user_id, family_ids=ended, refresh_ttl=refresh_ttl)
-    return len(ended)
 
 
 async def create_client(*, name: str, scopes: list[str]) -> tuple[ApiClient, str]:
@@ -270,6 +236,6 @@ async def revoke(*, token: str, hint: str | None, refresh_ttl: int) -> None:
         )
     stored = await RefreshToken.find_one({"token_hash": _digest(token)})
     if stored is not None:
-        await revoke_families(
+        await sessions.revoke_families(
             user_id=stored.user_id, family_ids=[stored.family_id], refresh_ttl=refresh_ttl
         )

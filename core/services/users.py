@@ -23,8 +23,7 @@ from core.errors import (
 )
 from core.queue import TaskQueue
 from core.security import hash_password_pooled, verify_password_pooled
-from core.services import aggregation, duplicate_field
-from core.services import tokens as token_service
+from core.services import aggregation, duplicate_field, sessions
 from models import Identity, RefreshToken, RetiredUsername, User, utcnow
 
 audit = logging.getLogger("audit")
@@ -89,7 +88,7 @@ async def disable_user(
     await User.get_motor_collection().update_one(
         {"_id": user_id}, {"$set": {"disabled_at": utcnow(), "updated_at": utcnow()}}
     )
-    await token_service.revoke_other_sessions(user_id=user_id, keep=None, refresh_ttl=refresh_ttl)
+    await sessions.revoke_other_sessions(user_id=user_id, keep=None, refresh_ttl=refresh_ttl)
     await cache.users_changed([user_id])
     audit.info("user disabled", extra={"actor": actor, "user_id": str(user_id)})
     return await get_user(user_id=user.id)  # type: ignore[arg-type]
@@ -118,9 +117,7 @@ async def set_role(
         {"_id": user_id}, {"$set": {"role": role, "updated_at": utcnow()}}
     )
     if role != "admin":
-        await token_service.revoke_other_sessions(
-            user_id=user_id, keep=None, refresh_ttl=refresh_ttl
-        )
+        await sessions.revoke_other_sessions(user_id=user_id, keep=None, refresh_ttl=refresh_ttl)
     await cache.users_changed([user_id])
     audit.info(
         "user role changed",
@@ -236,9 +233,7 @@ async def update_user(
         raise _conflict(exc) from None
     if sensitive:
         assert user.id is not None
-        await token_service.revoke_other_sessions(
-            user_id=user.id, keep=session, refresh_ttl=refresh_ttl
-        )
+        await sessions.revoke_other_sessions(user_id=user.id, keep=session, refresh_ttl=refresh_ttl)
     await cache.users_changed([user.id])
     for key, value in changes.items():
         setattr(user, key, value)
@@ -275,7 +270,7 @@ async def ensure_admin(
         changes["password_hash"] = await hash_password_pooled(password)
     await User.get_motor_collection().update_one({"_id": existing.id}, {"$set": changes})
     if mode == "reset-password":
-        await token_service.revoke_other_sessions(
+        await sessions.revoke_other_sessions(
             user_id=existing.id, keep=None, refresh_ttl=refresh_ttl
         )
         return existing, "password reset"
