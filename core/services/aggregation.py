@@ -771,7 +771,7 @@ async def _oldest_writes(
 
 
 async def drain_once(
-    *, prior_votes: float, batch: int, settle: float = 1.0, pace: Pace | None = None
+    *, prior_votes: float, batch: int, settle: float, pace: Pace | None = None
 ) -> DrainReport:
     """One round: take the oldest rating writes from the mark to `settle` seconds ago that
     name ≤ batch movies and users, and ≤ batch intents, recompute what they name (writing
@@ -844,9 +844,9 @@ async def drain_once(
 async def drain(
     *,
     prior_votes: float,
-    batch: int = 500,
-    duty: float = 0.5,
-    settle: float = 1.0,
+    batch: int,
+    duty: float,
+    settle: float,
     budget: float = 20.0,
     changed: SummariesChanged | None = None,
     keep_going: Callable[[], bool] | None = None,

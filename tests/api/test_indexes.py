@@ -118,7 +118,7 @@ async def test_hot_queries_use_indexes(settings, db):
         await asyncio.gather(*(movies.movie_view(movie_id=m.id) for m in stored_movies[:30]))
         await aggregation.recompute_movies([movie.id], prior_votes=10)
         await aggregation.recompute_users([user.id])
-        await aggregation.drain_once(prior_votes=10, batch=500)
+        await aggregation.drain_once(prior_votes=10, batch=500, settle=1.0)
 
         assert len(recorder.commands) >= 20
         database = client[settings.mongodb_db]

@@ -38,6 +38,14 @@ class RecordingCelery:
         self.sent.append((name, args))
 
 
+def _drain(**given: Any) -> Any:
+    """A drain as these tests run it: small rounds, no rest beyond half the time, writes
+    taken once they are a second old; a test names what it changes."""
+    return aggregation.drain(
+        **{"prior_votes": 10, "batch": 500, "duty": 0.5, "settle": 1.0, **given}
+    )
+
+
 async def _movie(title: str = "Race") -> Movie:
     movie = Movie(title=title, title_key=title.casefold())
     await movie.insert()
@@ -134,7 +142,7 @@ async def test_the_drain_heals_a_write_whose_task_was_never_queued(client, db):
     movie, user = await _movie(), User(username="u", display_name="u")
     await user.insert()
     await _stamped(movie, user.id, 3.5)
-    report = await aggregation.drain(prior_votes=10)
+    report = await _drain()
     assert movie.id in report.movies and user.id in report.users
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 3.5
     assert (await db.users.find_one({"_id": user.id}))["stats"]["count"] == 1
@@ -174,11 +182,11 @@ async def test_a_drain_that_lost_its_lock_stops_after_its_round(client, db, monk
         return await real(**kwargs)
 
     monkeypatch.setattr(aggregation, "drain_once", counted)
-    report = await aggregation.drain(prior_votes=10, settle=0, keep_going=lambda: False)
+    report = await _drain(settle=0, keep_going=lambda: False)
     assert report.taken == 1 and len(rounds) == 1  # no rest, no second round: another may run
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 3.0
     await _stamped(movie, await _user(), 5.0)
-    await aggregation.drain(prior_votes=10, settle=0, keep_going=lambda: True)
+    await _drain(settle=0, keep_going=lambda: True)
     assert len(rounds) == 3  # its round, then one that found nothing
 
 
@@ -282,7 +290,7 @@ async def test_ratings_stamped_by_the_earlier_scheme_are_drained(client, db):
     await rating.insert()
     await db.ratings.create_index("pending", name=aggregation.LEGACY_INDEX, sparse=True)
     await db.ratings.update_one({"_id": rating.id}, {"$set": {"pending": ObjectId()}})
-    await aggregation.drain(prior_votes=10, settle=0)
+    await _drain(settle=0)
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["count"] == 1
     assert aggregation.LEGACY_INDEX not in await db.ratings.index_information()
     assert await db.ratings.count_documents({"pending": {"$exists": True}}) == 0
@@ -293,9 +301,9 @@ async def test_a_running_imports_intents_wait_for_its_job(client, db):
     job_id = ObjectId()
     await db.import_jobs.insert_one({"_id": job_id, "status": "running"})
     await aggregation.record_intent(movie_ids=[movie.id], job_id=job_id)
-    assert (await aggregation.drain_once(prior_votes=10, batch=100)).empty
+    assert (await aggregation.drain_once(prior_votes=10, batch=100, settle=1.0)).empty
     await db.import_jobs.update_one({"_id": job_id}, {"$set": {"status": "failed"}})
-    report = await aggregation.drain_once(prior_votes=10, batch=100)
+    report = await aggregation.drain_once(prior_votes=10, batch=100, settle=1.0)
     assert report.movies == [movie.id] and report.taken == 1
 
 
@@ -303,21 +311,23 @@ async def test_a_command_line_imports_intents_wait_until_it_falls_silent(client,
     movie = await _movie()
     tag = ObjectId()  # `python -m seed movielens` has no job: its intents carry a fresh tag
     await aggregation.record_intent(movie_ids=[movie.id], job_id=tag)
-    assert (await aggregation.drain_once(prior_votes=10, batch=100)).empty
+    assert (await aggregation.drain_once(prior_votes=10, batch=100, settle=1.0)).empty
     quiet = utcnow() - aggregation.IMPORT_TAG_QUIET - timedelta(seconds=1)
     await db.summary_intents.update_many({"job_id": tag}, {"$set": {"created_at": quiet}})
-    assert (await aggregation.drain_once(prior_votes=10, batch=100)).movies == [movie.id]
+    assert (await aggregation.drain_once(prior_votes=10, batch=100, settle=1.0)).movies == [
+        movie.id
+    ]
 
 
 async def test_a_deleted_movies_ratings_are_purged_and_its_raters_recomputed(client, db):
     movie, user = await _movie(), User(username="u", display_name="u")
     await user.insert()
     await _stamped(movie, user.id, 5.0)
-    await aggregation.drain(prior_votes=10)
+    await _drain()
     assert (await db.users.find_one({"_id": user.id}))["stats"]["count"] == 1
     await aggregation.record_intent(movie_ids=[movie.id])
     await movie.delete()
-    report = await aggregation.drain(prior_votes=10)
+    report = await _drain()
     assert report.purged_movies == [movie.id]
     assert await db.ratings.count_documents({}) == 0
     assert (await db.users.find_one({"_id": user.id}))["stats"]["count"] == 0
@@ -328,7 +338,7 @@ async def test_weighted_scores_move_only_when_the_global_mean_does(client, db):
     movies = [await _movie(f"M{i}") for i in range(5)]
     for i, movie in enumerate(movies):
         await _stamped(movie, await _user(), 1.0 + i)
-    await aggregation.drain(prior_votes=10)
+    await _drain()
     batches: list[list] = []
 
     async def changed(ids: list) -> None:
@@ -341,7 +351,7 @@ async def test_weighted_scores_move_only_when_the_global_mean_does(client, db):
     assert abs(top["weighted"] - (1 / 11 * 5.0 + 10 / 11 * 3.0)) < 1e-9
     # One more 3.5 moves C by 0.083: within a tolerance of 0.1 nothing is rewritten.
     await _stamped(movies[0], await _user(), 3.5)
-    await aggregation.drain(prior_votes=10)
+    await _drain()
     batches.clear()
     assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.1) == 0
     assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01) == 5
@@ -462,7 +472,7 @@ async def test_one_instant_larger_than_a_batch_is_taken_whole(client, db):
 async def test_no_mean_is_published_from_summaries_that_lag_the_writes(client, db):
     movie = await _movie()
     await _stamped(movie, await _user(), 5.0)
-    await aggregation.drain(prior_votes=10, settle=0)
+    await _drain(settle=0)
     await db.global_stats.update_one({"_id": "ratings"}, {"$set": {"mean": 1.0}})
     # A write the drains have not taken for 30 s (they fell behind).
     rating_id = await _stamped(movie, await _user(), 1.0)
@@ -474,7 +484,7 @@ async def test_no_mean_is_published_from_summaries_that_lag_the_writes(client, d
         await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01, max_lag=10) == 0
     )
     assert (await db.global_stats.find_one({"_id": "ratings"}))["mean"] == 1.0
-    await aggregation.drain(prior_votes=10, settle=0)
+    await _drain(settle=0)
     assert await aggregation.drain_lag() == 0
     assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01, max_lag=10)
     assert (await db.global_stats.find_one({"_id": "ratings"}))["mean"] == 3.0
