@@ -66,7 +66,7 @@ async def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from marshmallow import ValidationError
 
     from api.schemas import UserCreateSchema
-    from core import db
+    from core import store
     from core.errors import DomainError
     from core.services.users import AdminMode, ensure_admin
 
@@ -86,7 +86,7 @@ async def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
         except ValidationError as exc:
             print(f"refused: {_sentence(exc.normalized_messages())}", file=sys.stderr)
             return 2
-    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+    client = await store.connect(settings, op_budget=settings.mongodb_worker_timeout)
     try:
         user, done = await ensure_admin(
             username=args.username,
@@ -99,7 +99,7 @@ async def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
         print(f"refused: {exc.detail}", file=sys.stderr)
         return 1
     finally:
-        client.close()
+        await store.close(client)
     print(f"{done}: admin {user.username} ({user.id})")
     return 0
 
@@ -123,18 +123,18 @@ def create_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _create_client(settings: Settings, name: str, scopes: list[str]) -> int:
-    from core import db
+    from core import store
     from core.errors import InvalidInput
     from core.services.tokens import create_client
 
-    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+    client = await store.connect(settings, op_budget=settings.mongodb_worker_timeout)
     try:
         registered, secret = await create_client(name=name, scopes=scopes)
     except InvalidInput as exc:
         print(f"refused: {exc.errors.get('scopes', [exc.detail])[0]}", file=sys.stderr)
         return 2
     finally:
-        client.close()
+        await store.close(client)
     # The only time the secret exists in clear: it is stored as a digest.
     print(f"client_id:     {registered.client_id}")
     print(f"client_secret: {secret}")
@@ -151,13 +151,13 @@ def _operator() -> str:
 async def _user_command(settings: Settings, action: str, username: str) -> int:
     from redis.asyncio import Redis
 
-    from core import db
+    from core import store
     from core.cache import cache_for
     from core.errors import DomainError
     from core.queue import TaskQueue, make_producer
     from core.services import users as user_service
 
-    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+    client = await store.connect(settings, op_budget=settings.mongodb_worker_timeout)
     redis = Redis.from_url(settings.redis_url_required, socket_connect_timeout=2)
     cache = cache_for(settings, redis)
     celery = make_producer(settings)
@@ -191,17 +191,17 @@ async def _user_command(settings: Settings, action: str, username: str) -> int:
     finally:
         celery.close()
         await redis.aclose()
-        client.close()
+        await store.close(client)
     print(f"{action.removesuffix('e')}ed: {user.username} ({user.id})")
     return 0
 
 
 async def _client_command(settings: Settings, action: str, client_id: str | None) -> int:
-    from core import db
+    from core import store
     from core.errors import DomainError
     from core.services import tokens as token_service
 
-    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+    client = await store.connect(settings, op_budget=settings.mongodb_worker_timeout)
     try:
         if action == "list":
             for registered in await token_service.list_clients():
@@ -219,7 +219,7 @@ async def _client_command(settings: Settings, action: str, client_id: str | None
         print(f"refused: {exc.detail}", file=sys.stderr)
         return 1
     finally:
-        client.close()
+        await store.close(client)
     print(f"revoked: {client_id}")
     return 0
 
@@ -229,19 +229,18 @@ async def _verify_summaries(settings: Settings, *, repair: bool, as_json: bool) 
 
     from tqdm import tqdm
 
-    from core import db
-    from core.services import aggregation
+    from core import store, summaries
 
-    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+    client = await store.connect(settings, op_budget=settings.mongodb_worker_timeout)
     report: dict[str, object] = {}
     wrong = 0
     try:
         # Integrity first: orphan ratings would make the summaries below agree with ratings
         # that should not exist (and repairing them changes those summaries).
-        orphans = await aggregation.orphans()
+        orphans = await summaries.orphans()
         healed = []
         if repair and orphans.ids:
-            healed = await aggregation.heal_orphans(
+            healed = await summaries.heal_orphans(
                 orphans.ids, prior_votes=settings.rating_prior_votes
             )
         if orphans.ratings and not healed:
@@ -256,40 +255,56 @@ async def _verify_summaries(settings: Settings, *, repair: bool, as_json: bool) 
             print(f"ratings: {orphans.ratings} naming {len(orphans.movies)} missing movies and "
                   f"{len(orphans.users)} missing users, "
                   f"{'purged' if healed else 'left' if orphans.ratings else 'none'}")  # fmt: skip
-        for target in (aggregation.MOVIES, aggregation.USERS):
-            total = await target.document.get_motor_collection().estimated_document_count()
+        for target in (summaries.MOVIES, summaries.USERS):
+            total = await summaries.count(target)
             with tqdm(total=total, desc=f"{target.summary_field:<7}", file=sys.stderr) as bar:
-                checked, differences = await aggregation.verify(
+                checked, differences = await summaries.verify(
                     target, prior_votes=settings.rating_prior_votes, progress=bar.update
                 )
             repaired = 0
             if repair and differences:
-                ids = aggregation.ids_of(differences)
-                if target is aggregation.MOVIES:
-                    done = await aggregation.recompute_movies(
+                ids = summaries.ids_of(differences)
+                if target is summaries.MOVIES:
+                    done = await summaries.recompute_movies(
                         ids, prior_votes=settings.rating_prior_votes
                     )
                 else:
-                    done = await aggregation.recompute_users(ids)
+                    done = await summaries.recompute_users(ids)
                 repaired = len(done.stored)
             wrong += len(differences) - repaired
-            report[target.document.Settings.name] = {
+            report[target.name] = {
                 "checked": checked,
                 "different": len(differences),
                 "repaired": repaired,
                 "differences": [vars(d) for d in differences],
             }
             if not as_json:
-                print(f"{target.document.Settings.name}: {checked} checked, "
+                print(f"{target.name}: {checked} checked, "
                       f"{len(differences)} different, {repaired} repaired")  # fmt: skip
                 for d in differences:
                     print(f"  {d.id}: stored {d.stored} expected {d.expected}")
     finally:
-        client.close()
+        await store.close(client)
     if as_json:
         print(json.dumps({**report, "ok": wrong == 0}, default=str))
     # Monitoring reads the exit status too: 1 while a stored summary is still wrong.
     return 0 if wrong == 0 else 1
+
+
+async def _migrate(settings: Settings) -> int:
+    from core import store
+    from core.store import migrations
+
+    client = await store.connect(settings, op_budget=settings.mongodb_worker_timeout)
+    try:
+        applied = await migrations.migrate()
+    finally:
+        await store.close(client)
+    for step in applied:
+        print(f"migrated: {step.version} {step.name} ({step.changed} changed)")
+    if not applied:
+        print(f"up to date: version {max(m.version for m in migrations.MIGRATIONS)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="list: every client with its state and scopes; revoke: its tokens fail at once",
     )  # fmt: skip
     clients.add_argument("client_id", nargs="?", help="the client to revoke")
+    sub.add_parser(
+        "migrate",
+        help="apply the pending one-off data changes of this version (run at every deploy, "
+        "before the new API and workers start; `make run` runs it at start); idempotent",
+    )
     verify = sub.add_parser(
         "verify-summaries",
         help="check that every rating names an existing movie and user, and compare every "
@@ -394,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "revoke" and not args.client_id:
             parser.error("client revoke needs the client's id")
         return asyncio.run(_client_command(settings, args.action, args.client_id))
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
     if args.command == "verify-summaries":
         return asyncio.run(_verify_summaries(settings, repair=args.repair, as_json=args.json))
     return create_admin(settings, args)

@@ -47,7 +47,7 @@ from api.openapi import ContractPlugin
 from api.ratelimit import RateLimiter
 from api.routes import setup_routes
 from api.schemas import OAuthErrorSchema, ProblemSchema, ReadySchema, TokenSchema
-from core import db
+from core import store
 from core.cache import cache_for
 from core.load import RequestMeter
 from core.oidc import OIDCClient
@@ -63,7 +63,7 @@ from core.security import (
 )
 from core.services.recommendations import ModelStore
 from core.settings import Settings
-from core.storage import DiskWatch
+from core.store.health import DiskWatch
 
 SCOPE_DESCRIPTIONS = {
     "ratings:write": "Rate movies",
@@ -74,10 +74,10 @@ SCOPE_DESCRIPTIONS = {
 
 
 async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
-    client = await db.connect(app[SETTINGS])
+    client = await store.connect(app[SETTINGS])
     app[MONGO] = client
     yield
-    client.close()
+    await store.close(client)
 
 
 async def disk_ctx(app: web.Application) -> AsyncIterator[None]:

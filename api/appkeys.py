@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
 from api.nearcache import NearCache
@@ -17,13 +16,14 @@ from core.queue import TaskQueue
 from core.security import PageCursors, TokenService
 from core.services.recommendations import ModelStore
 from core.settings import Settings
-from core.storage import DiskWatch
+from core.store import Client
+from core.store.health import DiskWatch
 
 if TYPE_CHECKING:  # api.admission reads these keys
     from api.admission import Budgets, InFlight
 
 SETTINGS = web.AppKey("settings", Settings)
-MONGO = web.AppKey("mongo", AsyncIOMotorClient)
+MONGO = web.AppKey("mongo", Client)
 REDIS = web.AppKey("redis", Redis)
 DISK = web.AppKey("disk", DiskWatch)
 CACHE = web.AppKey("cache", Cache)

@@ -18,7 +18,7 @@ from api.schemas import ProblemSchema
 from core.cache import Cache, CacheKey
 from core.errors import BadCursor
 from core.logs import request_id_var
-from core.services import Position
+from core.store import Position
 
 PROBLEM_JSON = "application/problem+json"
 AUTH_ATTR = "__auth__"

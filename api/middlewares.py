@@ -18,18 +18,17 @@ from aiohttp.typedefs import Handler
 from aiohttp_apigami.constants import SCHEMAS_ATTR
 from marshmallow import Schema, ValidationError
 from marshmallow.fields import Field
-from pymongo.errors import PyMongoError
 from webargs.aiohttpparser import AIOHTTPParser
 
 from api.appkeys import DISK, METER, NEAR, SETTINGS, TOKENS
 from api.http import AUTH_ATTR, NEAR_CANDIDATE, NearCandidate, etag_matches, problem
 from api.schemas import ObjectIdField
-from core import db
-from core.db import db_calls_var
+from core import store
 from core.errors import DomainError, Forbidden, InvalidInput, StorageFull, Unauthorized
 from core.logs import request_id_var
 from core.security import CLIENT_SUBJECT
 from core.services import tokens as token_service
+from core.store import db_calls_var
 
 log = logging.getLogger("api.requests")
 access_log = logging.getLogger("api.access")
@@ -187,8 +186,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             detail=_http_detail(exc),
             headers=headers,
         )
-    except PyMongoError as exc:
-        if not db.unavailable(exc):
+    except store.StoreError as exc:
+        if not store.unavailable(exc):
             return _unexpected(request)
         # Stalled or unreachable: the client's budget ran out, not our code. The same write
         # may still have been stored; its intent then rides with it (see core.services).
@@ -199,7 +198,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             title="Service Unavailable",
             detail="The database did not answer in time; please retry.",
             slug="database-unavailable",
-            headers={"Retry-After": str(db.RETRY_AFTER)},
+            headers={"Retry-After": str(store.RETRY_AFTER)},
         )
     except Exception:
         return _unexpected(request)
@@ -215,7 +214,7 @@ async def disk_guard_middleware(request: web.Request, handler: Handler) -> web.S
     if request.method in _WRITE_METHODS and request.app[DISK].low:
         raise StorageFull(
             "The database's disk is nearly full; writes are refused until it has room.",
-            headers={"Retry-After": str(db.RETRY_AFTER)},
+            headers={"Retry-After": str(store.RETRY_AFTER)},
         )
     return await handler(request)
 

@@ -10,11 +10,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bson import ObjectId
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from core import names
-from models import SCORES
+from models import SCORES, PydanticObjectId, parse_id
 
 PASSWORD = validate.Length(min=10, max=256)
 PAGE_LIMIT = fields.Integer(
@@ -53,10 +52,13 @@ class ObjectIdField(fields.Field):
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else str(value)
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> ObjectId:
-        if not isinstance(value, str) or not ObjectId.is_valid(value) or len(value) != 24:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> PydanticObjectId:
+        parsed = parse_id(value)
+        if parsed is None:
             raise self.make_error("invalid")
-        return ObjectId(value)
+        return parsed
 
 
 class UsernameField(fields.String):
@@ -440,7 +442,7 @@ class MovieCardRatingSchema(Schema):
 
 
 class MovieCardSchema(Schema):
-    id = ObjectIdField(attribute="_id")
+    id = ObjectIdField()
     title = fields.String()
     year = fields.Integer(allow_none=True)
     rating = fields.Nested(MovieCardRatingSchema)

@@ -43,15 +43,15 @@ from urllib.parse import urlencode
 
 import aiohttp
 from bson import ObjectId
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
 from core import processes
 from core.search import SearchText
 from core.security import TokenService, generate_keyset
-from core.services.movies import CANDIDATE_FIELDS as SEARCH_CANDIDATE
 from core.services.movies import CANDIDATES
-from core.services.ratings import MOVIE_CARD
 from core.settings import Settings
+from core.store.movies import CANDIDATE_FIELDS as SEARCH_CANDIDATE
+from core.store.movies import CARD_FIELDS as MOVIE_CARD
 from embedded import stack as embedded
 from models import SCORES, RatingStats, utcnow
 from tests.seed.ml_small import SEARCHES
@@ -310,10 +310,8 @@ async def raw_upserts(
     """The server's own ceiling for rating writes: update_one upserts on the ratings
     collection (same indexes, same pairs, same write concern as the PUT run), `concurrency`
     at a time; per s."""
-    from motor.motor_asyncio import AsyncIOMotorClient
-
-    # The API's own durability (core.db.DURABLE): a journaled write against a journaled one.
-    client: Any = AsyncIOMotorClient(url, tz_aware=True, w="majority", journal=True)
+    # The API's own durability (core.store.DURABLE): a journaled write against a journaled one.
+    client: Any = AsyncMongoClient(url, tz_aware=True, w="majority", journal=True)
     ratings = client[DB].ratings
     done = 0
     deadline = time.perf_counter() + seconds
@@ -332,7 +330,7 @@ async def raw_upserts(
 
     started = time.perf_counter()
     await asyncio.gather(*(writer() for _ in range(concurrency)))
-    client.close()
+    await client.close()
     return done / (time.perf_counter() - started)
 
 
@@ -348,9 +346,7 @@ async def raw_reads(
     `concurrency` tasks runs one of `reads` (chosen at random) after another. Like the API
     process (whose single flight holds even with the cache off), identical reads in flight
     at once share one run of the queries, so both sides ask the server for the same work."""
-    from motor.motor_asyncio import AsyncIOMotorClient
-
-    client: Any = AsyncIOMotorClient(url, tz_aware=True, maxPoolSize=concurrency)
+    client: Any = AsyncMongoClient(url, tz_aware=True, maxPoolSize=concurrency)
     db = client[DB]
     took: list[float] = []
     flights: dict[str, asyncio.Task[Any]] = {}
@@ -375,7 +371,7 @@ async def raw_reads(
     started = time.perf_counter()
     await asyncio.gather(*(reader() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    client.close()
+    await client.close()
     took.sort()
     return Load(
         rps=len(took) / elapsed,

@@ -343,7 +343,7 @@ def _weighted_right(
     summary: dict[str, Any], histogram: list[int], prior_votes: float, mean: float | None
 ) -> bool:
     """The stored weighted score is the one its ratings give with the published C."""
-    from core.services.aggregation import weighted_score
+    from core.summaries import weighted_score
 
     stats = RatingStats.from_histogram(histogram)
     want = weighted_score(

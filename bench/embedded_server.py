@@ -23,8 +23,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 
 from core import processes
-from core.db import SECANTUSDB
-from core.services import chunked
+from core.store import SECANTUSDB, chunked
 from embedded import stack
 
 

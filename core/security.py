@@ -12,19 +12,18 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from bson import json_util
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from core.errors import BadCursor, ServiceUnavailable, Unauthorized
 from core.settings import Settings
+from core.store.paging import dump_position, load_position
 
 ALGORITHM = "ES256"
 USER_SCOPES = ("ratings:write",)
@@ -168,10 +167,6 @@ class PageCursors:
     """Opaque, signed positions in a list (keyset pagination): the client cannot alter one
     or use it on another list. `scope` names the list: route, sort and filters."""
 
-    _OPTIONS = json_util.JSONOptions(
-        json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=UTC
-    )
-
     def __init__(self, keyset: KeySet) -> None:
         # Derived from the token signing key: every API process shares it, and rotating
         # that key retires old cursors (a client then starts from the first page again).
@@ -183,7 +178,7 @@ class PageCursors:
 
     def encode(self, position: Any, *, scope: str) -> str:
         """The cursor for `position` in the list named `scope`."""
-        data = json_util.dumps([scope, position], json_options=self._OPTIONS).encode()
+        data = dump_position(scope, position)
         return f"{_b64(data)}.{_b64(self._mac(data))}"
 
     def decode(self, cursor: str, *, scope: str) -> Any:
@@ -198,7 +193,7 @@ class PageCursors:
             valid = False
         if not valid:
             raise BadCursor("This cursor was not issued by this API or was altered.")
-        issued_for, position = json_util.loads(data, json_options=self._OPTIONS)
+        issued_for, position = load_position(data)
         if issued_for != scope:
             raise BadCursor("This cursor belongs to a list with other filters or another sort.")
         return position

@@ -18,15 +18,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pymongo import MongoClient
-from pymongo.errors import (
-    ConnectionFailure,
-    ExecutionTimeout,
-    OperationFailure,
-    PyMongoError,
-    WTimeoutError,
-)
-
 from core.processes import (
     Component,
     Health,
@@ -39,8 +30,7 @@ from core.processes import (
 )
 from core.security import ensure_dev_keyset
 from core.settings import EMBEDDED_FILE, Settings, embedded_pointer
-from core.storage import HEARTBEATS
-from models import utcnow
+from core.store.health import WriteProbe, create_root_user
 
 log = logging.getLogger("embedded.stack")
 
@@ -87,32 +77,6 @@ def start_secantus(
     )
     wait_until(lambda: port_open(port), timeout=60, what="SecantusDB", proc=proc)
     return proc
-
-
-class WriteProbe:
-    """The database's health check: one tiny durable write. A panicked storage engine (a
-    full disk) still answers pings but fails every write, and only a restart clears it."""
-
-    def __init__(self, url: str, database: str) -> None:
-        self.url = url
-        self.database = database
-        self._client: MongoClient | None = None
-
-    def __call__(self) -> bool | None:
-        if self._client is None:
-            self._client = MongoClient(
-                self.url, w="majority", journal=True, timeoutMS=2000,
-                serverSelectionTimeoutMS=2000, appname="movie-ratings-supervisor",
-            )  # fmt: skip
-        try:
-            self._client[self.database][HEARTBEATS].update_one(
-                {"_id": "supervisor"}, {"$set": {"at": utcnow()}}, upsert=True
-            )
-            return True
-        except (ConnectionFailure, ExecutionTimeout, WTimeoutError):
-            return None
-        except PyMongoError as exc:
-            return None if exc.timeout else False
 
 
 def redis_binary() -> str:
@@ -202,18 +166,7 @@ def provision_database_user(*, storage: Path, password: str, log_file: Path) -> 
     port = free_port()
     proc = start_secantus(storage=str(storage), port=port, log_file=log_file)
     try:
-        client: MongoClient = MongoClient(
-            f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=10_000
-        )
-        try:
-            client.admin.command(
-                "createUser", DATABASE_USER, pwd=password, roles=[{"role": "root", "db": "admin"}]
-            )
-        except OperationFailure as exc:
-            if exc.code != 51003:  # the user exists already: an interrupted first start
-                raise
-        finally:
-            client.close()
+        create_root_user(f"mongodb://127.0.0.1:{port}", DATABASE_USER, password)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -304,6 +257,9 @@ def run_embedded(settings: Settings) -> int:
             ensure_dev_keyset(settings.signing_keys_file)  # one key shared by every process
 
         python = sys.executable
+        migrated = subprocess.run([python, "-m", "api", "migrate"], env=env, check=False)
+        if migrated.returncode:
+            raise RuntimeError("migrating the database failed")
         seeded = subprocess.run([python, "-m", "seed", "sample"], env=env, check=False)
         if seeded.returncode:
             raise RuntimeError("seeding the sample catalogue failed")

@@ -1,8 +1,10 @@
 """Stored documents (Beanie). Every collection the system owns is listed in DOCUMENT_MODELS."""
 
+from beanie import PydanticObjectId
+
 from models.backlog import DrainMark, SummaryIntent
 from models.client import ApiClient
-from models.common import SCORES, RatingStats, bucket, utcnow
+from models.common import SCORES, RatingStats, bucket, parse_id, utcnow
 from models.identity import Identity
 from models.import_job import FINISHED, ImportJob, ImportReport
 from models.lease import Lease
@@ -43,6 +45,7 @@ __all__ = [
     "ImportReport",
     "Lease",
     "Movie",
+    "PydanticObjectId",
     "Rating",
     "RatingStats",
     "RatingSummary",
@@ -54,6 +57,7 @@ __all__ = [
     "SummaryIntent",
     "User",
     "bucket",
+    "parse_id",
     "title_key",
     "utcnow",
 ]

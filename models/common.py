@@ -17,6 +17,13 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def parse_id(value: object) -> PydanticObjectId | None:
+    """The id a 24-hex-digit string spells, else None."""
+    if not isinstance(value, str) or len(value) != 24 or not PydanticObjectId.is_valid(value):
+        return None
+    return PydanticObjectId(value)
+
+
 def bucket(score: float) -> int:
     """Histogram bucket index of a half-star score."""
     return round(score * 2) - 1

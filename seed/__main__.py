@@ -26,18 +26,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from core import db
+from core import store
 from core.cache import Cache
+from core.imports.download import DATASETS, DownloadError, dataset_url, fetch
+from core.imports.release import MovieLensRelease
+from core.imports.source import Source, SourceError
+from core.imports.writer import Hooks, MovieLensImport
 from core.logs import configure_logging
 from core.services.dedupe import DedupeReport, dedupe
-from core.services.leases import IMPORT_LEASE, FencedLease, LeaseBusy, LeaseLost
-from core.services.movielens import Hooks, MovieLensImport
 from core.settings import Settings, settings_problem, with_embedded_urls
+from core.store.leases import IMPORT_LEASE, FencedLease, LeaseBusy, LeaseLost
 from models import ImportReport
-from seed.download import DATASETS, DownloadError, dataset_url, fetch
-from seed.movielens import MovieLensRelease
 from seed.sample import seed_sample
-from seed.source import Source, SourceError
 from seed.synth import generate
 
 
@@ -80,11 +80,11 @@ def summary(report: ImportReport, seconds: float, *, dry_run: bool) -> str:
 
 
 async def _with_db(settings: Settings, work):  # type: ignore[no-untyped-def]
-    client = await db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+    client = await store.connect(settings, op_budget=settings.mongodb_worker_timeout)
     try:
         return await work()
     finally:
-        client.close()
+        await store.close(client)
 
 
 async def _invalidate_cache(settings: Settings) -> None:

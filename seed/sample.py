@@ -6,6 +6,7 @@ import csv
 from importlib import resources
 
 from core.search import title_fields
+from core.store import movies as movie_store
 from models import ExternalIds, Movie
 
 SAMPLE_FILE = "sample_movies.csv"
@@ -32,10 +33,10 @@ def read_sample() -> list[dict]:
 
 async def seed_sample() -> int:
     """Insert the sample catalogue when there are no movies yet; returns how many were added."""
-    if await Movie.get_motor_collection().find_one({}, {"_id": 1}) is not None:
+    if await movie_store.any_movie():
         return 0
     movies = []
     for row in read_sample():
         movies.append(Movie(**title_fields(row["source_title"]), **row))
-    await Movie.insert_many(movies)
+    await movie_store.insert_many(movies)
     return len(movies)

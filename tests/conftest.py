@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from beanie import init_beanie
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from api.app import create_app
@@ -64,13 +64,13 @@ def settings(services: TestServices) -> Settings:
 
 
 @pytest.fixture
-async def mongo(settings: Settings) -> AsyncIterator[AsyncIOMotorClient]:
+async def mongo(settings: Settings) -> AsyncIterator[AsyncMongoClient]:
     # Socket timeouts: a stalled server fails the test that met it instead of hanging the run.
-    client: AsyncIOMotorClient = AsyncIOMotorClient(
+    client: AsyncMongoClient = AsyncMongoClient(
         settings.mongodb_url, tz_aware=True, socketTimeoutMS=60_000
     )
     yield client
-    client.close()
+    await client.close()
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def db(settings: Settings, mongo: AsyncIOMotorClient, redis: Redis) -> AsyncIterator[Any]:
+async def db(settings: Settings, mongo: AsyncMongoClient, redis: Redis) -> AsyncIterator[Any]:
     """The test database, emptied before each test (documents only: indexes stay), and the
     cache entries of the previous test."""
     database = mongo[settings.mongodb_db]
@@ -91,7 +91,7 @@ async def db(settings: Settings, mongo: AsyncIOMotorClient, redis: Redis) -> Asy
 
 
 @pytest.fixture
-async def odm(settings: Settings, mongo: AsyncIOMotorClient, db: Any) -> Any:
+async def odm(settings: Settings, mongo: AsyncMongoClient, db: Any) -> Any:
     """Beanie initialised on the (clean) test database, for calling services directly."""
     await init_beanie(database=db, document_models=DOCUMENT_MODELS)
     return db

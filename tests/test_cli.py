@@ -13,8 +13,8 @@ import sys
 import aiohttp
 import pytest
 
+from core import summaries
 from core.processes import free_port
-from core.services import aggregation
 from tests.conftest import API, PASSWORD, eventually
 from tests.services import settings_env
 
@@ -265,7 +265,7 @@ async def test_verify_summaries_finds_and_purges_orphan_ratings(settings, db, ap
 
     async def settled() -> bool:
         user = await db.users.find_one({"username": fan["username"]})
-        return user["stats"]["count"] == 2 and not await aggregation.undrained()
+        return user["stats"]["count"] == 2 and not await summaries.undrained()
 
     await eventually(settled)
     # Deleted behind the API's back: its rating stays, and the fan's stats still count it.

@@ -16,7 +16,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from core import db as core_db
+from core import store
 from core.processes import Component, Health, Supervisor, free_port
 from embedded import stack as embedded
 from tests.conftest import PASSWORD
@@ -179,7 +179,7 @@ def test_a_database_that_cannot_write_is_restarted_with_every_acknowledged_write
                 refused = exc
                 break
         assert refused is not None, "the capped database kept writing"
-        assert core_db.unavailable(refused), refused  # a 503 with Retry-After, not a 500
+        assert store.unavailable(refused), refused  # a 503 with Retry-After, not a 500
         first = db.proc
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (db.proc is first or db.restart_at is not None):

@@ -49,7 +49,18 @@ def test_the_layers_hold_and_a_planted_crossing_fails(tmp_path):
 
 def test_the_core_imports_no_layer_above_it(tmp_path):
     tree = _copy_tree(tmp_path)
-    (tree / "core" / "planted.py").write_text("import seed.movielens\n")
+    (tree / "core" / "planted.py").write_text("import seed.synth\n")
     broken = _lint_imports(tree)
     assert broken.returncode != 0
     assert "core is not allowed to import seed" in broken.stdout
+
+
+def test_only_the_store_talks_to_the_database(tmp_path):
+    tree = _copy_tree(tmp_path)
+    (tree / "core" / "services" / "planted.py").write_text("from pymongo import UpdateOne\n")
+    (tree / "api" / "planted.py").write_text("import beanie\n")
+    broken = _lint_imports(tree)
+    assert broken.returncode != 0
+    assert "Only core.store talks to MongoDB BROKEN" in broken.stdout
+    assert "core.services.planted -> pymongo" in broken.stdout
+    assert "api.planted -> beanie" in broken.stdout

@@ -1,8 +1,8 @@
-"""Per-process worker runtime: one event loop, one motor client, one Redis client.
+"""Per-process worker runtime: one event loop, one database client, one Redis client.
 
-motor binds to the first event loop it sees, so each worker child builds its own loop and
-clients once (worker_process_init) and runs every task on that loop. Nothing is shared
-across the fork.
+Async clients belong to the event loop they were made on, so each worker child builds its
+own loop and clients once (worker_process_init) and runs every task on that loop. Nothing is
+shared across the fork.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from celery import signals
-from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
-from core import db
+from core import store
 from core.cache import Cache, cache_for
 from core.logs import request_id_var
 from core.queue import TaskQueue
@@ -31,7 +30,7 @@ T = TypeVar("T")
 class Runtime:
     settings: Settings
     loop: asyncio.AbstractEventLoop
-    mongo: AsyncIOMotorClient
+    mongo: store.Client
     redis: Redis
     queue: TaskQueue
     cache: Cache
@@ -50,7 +49,7 @@ def start_runtime() -> Runtime:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         mongo = loop.run_until_complete(
-            db.connect(settings, op_budget=settings.mongodb_worker_timeout)
+            store.connect(settings, op_budget=settings.mongodb_worker_timeout)
         )
         redis = Redis.from_url(settings.redis_url_required, socket_timeout=5)
         cache = cache_for(settings, redis)
@@ -71,7 +70,7 @@ def stop_runtime() -> None:
     if _runtime is not None:
         rt, _runtime = _runtime, None
         rt.loop.run_until_complete(rt.redis.aclose())
-        rt.mongo.close()
+        rt.loop.run_until_complete(store.close(rt.mongo))
         rt.loop.close()
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from beanie import PydanticObjectId
-from bson.errors import InvalidId
-from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from core.db import blocking_client
+from core import summaries
+from core.imports import jobs as imports
 from core.load import api_busy
 from core.queue import (
     DRAIN_SUMMARIES,
@@ -20,13 +18,14 @@ from core.queue import (
     RUN_IMPORT,
     TRAIN_RECOMMENDER,
 )
-from core.services import aggregation, imports, movies, recommendations
-from seed.movielens import open_job_release
+from core.services import movies, recommendations
+from core.store import StoreError
+from models import PydanticObjectId, parse_id
 from workers.app import app
 from workers.runtime import run, start_runtime
 
 log = logging.getLogger(__name__)
-TRANSIENT = (PyMongoError, RedisError, OSError)
+TRANSIENT = (StoreError, RedisError, OSError)
 # Transient database or broker errors retry with Celery's exponential backoff (1, 2, 4 … s,
 # at most 30 s, jittered), up to 8 times.
 RETRY = {
@@ -40,11 +39,10 @@ RETRY = {
 
 
 def _object_id(value: str) -> PydanticObjectId | None:
-    try:
-        return PydanticObjectId(value)
-    except (InvalidId, TypeError):
+    parsed = parse_id(value)
+    if parsed is None:
         log.error("task got a malformed id; dropped", extra={"id": value})
-        return None
+    return parsed
 
 
 @app.task(name=DRAIN_SUMMARIES, **RETRY)
@@ -52,12 +50,12 @@ def drain_summaries(self: Any) -> None:
     """Recompute what the recorded intents name, then clear them (writes and beat queue it)."""
     rt = start_runtime()
 
-    async def work() -> aggregation.DrainReport | None:
+    async def work() -> summaries.DrainReport | None:
         async with rt.queue.drain_turn() as turn:
             if turn is None:
                 return None
             await rt.queue.drain_started()
-            return await aggregation.drain(
+            return await summaries.drain(
                 prior_votes=rt.settings.rating_prior_votes,
                 batch=rt.settings.drain_batch,
                 duty=rt.settings.drain_duty,
@@ -96,7 +94,7 @@ def refresh_weighted(self: Any) -> None:
     rt = start_runtime()
 
     async def work() -> int:
-        return await aggregation.refresh_weighted_scores(
+        return await summaries.refresh_weighted_scores(
             prior_votes=rt.settings.rating_prior_votes,
             tolerance=rt.settings.weighted_mean_tolerance,
             changed=rt.cache.movies_changed,
@@ -127,9 +125,7 @@ def run_import(self: Any, job_id: str) -> None:
 
     async def work() -> str | None:
         try:
-            return await imports.run_job(
-                job_id=oid, settings=rt.settings, open_release=open_job_release, cache=rt.cache
-            )
+            return await imports.run_job(job_id=oid, settings=rt.settings, cache=rt.cache)
         finally:
             await rt.cache.everything_changed()  # even a failed import wrote some batches
 
@@ -156,11 +152,9 @@ def train_recommender(self: Any, only_if_missing: bool = False) -> None:
     rt = start_runtime()
     if only_if_missing and run(recommendations.has_model()):
         return
-    client = blocking_client(rt.settings, op_budget=rt.settings.mongodb_worker_timeout)
-    try:
-        model = run(recommendations.train(ratings=client[rt.settings.mongodb_db].ratings))
-    finally:
-        client.close()
+    model = run(
+        recommendations.train(settings=rt.settings, op_budget=rt.settings.mongodb_worker_timeout)
+    )
     if model is not None:
         log.info(
             "recommender trained",

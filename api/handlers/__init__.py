@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from aiohttp import web
-from beanie import PydanticObjectId
 
 from api.middlewares import PRINCIPAL
 from core.errors import Forbidden
 from core.security import Principal
+from models import PydanticObjectId
 
 
 def principal(request: web.Request) -> Principal:

@@ -11,7 +11,7 @@ from aiohttp_apigami import response_schema
 from api.appkeys import DISK, MONGO, REDIS, SETTINGS
 from api.http import docs, errors, json_response, problem
 from api.schemas import HealthSchema, ReadySchema
-from core.storage import heartbeat_write
+from core.store.health import heartbeat_write
 
 _PROBE_TIMEOUT = 2.0
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
-from beanie import PydanticObjectId
 
 from api.appkeys import QUEUE, SETTINGS
 from api.handlers import principal
@@ -20,9 +19,9 @@ from api.schemas import (
     PageQuery,
 )
 from core.errors import InvalidInput
+from core.imports import jobs as import_service
 from core.security import CLIENT_SUBJECT
-from core.services import imports as import_service
-from models import ImportJob
+from models import ImportJob, PydanticObjectId
 
 _job = ImportJobSchema()
 _jobs = ImportJobSchema(many=True)

@@ -51,7 +51,7 @@ async def list_movies(request: web.Request) -> web.Response:
             limit=limit,
             cache=request.app[CACHE],
         )
-        items = [movie_body(movie.model_dump()) for movie in page.items]
+        items = [movie_body(movie) for movie in page.items]
         return {"items": items, "next": next_url(request, page.after)}
 
     key = request.app[CACHE].movie_list(
@@ -116,8 +116,8 @@ async def create_movie(request: web.Request) -> web.Response:
             external_ids=body.get("external_ids", {}),
             cache=request.app[CACHE],
         )
-    location = str(request.app.router["movie"].url_for(movie_id=str(movie.id)))
-    return json_response(movie_body(movie.model_dump()), status=201, headers={"Location": location})
+    location = str(request.app.router["movie"].url_for(movie_id=str(movie["id"])))
+    return json_response(movie_body(movie), status=201, headers={"Location": location})
 
 
 @docs(tags=["movies"], summary="A movie with its rating summary", responses=errors(404, 422))
@@ -148,7 +148,7 @@ async def update_movie(request: web.Request) -> web.Response:
             changes=request["json"],
             cache=request.app[CACHE],
         )
-    return json_response(movie_body(movie.model_dump()))
+    return json_response(movie_body(movie))
 
 
 @docs(

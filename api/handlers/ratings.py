@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 from aiohttp_apigami import json_schema, match_info_schema, querystring_schema, response_schema
-from beanie import PydanticObjectId
 
 from api.appkeys import CACHE, QUEUE
 from api.handlers import person_id
@@ -33,6 +32,7 @@ from api.schemas import (
 )
 from core.errors import NotFound, Unauthorized
 from core.services import ratings as rating_service
+from models import PydanticObjectId
 
 _rating = RatingPublicSchema()
 _ratings = RatingPublicSchema(many=True)

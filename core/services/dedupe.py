@@ -17,17 +17,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
-
+from core import summaries
 from core.cache import Cache
 from core.search import search_fields
-from core.services import aggregation
-from models import Movie, Rating
+from core.store import movies as movie_store
+from core.store import ratings as rating_store
+from models import PydanticObjectId
 
 log = logging.getLogger(__name__)
 ID_FIELDS = ("imdb", "tmdb", "movielens")
-CARD = {"title": 1, "title_key": 1, "year": 1, "aliases": 1, "external_ids": 1, "rating.count": 1}
 
 
 @dataclass
@@ -71,16 +69,16 @@ def duplicate_groups(movies: list[dict[str, Any]]) -> list[list[dict[str, Any]]]
     """Groups of records that are one film (union-find over shared ids and title rules)."""
     parent = {m["_id"]: m["_id"] for m in movies}
 
-    def root(key: ObjectId) -> ObjectId:
+    def root(key: PydanticObjectId) -> PydanticObjectId:
         while parent[key] != key:
             parent[key] = parent[parent[key]]
             key = parent[key]
         return key
 
-    def join(a: ObjectId, b: ObjectId) -> None:
+    def join(a: PydanticObjectId, b: PydanticObjectId) -> None:
         parent[root(a)] = root(b)
 
-    first_by: dict[tuple[str, Any], ObjectId] = {}
+    first_by: dict[tuple[str, Any], PydanticObjectId] = {}
     for movie in movies:
         ids = _ids(movie)
         for key in [(name, ids[name]) for name in ("imdb", "tmdb") if name in ids]:
@@ -98,7 +96,7 @@ def duplicate_groups(movies: list[dict[str, Any]]) -> list[list[dict[str, Any]]]
             for other in bare:
                 join(movie["_id"], other["_id"])
 
-    groups: dict[ObjectId, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[PydanticObjectId, list[dict[str, Any]]] = defaultdict(list)
     for movie in movies:
         groups[root(movie["_id"])].append(movie)
     return [g for g in groups.values() if len(g) > 1]
@@ -116,33 +114,13 @@ def _keeper(group: list[dict[str, Any]]) -> dict[str, Any]:
     )
 
 
-async def _move_ratings(kept_id: ObjectId, merged_id: ObjectId, merge: Merge) -> set[ObjectId]:
+async def _move_ratings(kept_id: Any, merged_id: Any, merge: Merge) -> set[Any]:
     """Move the merged record's ratings to the kept one; returns the users touched."""
-    ratings = Rating.get_motor_collection()
-    users: set[ObjectId] = set()
-    async for rating in ratings.find({"movie_id": merged_id}):
-        users.add(rating["user_id"])
-        try:
-            moved = await ratings.update_one(
-                {"_id": rating["_id"]}, {"$set": {"movie_id": kept_id}, **aggregation.MARK_CHANGED}
-            )
-            if moved.modified_count:
-                merge.moved += 1
-                continue
-        except DuplicateKeyError:
-            pass  # the user rated both: the newer rating wins
-        theirs = await ratings.find_one({"user_id": rating["user_id"], "movie_id": kept_id})
-        if theirs is not None and rating["updated_at"] > theirs["updated_at"]:
-            newer = {k: rating[k] for k in ("score", "rated_at", "updated_at")}
-            await ratings.update_one(
-                {"_id": theirs["_id"], "updated_at": theirs["updated_at"]},
-                {"$set": newer, **aggregation.MARK_CHANGED},
-            )
-            merge.replaced += 1
-        else:
-            merge.dropped += 1
-        await ratings.delete_one({"_id": rating["_id"]})
-    return users
+    moved = await rating_store.move_to(merged_id, kept_id)
+    merge.moved += moved.moved
+    merge.replaced += moved.replaced
+    merge.dropped += moved.dropped
+    return moved.users
 
 
 def _merged_fields(kept: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
@@ -163,8 +141,7 @@ def _merged_fields(kept: dict[str, Any], merged: dict[str, Any]) -> dict[str, An
 
 async def dedupe(*, dry_run: bool, prior_votes: float, cache: Cache | None = None) -> DedupeReport:
     """Find every group of duplicate movies and merge it into one record (or only report)."""
-    collection = Movie.get_motor_collection()
-    movies = [doc async for doc in collection.find({}, CARD)]
+    movies = await movie_store.dedupe_cards()
     report = DedupeReport(movies_checked=len(movies))
     for group in duplicate_groups(movies):
         kept = _keeper(group)
@@ -178,7 +155,7 @@ async def dedupe(*, dry_run: bool, prior_votes: float, cache: Cache | None = Non
                 )
                 continue
             await _merge(kept, merged, merge, prior_votes=prior_votes, cache=cache)
-            kept = await collection.find_one({"_id": kept["_id"]}, CARD) or kept
+            kept = await movie_store.dedupe_card(kept["_id"]) or kept
     return report
 
 
@@ -190,22 +167,21 @@ async def _merge(
     prior_votes: float,
     cache: Cache | None,
 ) -> None:
-    ratings = Rating.get_motor_collection()
-    raters = set(await ratings.distinct("user_id", {"movie_id": merged["_id"]}))
-    intent = await aggregation.record_intent(movie_ids=[kept["_id"]], user_ids=raters)
+    raters = await rating_store.raters_of(merged["_id"])
+    intent = await summaries.record_intent(movie_ids=[kept["_id"]], user_ids=raters)
     if update := _merged_fields(kept, merged):
-        await Movie.get_motor_collection().update_one({"_id": kept["_id"]}, {"$set": update})
+        await movie_store.set_fields(kept["_id"], update)
     users = await _move_ratings(kept["_id"], merged["_id"], merge)
     # Deleted as the API deletes a movie; then the ratings written meanwhile move too.
-    gone = await aggregation.record_intent(movie_ids=[merged["_id"]])
-    await Movie.get_motor_collection().delete_one({"_id": merged["_id"]})
+    gone = await summaries.record_intent(movie_ids=[merged["_id"]])
+    await movie_store.delete(merged["_id"])
     if cache is not None:
         await cache.movies_deleted([merged["_id"]])
     users |= await _move_ratings(kept["_id"], merged["_id"], merge)
-    await aggregation.recompute_movies([kept["_id"]], prior_votes=prior_votes)
-    await aggregation.recompute_users(users | raters)
-    await aggregation.withdraw_intent(intent)
-    await aggregation.withdraw_intent(gone)
+    await summaries.recompute_movies([kept["_id"]], prior_votes=prior_votes)
+    await summaries.recompute_users(users | raters)
+    await summaries.withdraw_intent(intent)
+    await summaries.withdraw_intent(gone)
     if cache is not None:
         await cache.movies_changed([kept["_id"]])
     log.info(

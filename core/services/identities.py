@@ -11,13 +11,12 @@ import re
 import secrets
 from typing import Any
 
-from beanie import PydanticObjectId
-from pymongo.errors import DuplicateKeyError
-
 from core import names
 from core.errors import Conflict, NotFound
-from core.services import duplicate_field
-from models import Identity, RetiredUsername, User
+from core.store import Duplicate
+from core.store import identities as identity_store
+from core.store import users as user_store
+from models import Identity, PydanticObjectId, User
 
 _NOT_ALLOWED = re.compile(r"[^a-z0-9_.-]+")
 
@@ -43,16 +42,15 @@ async def _create_user(claims: dict[str, Any]) -> User:
     )
     username = base
     for _ in range(8):
-        if names.is_reserved(username) or await RetiredUsername.get(username) is not None:
+        if names.is_reserved(username) or await user_store.is_retired(username):
             # The importer's namespace, or a deleted account's name: steer away from it.
             username = f"{base}-{secrets.randbelow(10**6):06d}-member"[:32]
             continue
         user = User(username=username, email=email, display_name=display)
         try:
-            await user.insert()
-            return user
-        except DuplicateKeyError as exc:
-            if duplicate_field(exc) == "email":
+            return await user_store.insert(user)
+        except Duplicate as exc:
+            if exc.field == "email":
                 email = None  # the address belongs to another account: do not link, do not copy
             else:
                 username = f"{base}-{secrets.randbelow(10**6):06d}"
@@ -62,19 +60,19 @@ async def _create_user(claims: dict[str, Any]) -> User:
 async def link_identity(*, provider: str, subject: str, user_id: PydanticObjectId) -> Identity:
     """Link (provider, subject) to the user; Conflict when another account has it."""
     key = Identity.key(provider, subject)
-    existing = await Identity.get(key)
+    existing = await identity_store.get(key)
     if existing is not None:
         if existing.user_id != user_id:
             raise Conflict("This identity is already linked to another account.")
         return existing
-    if await User.get(user_id) is None:
+    if not await user_store.exists(user_id):
         raise NotFound("The account to link no longer exists.")
     return await _link(key, provider, {"sub": subject}, user_id)
 
 
 async def identities_of(*, user_id: PydanticObjectId) -> list[Identity]:
     """The provider identities linked to a user, oldest first."""
-    return await Identity.find({"user_id": user_id}).sort("created_at").to_list()
+    return await identity_store.of_user(user_id)
 
 
 async def unlink_identity(*, user: User, provider: str) -> None:
@@ -87,9 +85,7 @@ async def unlink_identity(*, user: User, provider: str) -> None:
         raise NotFound(f"No {provider!r} identity is linked to this account.")
     if user.password_hash is None and len(linked) == len(gone):
         raise LastLogin("This is the account's only way to log in: link another provider first.")
-    await Identity.get_motor_collection().delete_many(
-        {"_id": {"$in": [i.id for i in gone]}, "user_id": user.id}
-    )
+    await identity_store.delete([i.id for i in gone], user_id=user.id)
 
 
 class LastLogin(Conflict):
@@ -99,23 +95,23 @@ class LastLogin(Conflict):
 async def login_with_identity(*, provider: str, claims: dict[str, Any]) -> tuple[User, bool]:
     """The user linked to (provider, sub), else a new one linked to it; True when created."""
     key = Identity.key(provider, str(claims["sub"]))
-    existing = await Identity.get(key)
+    existing = await identity_store.get(key)
     if existing is not None:
-        user = await User.get(existing.user_id)
+        user = await user_store.get(existing.user_id)
         if user is not None:
             return user, False
-        await existing.delete()  # the account was removed: start afresh
+        await identity_store.delete_key(key)  # the account was removed: start afresh
     user = await _create_user(claims)
     assert user.id is not None
     try:
         await _link(key, provider, claims, user.id)
     except Conflict:
         # A concurrent first login of the same person won: use that account.
-        await user.delete()
-        winner = await Identity.get(key)
+        await user_store.delete(user.id)
+        winner = await identity_store.get(key)
         if winner is None:
             raise
-        found = await User.get(winner.user_id)
+        found = await user_store.get(winner.user_id)
         if found is None:
             raise
         return found, False
@@ -127,7 +123,7 @@ async def _link(
 ) -> Identity:
     identity = Identity(id=key, provider=provider, subject=str(claims["sub"]), user_id=user_id)
     try:
-        await identity.insert()
-    except DuplicateKeyError:
+        await identity_store.insert(identity)
+    except Duplicate:
         raise Conflict("This identity is already linked to another account.") from None
     return identity

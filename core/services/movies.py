@@ -8,21 +8,19 @@ from functools import cmp_to_key, partial
 from typing import Any
 
 import orjson
-from beanie import PydanticObjectId, SortDirection
-from pymongo import UpdateOne
-from pymongo.errors import DuplicateKeyError
 
+from core import summaries
 from core.cache import Cache
-from core.db import BatchedFinds
 from core.errors import Conflict, InvalidInput, NotFound
 from core.queue import TaskQueue
 from core.search import SearchText, search_fields, title_fields
-from core.services import Page, Position, Sort, aggregation, keyset_page, paged
-from models import ExternalIds, Movie, utcnow
+from core.store import ASC, DESC, Duplicate, Page, Position, Sort, paged
+from core.store import movies as movie_store
+from core.store.movies import MovieView, value_at
+from models import ExternalIds, Movie, PydanticObjectId, utcnow
 
-# Sort name -> Mongo sort; every one ends in _id (total order) and has an index (models.movie).
-ASC, DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
-SORTS: dict[str, list[tuple[str, SortDirection]]] = {
+# Sort name -> sort; every one ends in _id (total order) and has an index (core.store.movies).
+SORTS: dict[str, Sort] = {
     "title": [("title_key", ASC), ("_id", ASC)],
     "-title": [("title_key", DESC), ("_id", DESC)],
     "year": [("year", ASC), ("_id", ASC)],
@@ -45,19 +43,10 @@ SERVED: dict[frozenset[str], tuple[str, ...]] = {
     frozenset({"min_votes"}): ("-votes", "votes"),
 }
 
-# Fields that may hold no value (no year; no summary yet): their rows sort below numbers.
-NULLABLE = {"year", "rating.mean", "rating.weighted"}
-# One read per event-loop turn for every movie shown by id (GET /movies/{id} misses).
-_movies_by_id = BatchedFinds(Movie.get_motor_collection)
 RELEVANCE = "relevance"  # the order of a search when no sort is asked for
 CANDIDATES = 1_000  # the most rated movies holding a query's longest word that one search ranks
 RANK_SLICE = 200  # candidates ranked per event-loop turn (~1 ms)
 RELEVANCE_SORT: Sort = [("rank", ASC), ("_id", ASC)]
-# What a search reads of each candidate: its names to rank it, and every sort key.
-CANDIDATE_FIELDS = {
-    "search_names": 1, "title_key": 1, "year": 1, "rating.count": 1, "rating.mean": 1,
-    "rating.weighted": 1,
-}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +111,7 @@ def check_served(query: MovieQuery) -> None:
 
 
 def movie_filter(query: MovieQuery) -> dict[str, Any]:
-    """One merged filter document for every filter but `q` (never $and: SecantusDB would
-    not use an index for it)."""
+    """One filter document for every filter but `q`, each field once."""
     flt: dict[str, Any] = {}
     if query.genre:
         flt["genres"] = query.genre
@@ -139,31 +127,10 @@ def movie_filter(query: MovieQuery) -> dict[str, Any]:
     return flt
 
 
-def _value(movie: Movie, path: str) -> Any:
-    value: Any = movie
-    for name in path.split("."):
-        value = getattr(value, name)
-    return value
-
-
-async def _find(flt: dict[str, Any], sort: Sort, skip: int = 0, limit: int = 0) -> list[Movie]:
-    """Movies read with the driver: Beanie would send a projection naming every field, which
-    costs SecantusDB more per document and changes nothing in the answer."""
-    cursor = Movie.get_motor_collection().find(flt, sort=sort or None, skip=skip, limit=limit)
-    return [Movie.model_validate(doc) async for doc in cursor]
-
-
-def _get(doc: dict[str, Any], path: str) -> Any:
-    value: Any = doc
-    for name in path.split("."):
-        value = value.get(name) if isinstance(value, dict) else None
-    return value
-
-
 def _compare(sort: Sort, a: dict[str, Any], b: dict[str, Any]) -> int:
     """Order two projected movies as the server would sort them (no value below any)."""
     for field, direction in sort:
-        x, y = _get(a, field), _get(b, field)
+        x, y = value_at(a, field), value_at(b, field)
         if x == y:
             continue
         if x is None or y is None:
@@ -175,24 +142,18 @@ def _compare(sort: Sort, a: dict[str, Any], b: dict[str, Any]) -> int:
 async def _matches(text: SearchText, *, flt: dict[str, Any]) -> list[dict[str, Any]]:
     """The movies matching a search, each with its `rank`: those with the query as a name,
     and (when its longest word is selective) the `CANDIDATES` most rated holding that word,
-    kept when they hold every word (`SearchText.tier`). Both reads are index ranges of
-    `search_terms`."""
-    collection = Movie.get_motor_collection()
-    exact = collection.find({**flt, **text.exact_filter()}, CANDIDATE_FIELDS).limit(CANDIDATES)
-    found = {doc["_id"]: doc for doc in await exact.to_list(None)}
-    if text.selective:
-        words = (
-            collection.find({**flt, **text.index_filter()}, CANDIDATE_FIELDS)
-            .sort("rating.count", DESC)
-            .limit(CANDIDATES)
-        )
-        async for doc in words:
-            found[doc["_id"]] = doc
+    kept when they hold every word (`SearchText.tier`)."""
+    found = await movie_store.search_candidates(
+        flt,
+        exact=text.exact_filter(),
+        words=text.index_filter() if text.selective else None,
+        limit=CANDIDATES,
+    )
     matches = []
-    for n, doc in enumerate(found.values(), 1):
+    for n, doc in enumerate(found, 1):
         tier = text.tier(doc.get("search_names", ()))
         if tier is not None:
-            doc["rank"] = (tier, -(_get(doc, "rating.count") or 0))
+            doc["rank"] = (tier, -(value_at(doc, "rating.count") or 0))
             matches.append(doc)
         if n % RANK_SLICE == 0:
             await asyncio.sleep(0)  # other requests run between slices of the ranking
@@ -201,7 +162,7 @@ async def _matches(text: SearchText, *, flt: dict[str, Any]) -> list[dict[str, A
 
 async def _page_of_matches(
     matches: list[dict[str, Any]], *, sort: Sort, after: Position | None, offset: int, limit: int
-) -> Page[Movie]:
+) -> Page[MovieView]:
     """A page of a search's matches in `sort` order, after `after` (keyset, as the server
     would) or the first `offset`; then the page's movies are read by _id."""
     field = sort[0][0]
@@ -211,10 +172,10 @@ async def _page_of_matches(
         start = {"_id": after[1], **_nested(field, value)}
         ordered = [doc for doc in ordered if _compare(sort, doc, start) > 0]
     chosen = ordered[offset if after is None else 0 :][: limit + 1]
-    rows = {m.id: m for m in await _find({"_id": {"$in": [d["_id"] for d in chosen]}}, [])}
-    positions = {doc["_id"]: (_get(doc, field), doc["_id"]) for doc in chosen}
+    rows = await movie_store.views([doc["_id"] for doc in chosen])
+    positions = {doc["_id"]: (value_at(doc, field), doc["_id"]) for doc in chosen}
     movies = [rows[doc["_id"]] for doc in chosen if doc["_id"] in rows]
-    return paged(movies, limit=limit, position=lambda movie: positions[movie.id])
+    return paged(movies, limit=limit, position=lambda movie: positions[movie["id"]])
 
 
 def _nested(path: str, value: Any) -> dict[str, Any]:
@@ -238,17 +199,13 @@ async def _check_external_ids(
     external_ids: dict[str, Any], *, other_than: PydanticObjectId | None = None
 ) -> None:
     """DuplicateMovie when another movie has one of these ids (MovieLens, IMDb, TMDb)."""
-    collection = Movie.get_motor_collection()
-    for source in ("movielens", "imdb", "tmdb"):
+    for source in movie_store.EXTERNAL_SOURCES:
         value = external_ids.get(source)
         if value is None:
             continue
-        flt: dict[str, Any] = {f"external_ids.{source}": value}
-        if other_than is not None:
-            flt["_id"] = {"$ne": other_than}
-        found = await collection.find_one(flt, {"_id": 1})
-        if found is not None:
-            raise DuplicateMovie(source=source, existing=found["_id"])
+        holder = await movie_store.holder_of_external_id(source, value, other_than=other_than)
+        if holder is not None:
+            raise DuplicateMovie(source=source, existing=holder)
 
 
 async def create_movie(
@@ -258,7 +215,7 @@ async def create_movie(
     genres: list[str],
     external_ids: dict[str, Any],
     cache: Cache,
-) -> Movie:
+) -> MovieView:
     """Add a movie; DuplicateMovie (409) when one of its external ids is taken."""
     await _check_external_ids(external_ids)
     movie = Movie(
@@ -268,41 +225,33 @@ async def create_movie(
         external_ids=ExternalIds(**external_ids),
     )
     try:
-        await movie.insert()
-    except DuplicateKeyError:
+        await movie_store.insert(movie)
+    except Duplicate:
         raise Conflict("A movie with that MovieLens id exists.", field="external_ids") from None
     await cache.movies_changed([movie.id])
-    return movie
+    return movie.model_dump()  # type: ignore[return-value]
 
 
 async def get_movie(*, movie_id: PydanticObjectId) -> Movie:
-    """Fetch one movie with its rating summary or raise NotFound."""
-    doc = await Movie.get_motor_collection().find_one({"_id": movie_id})  # as _find reads
-    if doc is None:
+    """One movie as its document (to change it), or NotFound."""
+    movie = await movie_store.get(movie_id)
+    if movie is None:
         raise NotFound("No movie with that id.")
-    return Movie.model_validate(doc)
+    return movie
 
 
-async def movie_view(*, movie_id: PydanticObjectId) -> dict[str, Any]:
-    """One movie's stored fields as a plain mapping (its id under "id") for a read that only
-    shows it, or NotFound: building a Movie costs a fifth of a cold GET /movies/{id}.
-    Concurrent calls share one find (core.db.BatchedFinds)."""
-    doc = await _movies_by_id.find(movie_id)
-    if doc is None:
+async def movie_view(*, movie_id: PydanticObjectId) -> MovieView:
+    """One movie for showing, or NotFound."""
+    movie = await movie_store.view(movie_id)
+    if movie is None:
         raise NotFound("No movie with that id.")
-    doc["id"] = doc.pop("_id")
-    return doc
+    return movie
 
 
 async def genre_counts() -> dict[str, list[dict[str, Any]]]:
     """Every genre with its number of movies, by name, as GET /genres shows them."""
-    pipeline: list[dict[str, Any]] = [
-        {"$unwind": "$genres"},
-        {"$group": {"_id": "$genres", "movies": {"$sum": 1}}},
-        {"$sort": {"_id": 1}},
-    ]
-    rows = await Movie.get_motor_collection().aggregate(pipeline).to_list(None)
-    return {"items": [{"name": row["_id"], "movies": row["movies"]} for row in rows]}
+    counts = await movie_store.genre_counts()
+    return {"items": [{"name": name, "movies": movies} for name, movies in counts]}
 
 
 async def canonical_genre(name: str, *, cache: Cache) -> str | None:
@@ -320,7 +269,7 @@ async def list_movies(
     after: Position | None = None,
     offset: int = 0,
     cache: Cache | None = None,
-) -> Page[Movie]:
+) -> Page[MovieView]:
     """A page of movies matching `query` in its order (`MovieQuery.order`), after the
     position `after` (keyset) or the first `offset`; `genre` in any case (with `cache` to
     look its spelling up); `UnservedQuery` for filters and a sort no index serves."""
@@ -338,38 +287,21 @@ async def list_movies(
         matches = await _matches(text, flt=flt)
         sort = RELEVANCE_SORT if query.order == RELEVANCE else SORTS[query.order]
         return await _page_of_matches(matches, sort=sort, after=after, offset=offset, limit=limit)
-    sort = SORTS[query.order]
-    field = sort[0][0]
-    return await keyset_page(
-        _find,
-        flt=flt,
-        sort=sort,
-        after=after,
-        offset=offset,
-        limit=limit,
-        position=lambda movie: (_value(movie, field), movie.id),
-        nullable=field in NULLABLE,
+    return await movie_store.page(
+        flt, sort=SORTS[query.order], after=after, offset=offset, limit=limit
     )
 
 
 async def index_titles(*, cache: Cache, batch: int = 500) -> int:
     """Give every movie stored without search fields its fields; how many it changed.
     Idempotent: a second run finds none."""
-    collection = Movie.get_motor_collection()
     changed = 0
     while True:
-        missing = collection.find({"search_names": {"$exists": False}}, {"title": 1, "aliases": 1})
-        docs = await missing.limit(batch).to_list(None)
+        docs = await movie_store.without_search_fields(batch)
         if not docs:
             return changed
-        await collection.bulk_write(
-            [
-                UpdateOne(
-                    {"_id": d["_id"]}, {"$set": search_fields(d["title"], d.get("aliases", []))}
-                )
-                for d in docs
-            ],
-            ordered=False,
+        await movie_store.set_each(
+            {d["_id"]: search_fields(d["title"], d.get("aliases", [])) for d in docs}
         )
         await cache.movies_changed([d["_id"] for d in docs])
         changed += len(docs)
@@ -377,7 +309,7 @@ async def index_titles(*, cache: Cache, batch: int = 500) -> int:
 
 async def update_movie(
     *, movie_id: PydanticObjectId, changes: dict[str, Any], cache: Cache
-) -> Movie:
+) -> MovieView:
     """Apply a partial update (title, year, genres, external ids) to one movie;
     DuplicateMovie (409) when an external id it sets belongs to another movie."""
     if changes.get("external_ids"):
@@ -393,24 +325,23 @@ async def update_movie(
         update.update(title_fields(changes["title"]))
     update["updated_at"] = utcnow()
     try:
-        result = await Movie.get_motor_collection().update_one({"_id": movie_id}, {"$set": update})
-    except DuplicateKeyError:
+        found = await movie_store.set_fields(movie_id, update)
+    except Duplicate:
         raise Conflict("A movie with that MovieLens id exists.", field="external_ids") from None
-    if result.matched_count == 0:
+    if not found:
         raise NotFound("No movie with that id.")
     await cache.movies_changed([movie_id])
-    return await get_movie(movie_id=movie_id)
+    return await movie_view(movie_id=movie_id)
 
 
 async def delete_movie(*, movie_id: PydanticObjectId, queue: TaskQueue, cache: Cache) -> None:
     """Remove a movie and its ratings now, so every rating read and write refuses it once
     this returns; a drain recomputes the raters' stats. Each step's intent is recorded
     before it: a crash midway leaves a drain to finish the purge."""
-    intent = await aggregation.record_intent(movie_ids=[movie_id])
-    result = await Movie.get_motor_collection().delete_one({"_id": movie_id})
-    if result.deleted_count == 0:
-        await aggregation.withdraw_intent(intent)
+    intent = await summaries.record_intent(movie_ids=[movie_id])
+    if not await movie_store.delete(movie_id):
+        await summaries.withdraw_intent(intent)
         raise NotFound("No movie with that id.")
-    await aggregation.purge_ratings([movie_id])
+    await summaries.purge_ratings([movie_id])
     await cache.movies_deleted([movie_id])
     await queue.request_drain()

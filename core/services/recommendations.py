@@ -10,66 +10,32 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from beanie import PydanticObjectId
-from bson import ObjectId
-from pymongo import DESCENDING
-from pymongo.errors import DuplicateKeyError
 
 from core import recommend
 from core.cache import Cache
 from core.errors import NotFound
-from core.services import chunked
 from core.services.movies import canonical_genre
-from core.services.ratings import MOVIE_CARD
-from models import Movie, Rating, RecommenderChunk, RecommenderModel, User
+from core.settings import Settings
+from core.store import chunked
+from core.store import movies as movie_store
+from core.store import ratings as rating_store
+from core.store import recommender as model_store
+from core.store import users as user_store
+from core.store.movies import MovieCard
+from models import PydanticObjectId, RecommenderModel
 
-CHUNK_BYTES = 4 << 20  # factor slices stay well under MongoDB's 16 MiB document limit
-KEPT_VERSIONS = 2  # the newest and the one before it, which a reader may still be loading
 MIN_LIKES = 3  # fewer liked movies than this: the person gets the top-rated list instead
 CHECK_EVERY = 10.0  # seconds between a reader's looks for a newer model
 COLLABORATIVE, TOP_RATED = "collaborative", "top-rated"
-TOP_RATED_CARD = {**MOVIE_CARD, "rating.weighted": 1}
 
 
-@dataclass(frozen=True)
-class Likes:
-    """Every like as (user index, item index), and the movie of each item index."""
-
-    users: recommend.Ints
-    items: recommend.Ints
-    movie_ids: list[ObjectId]
-    n_users: int
-
-
-def read_likes(ratings: Any) -> Likes:
-    """The likes of a (synchronous) ratings collection, read by pymongoarrow straight into
-    arrays, then coded as indexes by Arrow: no Python object per rating, so it scales."""
-    import pyarrow.compute as pc
-    from pymongoarrow.api import Schema, find_arrow_all
-    from pymongoarrow.types import ObjectIdType
-
-    schema = Schema({"user_id": ObjectIdType(), "movie_id": ObjectIdType()})
-    table = find_arrow_all(
-        ratings,
-        {"score": {"$gte": recommend.LIKED}},
-        schema=schema,
-        projection={"_id": 0, "user_id": 1, "movie_id": 1},
-    )
-    users = pc.dictionary_encode(table.column("user_id").combine_chunks().storage)
-    items = pc.dictionary_encode(table.column("movie_id").combine_chunks().storage)
-    return Likes(
-        users=users.indices.to_numpy(zero_copy_only=False).astype(np.int64),
-        items=items.indices.to_numpy(zero_copy_only=False).astype(np.int64),
-        movie_ids=[ObjectId(raw) for raw in items.dictionary.to_pylist()],
-        n_users=len(users.dictionary),
-    )
-
-
-async def train(*, ratings: Any) -> RecommenderModel | None:
+async def train(*, settings: Settings, op_budget: float) -> RecommenderModel | None:
     """Read the likes, learn item factors and publish them as the next version; None when
-    nobody likes anything yet. CPU work runs in a thread: the worker's loop stays free."""
+    nobody likes anything yet. Reading and training run in threads: the loop stays free."""
     started = time.monotonic()
-    likes = await asyncio.to_thread(read_likes, ratings)
+    likes = await asyncio.to_thread(
+        model_store.read_likes, settings, liked=recommend.LIKED, op_budget=op_budget
+    )
     if not len(likes.users):
         return None
     factors = await asyncio.to_thread(
@@ -79,57 +45,26 @@ async def train(*, ratings: Any) -> RecommenderModel | None:
         n_users=likes.n_users,
         n_items=len(likes.movie_ids),
     )
-    return await _publish(likes, factors, seconds=time.monotonic() - started)
-
-
-async def _publish(likes: Likes, factors: recommend.Factors, *, seconds: float) -> RecommenderModel:
-    """Store the chunks, then the model marked ready; drop versions older than the kept."""
-    newest = await RecommenderModel.get_motor_collection().find_one(
-        {}, {"version": 1}, sort=[("version", DESCENDING)]
+    return await model_store.publish(
+        movie_ids=likes.movie_ids,
+        items=factors.items,
+        likes=len(likes.users),
+        users=likes.n_users,
+        seconds=time.monotonic() - started,
     )
-    version = (newest["version"] if newest else 0) + 1
-    data = factors.items.tobytes()
-    while True:
-        model = RecommenderModel(
-            version=version,
-            items=likes.movie_ids,
-            factors=factors.items.shape[1],
-            likes=len(likes.users),
-            users=likes.n_users,
-            seconds=round(seconds, 3),
-        )
-        try:
-            await model.insert()  # not ready yet: claims the version number
-            break
-        except DuplicateKeyError:  # another worker claimed it meanwhile: take the next
-            version += 1
-    chunks = [
-        RecommenderChunk(version=version, n=n, data=data[start : start + CHUNK_BYTES])
-        for n, start in enumerate(range(0, len(data), CHUNK_BYTES))
-    ]
-    await RecommenderChunk.insert_many(chunks)
-    await RecommenderModel.get_motor_collection().update_one(
-        {"_id": model.id}, {"$set": {"ready": True}}
-    )
-    model.ready = True
-    stale = {"version": {"$lte": version - KEPT_VERSIONS}}
-    await RecommenderChunk.get_motor_collection().delete_many(stale)
-    await RecommenderModel.get_motor_collection().delete_many(stale)
-    return model
 
 
 async def has_model() -> bool:
     """Whether any model was published."""
-    found = await RecommenderModel.get_motor_collection().find_one({"ready": True}, {"_id": 1})
-    return found is not None
+    return await model_store.has_model()
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     version: int
     trained_at: datetime
-    movie_ids: list[ObjectId]
-    index: dict[ObjectId, int]
+    movie_ids: list[PydanticObjectId]
+    index: dict[PydanticObjectId, int]
     factors: recommend.Factors
     unit: recommend.Floats  # rows of length 1, for cosines
 
@@ -155,24 +90,18 @@ class ModelStore:
 
 
 async def _load_newer(have: LoadedModel | None) -> LoadedModel | None:
-    models = RecommenderModel.get_motor_collection()
-    newest = await models.find_one({"ready": True}, {"version": 1}, sort=[("version", DESCENDING)])
-    if newest is None or (have is not None and have.version == newest["version"]):
+    newest = await model_store.newest_version()
+    if newest is None or (have is not None and have.version == newest):
         return have if newest is not None else None
-    doc = await models.find_one({"_id": newest["_id"]})
-    if doc is None:  # deleted since: two newer versions were published meanwhile
+    stored = await model_store.load(newest)
+    if stored is None:  # deleted since: two newer versions were published meanwhile
         return have
-    cursor = RecommenderChunk.get_motor_collection().find(
-        {"version": doc["version"]}, {"data": 1}, sort=[("n", 1)]
-    )
-    data = b"".join([chunk["data"] async for chunk in cursor])
-    items = np.frombuffer(data, dtype=np.float32).reshape(len(doc["items"]), doc["factors"])
-    factors = recommend.Factors.of(items)
+    factors = recommend.Factors.of(stored.items)
     return LoadedModel(
-        version=doc["version"],
-        trained_at=doc["trained_at"],
-        movie_ids=doc["items"],
-        index={movie_id: i for i, movie_id in enumerate(doc["items"])},
+        version=stored.version,
+        trained_at=stored.trained_at,
+        movie_ids=stored.movie_ids,
+        index={movie_id: i for i, movie_id in enumerate(stored.movie_ids)},
         factors=factors,
         unit=recommend.unit_rows(factors.items),
     )
@@ -180,7 +109,7 @@ async def _load_newer(have: LoadedModel | None) -> LoadedModel | None:
 
 @dataclass(frozen=True)
 class Suggestion:
-    movie: dict[str, Any]  # a movie card
+    movie: MovieCard
     score: float
     reason: str | None = None
 
@@ -192,31 +121,19 @@ class Suggestions:
     model: LoadedModel | None
 
 
-async def _cards(ids: list[Any], flt: dict[str, Any] | None = None) -> dict[Any, dict]:
-    """Movie cards by id (those still in the catalogue and matching `flt`)."""
-    cards: dict[Any, dict] = {}
-    for part in chunked(ids):
-        cursor = Movie.get_motor_collection().find(
-            {**(flt or {}), "_id": {"$in": part}}, MOVIE_CARD
-        )
-        async for doc in cursor:
-            cards[doc["_id"]] = doc
-    return cards
-
-
 async def similar_movies(
     *, movie_id: PydanticObjectId, limit: int, store: ModelStore
 ) -> Suggestions:
     """The movies closest to this one in the newest model (cosine of item factors); none
     while no model knows it. NotFound for a movie that does not exist."""
-    if await Movie.get_motor_collection().find_one({"_id": movie_id}, {"_id": 1}) is None:
+    if not await movie_store.exists(movie_id):
         raise NotFound("No movie with that id.")
     model = await store.current()
     if model is None or movie_id not in model.index:
         return Suggestions(items=[], strategy=COLLABORATIVE, model=model)
     rows, cosines = recommend.similar(model.unit, model.index[movie_id], limit)
     ids = [model.movie_ids[row] for row in rows]
-    cards = await _cards(ids)
+    cards = await movie_store.cards(ids)
     items = [
         Suggestion(movie=cards[i], score=round(float(c), 4))
         for i, c in zip(ids, cosines, strict=True)
@@ -249,19 +166,14 @@ async def for_user(
     folded in from the ratings they have now (a new rating shows at once), each with the
     liked movie that led to it; with fewer than MIN_LIKES likes it knows, the top-rated
     movies by weighted score."""
-    if await User.get_motor_collection().find_one({"_id": user_id}, {"_id": 1}) is None:
+    if not await user_store.exists(user_id):
         raise NotFound("No user with that id.")
     if genre:
         genre = await canonical_genre(genre, cache=cache)
         if genre is None:
             return Suggestions(items=[], strategy=TOP_RATED, model=None)
     flt = _filter(genre, year_min, year_max)
-    rated = {
-        doc["movie_id"]: doc["score"]
-        async for doc in Rating.get_motor_collection().find(
-            {"user_id": user_id}, {"movie_id": 1, "score": 1, "_id": 0}
-        )
-    }
+    rated = await rating_store.scores_of(user_id)
     model = await store.current()
     liked = (
         [model.index[m] for m, s in rated.items() if s >= recommend.LIKED and m in model.index]
@@ -277,7 +189,7 @@ async def for_user(
     reasons: dict[int, int] = {}
     ranked = recommend.top(scores, len(scores), exclude=known)
     for part in chunked(ranked[: max(limit * 20, 200)].tolist(), size=max(limit * 2, 20)):
-        cards = await _cards([model.movie_ids[row] for row in part], flt)
+        cards = await movie_store.cards([model.movie_ids[row] for row in part], flt)
         for row in part:
             card = cards.get(model.movie_ids[row])
             if card is None:
@@ -288,7 +200,7 @@ async def for_user(
                 break
         if len(items) == limit:
             break
-    named = await _cards([model.movie_ids[r] for r in set(reasons.values())])
+    named = await movie_store.cards([model.movie_ids[r] for r in set(reasons.values())])
     for n, because in enumerate(reasons.values()):
         source = named.get(model.movie_ids[because])
         if source is not None:
@@ -302,17 +214,11 @@ async def _top_rated(
     rated: dict[Any, float], *, flt: dict[str, Any], limit: int, model: LoadedModel | None
 ) -> Suggestions:
     """The catalogue by weighted score, without what the person rated."""
-    cursor = (
-        Movie.get_motor_collection()
-        .find({**flt, "rating.weighted": {"$gte": float("-inf")}}, TOP_RATED_CARD)
-        .sort([("rating.weighted", DESCENDING), ("_id", 1)])
-        .limit(limit + min(len(rated), 1_000))
-    )
     items = []
-    async for doc in cursor:
-        if doc["_id"] in rated:
+    for card in await movie_store.top_weighted(flt, limit=limit + min(len(rated), 1_000)):
+        if card["id"] in rated:
             continue
-        items.append(Suggestion(movie=doc, score=round(doc["rating"]["weighted"], 4)))
+        items.append(Suggestion(movie=card, score=round(card["rating"]["weighted"], 4)))
         if len(items) == limit:
             break
     return Suggestions(items=items, strategy=TOP_RATED, model=model)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from beanie import PydanticObjectId
-
-from models import RefreshToken, RevokedFamily, utcnow
+from core.store import tokens as token_store
+from models import PydanticObjectId, utcnow
 
 
 async def revoke_families(
@@ -17,19 +16,8 @@ async def revoke_families(
     from them: the family itself is marked, for at least as long as its tokens could live."""
     if not family_ids:
         return
-    now = utcnow()
-    marks = RevokedFamily.get_motor_collection()
-    for family_id in family_ids:
-        await marks.update_one(
-            {"_id": family_id},
-            {
-                "$setOnInsert": {"user_id": user_id, "revoked_at": now},
-                "$max": {"expires_at": now + timedelta(seconds=2 * refresh_ttl)},
-            },
-            upsert=True,
-        )
-    await RefreshToken.get_motor_collection().update_many(
-        {"family_id": {"$in": family_ids}, "revoked_at": None}, {"$set": {"revoked_at": now}}
+    await token_store.revoke_families(
+        user_id, family_ids, now=utcnow(), keep_for=timedelta(seconds=2 * refresh_ttl)
     )
 
 
@@ -38,8 +26,7 @@ async def revoke_other_sessions(
 ) -> int:
     """End every login of this user but `keep` (after a password or email change, the one
     making it; None ends all: disabling, demoting). Returns how many were ended."""
-    live = {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": utcnow()}}
-    families = await RefreshToken.get_motor_collection().distinct("family_id", live)
+    families = await token_store.live_families(user_id, now=utcnow())
     ended = [f for f in families if f != keep]
     await revoke_families(user_id=user_id, family_ids=ended, refresh_ttl=refresh_ttl)
     return len(ended)

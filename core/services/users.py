@@ -8,10 +8,7 @@ import time
 from datetime import timedelta
 from typing import Literal
 
-from beanie import PydanticObjectId
-from pymongo.errors import DuplicateKeyError
-
-from core import names
+from core import names, summaries
 from core.cache import Cache
 from core.errors import (
     Conflict,
@@ -23,16 +20,20 @@ from core.errors import (
 )
 from core.queue import TaskQueue
 from core.security import hash_password_pooled, verify_password_pooled
-from core.services import aggregation, duplicate_field, sessions
-from models import Identity, RefreshToken, RetiredUsername, User, utcnow
+from core.services import sessions
+from core.store import Duplicate
+from core.store import identities as identity_store
+from core.store import tokens as token_store
+from core.store import users as user_store
+from models import PydanticObjectId, User, utcnow
 
 audit = logging.getLogger("audit")
 
 AdminMode = Literal["create", "promote", "reset-password"]
 
 
-def _conflict(exc: DuplicateKeyError) -> Conflict:
-    field = "email" if duplicate_field(exc) == "email" else "username"
+def _conflict(exc: Duplicate) -> Conflict:
+    field = "email" if exc.field == "email" else "username"
     return Conflict(f"That {field} is already taken.", field=field)
 
 
@@ -46,7 +47,7 @@ async def create_user(
             "That username is kept for imported MovieLens users.",
             {"username": ["Names movielens-<number> are kept for imported users."]},
         )
-    if await RetiredUsername.get(names.normalize_username(username)) is not None:
+    if await user_store.is_retired(names.normalize_username(username)):
         raise Conflict("That username belonged to a deleted account recently.", field="username")
     password_hash = await hash_password_pooled(password)
     user = User(
@@ -57,15 +58,14 @@ async def create_user(
         role=role,  # type: ignore[arg-type]
     )
     try:
-        await user.insert()
-    except DuplicateKeyError as exc:
+        return await user_store.insert(user)
+    except Duplicate as exc:
         raise _conflict(exc) from None
-    return user
 
 
 async def get_user(*, user_id: PydanticObjectId) -> User:
     """Fetch one user or raise NotFound."""
-    user = await User.get(user_id)
+    user = await user_store.get(user_id)
     if user is None:
         raise NotFound("No user with that id.")
     return user
@@ -74,7 +74,7 @@ async def get_user(*, user_id: PydanticObjectId) -> User:
 async def active_user(*, user_id: PydanticObjectId) -> User:
     """The caller's own account; Unauthorized when it is disabled or gone: its tokens stop
     at the first request that reads it."""
-    user = await User.get(user_id)
+    user = await user_store.get(user_id)
     if user is None or user.disabled_at is not None:
         raise Unauthorized("This account is disabled or no longer exists.")
     return user
@@ -85,9 +85,7 @@ async def disable_user(
 ) -> User:
     """Stop an account: no login, no refresh (every session ends), no /users/me."""
     user = await get_user(user_id=user_id)
-    await User.get_motor_collection().update_one(
-        {"_id": user_id}, {"$set": {"disabled_at": utcnow(), "updated_at": utcnow()}}
-    )
+    await user_store.set_fields(user_id, {"disabled_at": utcnow(), "updated_at": utcnow()})
     await sessions.revoke_other_sessions(user_id=user_id, keep=None, refresh_ttl=refresh_ttl)
     await cache.users_changed([user_id])
     audit.info("user disabled", extra={"actor": actor, "user_id": str(user_id)})
@@ -97,9 +95,7 @@ async def disable_user(
 async def enable_user(*, user_id: PydanticObjectId, actor: str, cache: Cache) -> User:
     """Let a disabled account log in again."""
     await get_user(user_id=user_id)
-    await User.get_motor_collection().update_one(
-        {"_id": user_id}, {"$set": {"disabled_at": None, "updated_at": utcnow()}}
-    )
+    await user_store.set_fields(user_id, {"disabled_at": None, "updated_at": utcnow()})
     await cache.users_changed([user_id])
     audit.info("user enabled", extra={"actor": actor, "user_id": str(user_id)})
     return await get_user(user_id=user_id)
@@ -113,9 +109,7 @@ async def set_role(
     user = await get_user(user_id=user_id)
     if user.role == role:
         return user
-    await User.get_motor_collection().update_one(
-        {"_id": user_id}, {"$set": {"role": role, "updated_at": utcnow()}}
-    )
+    await user_store.set_fields(user_id, {"role": role, "updated_at": utcnow()})
     if role != "admin":
         await sessions.revoke_other_sessions(user_id=user_id, keep=None, refresh_ttl=refresh_ttl)
     await cache.users_changed([user_id])
@@ -133,20 +127,15 @@ async def delete_user(
     through a durable intent, recorded first, as for a deleted movie), provider links and
     sessions. The username is kept from new accounts for `retire_days`."""
     user = await get_user(user_id=user_id)
-    intent = await aggregation.record_intent(user_ids=[user_id])
-    result = await User.get_motor_collection().delete_one({"_id": user_id})
-    if result.deleted_count == 0:
-        await aggregation.withdraw_intent(intent)
+    intent = await summaries.record_intent(user_ids=[user_id])
+    if not await user_store.delete(user_id):
+        await summaries.withdraw_intent(intent)
         raise NotFound("No user with that id.")
     if retire_days:
-        await RetiredUsername.get_motor_collection().update_one(
-            {"_id": user.username},
-            {"$set": {"until": utcnow() + timedelta(days=retire_days)}},
-            upsert=True,
-        )
-    await aggregation.purge_user_ratings([user_id])
-    await Identity.get_motor_collection().delete_many({"user_id": user_id})
-    await RefreshToken.get_motor_collection().delete_many({"user_id": user_id})
+        await user_store.retire(user.username, until=utcnow() + timedelta(days=retire_days))
+    await summaries.purge_user_ratings([user_id])
+    await identity_store.delete_of_user(user_id)
+    await token_store.delete_of_user(user_id)
     await cache.users_changed([user_id])
     await queue.request_drain()
     audit.info("user deleted", extra={"actor": actor, "user_id": str(user_id)})
@@ -182,7 +171,7 @@ async def delete_own_account(
 
 async def user_by_name(*, username: str) -> User:
     """One user by username, or NotFound."""
-    user = await User.find_one({"username": names.normalize_username(username)})
+    user = await user_store.by_username(names.normalize_username(username))
     if user is None:
         raise NotFound(f"No user {username!r}.")
     return user
@@ -190,7 +179,7 @@ async def user_by_name(*, username: str) -> User:
 
 async def authenticate(*, username: str, password: str) -> User | None:
     """The user whose local password matches, else None (constant work either way)."""
-    user = await User.find_one({"username": username.lower()})
+    user = await user_store.by_username(username.lower())
     ok = await verify_password_pooled(user.password_hash if user else None, password)
     return user if ok and user is not None else None
 
@@ -227,12 +216,12 @@ async def update_user(
     if not changes:
         return user
     changes["updated_at"] = utcnow()
+    assert user.id is not None
     try:
-        await User.get_motor_collection().update_one({"_id": user.id}, {"$set": changes})
-    except DuplicateKeyError as exc:
+        await user_store.set_fields(user.id, changes)
+    except Duplicate as exc:
         raise _conflict(exc) from None
     if sensitive:
-        assert user.id is not None
         await sessions.revoke_other_sessions(user_id=user.id, keep=session, refresh_ttl=refresh_ttl)
     await cache.users_changed([user.id])
     for key, value in changes.items():
@@ -248,7 +237,7 @@ async def ensure_admin(
     its password and email, "reset-password" sets a new password and ends its logins;
     "create" refuses it (Conflict)."""
     username = names.normalize_username(username)
-    existing = await User.find_one({"username": username})
+    existing = await user_store.by_username(username)
     if existing is None:
         if email is None or password is None:
             raise NotFound(f"No user {username!r}; creating one needs --email and a password.")
@@ -268,7 +257,7 @@ async def ensure_admin(
         if password is None:
             raise WrongPassword("--reset-password needs the new password.")
         changes["password_hash"] = await hash_password_pooled(password)
-    await User.get_motor_collection().update_one({"_id": existing.id}, {"$set": changes})
+    await user_store.set_fields(existing.id, changes)
     if mode == "reset-password":
         await sessions.revoke_other_sessions(
             user_id=existing.id, keep=None, refresh_ttl=refresh_ttl

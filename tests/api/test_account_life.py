@@ -9,17 +9,18 @@ import time
 from bson import ObjectId
 
 from api.appkeys import TOKENS
-from core.services import aggregation, tokens
+from core import summaries
+from core.services import tokens
 from tests.conftest import API, PASSWORD, eventually
 
 
 async def _exact() -> bool:
     """Every movie summary and user stat equals a recomputation (what verify-summaries does)."""
-    for target in (aggregation.MOVIES, aggregation.USERS):
-        _, differences = await aggregation.verify(target, prior_votes=10)
+    for target in (summaries.MOVIES, summaries.USERS):
+        _, differences = await summaries.verify(target, prior_votes=10)
         if differences:
             return False
-    return not (await aggregation.orphans()).ids
+    return not (await summaries.orphans()).ids
 
 
 async def _rated(api, db, user, movies, score=4.0) -> None:

@@ -14,10 +14,9 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from api.app import create_app
-from core import processes
+from core import processes, summaries
 from core.cache import cache_for
 from core.queue import DRAIN_SUMMARIES, make_producer
-from core.services import aggregation
 from embedded import stack as embedded
 from tests.conftest import API, Api, eventually
 
@@ -165,7 +164,7 @@ async def test_reads_bypass_a_stopped_redis_and_aggregation_catches_up(
 
         async def caught_up() -> bool:
             doc = await db.movies.find_one({"_id": _oid(movie["id"])})
-            pending = await aggregation.undrained()
+            pending = await summaries.undrained()
             return doc["rating"]["count"] == 1 and doc["rating"]["mean"] == 3.0 and not pending
 
         await eventually(caught_up)

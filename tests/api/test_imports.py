@@ -173,9 +173,8 @@ async def test_killed_worker_job_is_rerun_to_the_same_data(admin, client, settin
     assert job["status"] == "succeeded", job
     assert job["attempts"] >= 2
     assert await db.ratings.count_documents({}) == 20_000
-    totals = await db.movies.aggregate(
-        [{"$group": {"_id": None, "n": {"$sum": "$rating.count"}}}]
-    ).to_list(1)
+    count_all = [{"$group": {"_id": None, "n": {"$sum": "$rating.count"}}}]
+    totals = await (await db.movies.aggregate(count_all)).to_list(1)
     assert totals[0]["n"] == 20_000
 
 

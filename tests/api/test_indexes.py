@@ -10,11 +10,11 @@ import asyncio
 from typing import Any
 
 from beanie import init_beanie
-from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import monitoring
+from pymongo import AsyncMongoClient, monitoring
 
+from core import summaries
 from core.search import title_fields
-from core.services import aggregation, movies, ratings
+from core.services import movies, ratings
 from models import DOCUMENT_MODELS, Movie, Rating, User
 from tests import factories
 from tests.fakes import NO_CACHE, NoQueue
@@ -51,7 +51,7 @@ def _winning_plan(explained: dict[str, Any]) -> dict[str, Any]:
 
 async def test_hot_queries_use_indexes(settings, db):
     recorder = Recorder()
-    client: AsyncIOMotorClient = AsyncIOMotorClient(
+    client: AsyncMongoClient = AsyncMongoClient(
         settings.mongodb_url, tz_aware=True, event_listeners=[recorder]
     )
     try:
@@ -75,7 +75,7 @@ async def test_hot_queries_use_indexes(settings, db):
         ]
         await Rating.insert_many(docs)
         user, movie = stored_users[0], stored_movies[0]
-        await aggregation.published_mean()  # computed once from every summary: not a hot query
+        await summaries.published_mean()  # computed once from every summary: not a hot query
         recorder.commands.clear()
 
         fresh = stored_movies[-1]  # nobody rated it: put_rating's "new" path
@@ -116,9 +116,9 @@ async def test_hot_queries_use_indexes(settings, db):
             await movies.list_movies(query=movies.MovieQuery(q=q, sort="-votes"), limit=5)
         await movies.movie_view(movie_id=movie.id)  # alone in its turn: {_id: …}
         await asyncio.gather(*(movies.movie_view(movie_id=m.id) for m in stored_movies[:30]))
-        await aggregation.recompute_movies([movie.id], prior_votes=10)
-        await aggregation.recompute_users([user.id])
-        await aggregation.drain_once(prior_votes=10, batch=500, settle=1.0)
+        await summaries.recompute_movies([movie.id], prior_votes=10)
+        await summaries.recompute_users([user.id])
+        await summaries.drain_once(prior_votes=10, batch=500, settle=1.0)
 
         assert len(recorder.commands) >= 20
         database = client[settings.mongodb_db]
@@ -143,4 +143,4 @@ async def test_hot_queries_use_indexes(settings, db):
                 stages,
             )
     finally:
-        client.close()
+        await client.close()

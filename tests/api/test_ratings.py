@@ -9,7 +9,7 @@ from beanie import PydanticObjectId
 
 from api.appkeys import CACHE as API_CACHE
 from api.appkeys import QUEUE as API_QUEUE
-from core import db as core_db
+from core.store import profile as core_profile
 from tests.conftest import API, eventually
 
 
@@ -50,13 +50,15 @@ async def test_put_get_change_delete_rating(api, client, db):
 
 async def test_put_rating_through_find_and_modify(api, client, db, monkeypatch):
     """The MongoDB profile's path (one findAndModify per write), on whatever server runs here."""
-    monkeypatch.setattr(core_db, "_profile", core_db.MONGODB)
+    monkeypatch.setattr(core_profile, "_profile", core_profile.MONGODB)
     await test_a_rating_write_carries_its_recompute_intent(api, client, db, monkeypatch)
 
 
-@pytest.mark.parametrize("profile", [core_db.SECANTUSDB, core_db.MONGODB], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "profile", [core_profile.SECANTUSDB, core_profile.MONGODB], ids=lambda p: p.name
+)
 async def test_an_unchanged_score_is_200_and_changes_nothing(api, client, db, monkeypatch, profile):
-    monkeypatch.setattr(core_db, "_profile", profile)  # update+read, or one findAndModify
+    monkeypatch.setattr(core_profile, "_profile", profile)  # update+read, or one findAndModify
     asked: list[str] = []
 
     async def recording_drain() -> bool:

@@ -44,7 +44,7 @@ async def test_movie_body_gives_a_stored_movie_without_newer_fields_their_defaul
     odm: Any,
 ) -> None:
     """A record written before aliases, ids or a summary existed reads as the model shows it."""
-    collection = Movie.get_motor_collection()
+    collection = Movie.get_pymongo_collection()
     inserted = await collection.insert_one({"title": "Alien", "title_key": "alien"})
     stored = await Movie.get(inserted.inserted_id)
     assert stored is not None

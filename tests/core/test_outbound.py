@@ -9,8 +9,8 @@ import socket
 import pytest
 from aiohttp import web
 
+from core.imports.download import DownloadError, fetch
 from core.outbound import OutboundRefused, UrlPolicy, check_url
-from seed.download import DownloadError, fetch
 
 ZIP = b"PK" + b"x" * 4000
 

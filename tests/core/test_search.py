@@ -6,7 +6,7 @@ import pytest
 from beanie import SortDirection
 
 from core.search import SearchText, search_fields, search_name, title_fields
-from core.services import _merged, keyset_parts
+from core.store.paging import _merged, keyset_parts
 
 ASC, DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
 

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from beanie import init_beanie
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from core import processes
+from core.imports.release import MovieLensRelease
+from core.imports.source import Source
+from core.imports.writer import MovieLensImport
 from core.services import movies
-from core.services.movielens import MovieLensImport
 from embedded import stack as embedded
 from models import DOCUMENT_MODELS
-from seed.movielens import MovieLensRelease
-from seed.source import Source
 from tests.services import database_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ async def _searches() -> dict[str, list[int | None]]:
     found = {}
     for q, _ in SEARCHES:
         page = await movies.list_movies(query=movies.MovieQuery(q=q), limit=3)
-        found[q] = [movie.external_ids.movielens for movie in page.items]
+        found[q] = [movie["external_ids"].get("movielens") for movie in page.items]
     return found
 
 
@@ -89,7 +89,7 @@ async def run(work: Path, path: Path) -> dict[str, Any]:
     proc = embedded.start_secantus(
         storage=str(work / "db"), port=port, log_file=work / "secantus.log", env=database_env()
     )
-    client: AsyncIOMotorClient = AsyncIOMotorClient(
+    client: AsyncMongoClient = AsyncMongoClient(
         f"mongodb://127.0.0.1:{port}", tz_aware=True, socketTimeoutMS=120_000
     )
     try:
@@ -113,7 +113,7 @@ async def run(work: Path, path: Path) -> dict[str, Any]:
             "again": await _import(path),
         }
     finally:
-        client.close()
+        await client.close()
         processes.stop([proc])
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from aiohttp import web
 
-from seed.download import DownloadError, dataset_url, fetch
+from core.imports.download import DownloadError, dataset_url, fetch
 from tests.seed.releases import write_release, zip_release
 from tests.services import settings_env
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from core.services.movielens import Hooks, ImportCancelled, MovieLensImport
+from core.imports.release import MovieLensRelease, parse_genres, parse_title
+from core.imports.source import Source
+from core.imports.writer import Hooks, ImportCancelled, MovieLensImport
 from models import ImportReport
-from seed.movielens import MovieLensRelease, parse_genres, parse_title
-from seed.source import Source
 from tests.seed import ml_small
 from tests.seed.releases import MOVIES, RATINGS, write_release, zip_release
 
@@ -245,7 +245,7 @@ async def test_each_batch_of_movies_is_announced_as_it_lands(odm, tmp_path, redi
     from beanie import PydanticObjectId
 
     from core.cache import cache_for
-    from core.services.imports import JobHooks
+    from core.imports.jobs import JobHooks
 
     release = write_release(tmp_path / "rel")
     hooks = _Batches()
@@ -300,7 +300,8 @@ async def test_an_import_joins_the_films_already_in_the_catalogue(odm, tmp_path)
 async def test_an_import_takes_over_the_rating_writes_no_drain_took_yet(odm, tmp_path):
     """Live ratings written while an import runs are in the summaries when it ends: its
     last step recomputes them with its own and moves the drain's mark past them."""
-    from core.services import aggregation
+    from core import summaries
+    from core.store.ratings import MARK_CHANGED
     from models import Movie, title_key
     from tests import factories
 
@@ -310,11 +311,11 @@ async def test_an_import_takes_over_the_rating_writes_no_drain_took_yet(odm, tmp
     await rater.insert()
     rating = factories.rating(movie_id=live.id, user_id=rater.id, score=4.5)
     await rating.insert()
-    await odm.ratings.update_one({"_id": rating.id}, aggregation.MARK_CHANGED)
-    assert await aggregation.undrained() == 1
+    await odm.ratings.update_one({"_id": rating.id}, MARK_CHANGED)
+    assert await summaries.undrained() == 1
 
     await _import(write_release(tmp_path / "rel"), drain_settle=0)
-    assert await aggregation.undrained() == 0
+    assert await summaries.undrained() == 0
     stored = await odm.movies.find_one({"_id": live.id})
     assert stored["rating"]["count"] == 1 and stored["rating"]["mean"] == 4.5
     assert (await odm.users.find_one({"_id": rater.id}))["stats"]["count"] == 1

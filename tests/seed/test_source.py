@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from seed.source import Source, SourceError
+from core.imports.source import Source, SourceError
 from tests.seed.releases import write_release, zip_release
 
 

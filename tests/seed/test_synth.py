@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from seed.source import Source
+from core.imports.source import Source
 from seed.synth import expected_mean, generate
 from tests.seed.releases import read_ratings
 

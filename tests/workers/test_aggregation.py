@@ -4,6 +4,7 @@ drain's ordering rules called directly."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from datetime import timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from bson import ObjectId
 from redis.asyncio import Redis
 
 from api.app import create_app
+from core import summaries
 from core.cache import RedisHealth
 from core.load import RequestMeter, api_busy, api_requests_per_second
 from core.queue import (
@@ -24,10 +26,16 @@ from core.queue import (
     TaskQueue,
     make_producer,
 )
-from core.services import aggregation
+from core.store import server_profile
+from core.store import summaries as summary_store
+from core.store.migrations import PENDING_INDEX, migrate
+from core.store.ratings import MARK_CHANGED
 from models import Movie, User, utcnow
 from tests import factories
 from tests.conftest import API, Api, eventually, worker_log
+
+# The module, not the function the package exports under the same name.
+summary_drain = importlib.import_module("core.summaries.drain")
 
 
 class RecordingCelery:
@@ -41,9 +49,7 @@ class RecordingCelery:
 def _drain(**given: Any) -> Any:
     """A drain as these tests run it: small rounds, no rest beyond half the time, writes
     taken once they are a second old; a test names what it changes."""
-    return aggregation.drain(
-        **{"prior_votes": 10, "batch": 500, "duty": 0.5, "settle": 1.0, **given}
-    )
+    return summaries.drain(**{"prior_votes": 10, "batch": 500, "duty": 0.5, "settle": 1.0, **given})
 
 
 async def _movie(title: str = "Race") -> Movie:
@@ -64,7 +70,7 @@ async def _stamped(movie: Movie, user_id: PydanticObjectId, score: float) -> Obj
     """A rating as a PUT leaves it when nothing after the write ran (no task queued)."""
     rating = factories.rating(movie_id=movie.id, user_id=user_id, score=score)
     await rating.insert()
-    await rating.get_motor_collection().update_one({"_id": rating.id}, aggregation.MARK_CHANGED)
+    await rating.get_pymongo_collection().update_one({"_id": rating.id}, MARK_CHANGED)
     return rating.id
 
 
@@ -99,7 +105,7 @@ async def test_burst_of_ratings_converges_exactly_and_drains_every_intent(
 
     async def exact():
         doc = await db.movies.find_one({"_id": PydanticObjectId(movie["id"])})
-        pending = await aggregation.undrained()
+        pending = await summaries.undrained()
         return doc if doc["rating"]["count"] == len(users) and not pending else None
 
     doc = await eventually(exact)
@@ -115,23 +121,23 @@ async def test_a_recomputation_that_lost_a_race_reads_again(client, db, monkeypa
     movie = await _movie()
     for score in (4.0, 5.0):
         await factories.rating(movie_id=movie.id, user_id=await _user(), score=score).insert()
-    real = aggregation.histograms
+    real = summary_store.histograms
     raced = False
 
-    async def racing(field: str, ids: list, **kwargs: Any) -> dict:
+    async def racing(target: Any, ids: list, **kwargs: Any) -> dict:
         nonlocal raced
-        counts = await real(field, ids, **kwargs)
+        counts = await real(target, ids, **kwargs)
         if not raced:
             raced = True
             # Between this recomputation's version read and its write, a rating lands and
             # another recomputation stores a summary that includes it.
             late = factories.rating(movie_id=movie.id, user_id=await _user(), score=1.0)
             await late.insert()
-            assert (await aggregation.recompute(aggregation.MOVIES, [movie.id])).stored
+            assert (await summaries.recompute(summaries.MOVIES, [movie.id])).stored
         return counts
 
-    monkeypatch.setattr(aggregation, "histograms", racing)
-    done = await aggregation.recompute(aggregation.MOVIES, [movie.id])
+    monkeypatch.setattr(summary_store, "histograms", racing)
+    done = await summaries.recompute(summaries.MOVIES, [movie.id])
     assert done.stored == [movie.id]
     stored = (await db.movies.find_one({"_id": movie.id}))["rating"]
     # Its first result (2 ratings) did not overwrite the newer one; its second saw all 3.
@@ -146,42 +152,40 @@ async def test_the_drain_heals_a_write_whose_task_was_never_queued(client, db):
     assert movie.id in report.movies and user.id in report.users
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 3.5
     assert (await db.users.find_one({"_id": user.id}))["stats"]["count"] == 1
-    assert await aggregation.undrained() == 0
+    assert await summaries.undrained() == 0
 
 
 async def test_a_write_during_a_round_is_left_for_the_next(client, db, monkeypatch):
     movie = await _movie()
     rating_id = await _stamped(movie, await _user(), 2.0)
-    real = aggregation.recompute_users
+    real = summaries.recompute_users
 
-    async def meanwhile(ids: Any, **kwargs: Any) -> aggregation.Recomputed:
+    async def meanwhile(ids: Any, **kwargs: Any) -> summaries.Recomputed:
         # The same user rates again after the drain read the movie's ratings.
-        await db.ratings.update_one(
-            {"_id": rating_id}, {"$set": {"score": 4.0}, **aggregation.MARK_CHANGED}
-        )
+        await db.ratings.update_one({"_id": rating_id}, {"$set": {"score": 4.0}, **MARK_CHANGED})
         return await real(ids, **kwargs)
 
-    monkeypatch.setattr(aggregation, "recompute_users", meanwhile)
-    report = await aggregation.drain_once(prior_votes=10, batch=100, settle=0)
-    monkeypatch.setattr(aggregation, "recompute_users", real)
+    monkeypatch.setattr(summary_drain, "recompute_users", meanwhile)
+    report = await summaries.drain_once(prior_votes=10, batch=100, settle=0)
+    monkeypatch.setattr(summary_drain, "recompute_users", real)
     assert report.taken == 1
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 2.0
-    assert await aggregation.undrained() == 1
-    await aggregation.drain_once(prior_votes=10, batch=100, settle=0)
+    assert await summaries.undrained() == 1
+    await summaries.drain_once(prior_votes=10, batch=100, settle=0)
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 4.0
-    assert await aggregation.undrained() == 0
+    assert await summaries.undrained() == 0
 
 
 async def test_a_drain_that_lost_its_lock_stops_after_its_round(client, db, monkeypatch):
     movie = await _movie()
     await _stamped(movie, await _user(), 3.0)
-    real, rounds = aggregation.drain_once, []
+    real, rounds = summaries.drain_once, []
 
-    async def counted(**kwargs: Any) -> aggregation.DrainReport:
+    async def counted(**kwargs: Any) -> summaries.DrainReport:
         rounds.append(kwargs)
         return await real(**kwargs)
 
-    monkeypatch.setattr(aggregation, "drain_once", counted)
+    monkeypatch.setattr(summary_drain, "drain_once", counted)
     report = await _drain(settle=0, keep_going=lambda: False)
     assert report.taken == 1 and len(rounds) == 1  # no rest, no second round: another may run
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["mean"] == 3.0
@@ -206,13 +210,13 @@ async def test_a_drain_round_stores_summaries_in_small_writes_with_rests_between
 
     rests: list[float] = []
 
-    async def rest(self: aggregation.Pace, *, at_least: float = 0.0) -> None:
+    async def rest(self: summaries.Pace, *, at_least: float = 0.0) -> None:
         rests.append(at_least)
 
     monkeypatch.setattr(type(db.movies), "bulk_write", counted)
-    monkeypatch.setattr(aggregation.Pace, "rest", rest)
-    report = await aggregation.drain_once(
-        prior_votes=10, batch=100, settle=0, pace=aggregation.Pace(0.25)
+    monkeypatch.setattr(summaries.Pace, "rest", rest)
+    report = await summaries.drain_once(
+        prior_votes=10, batch=100, settle=0, pace=summaries.Pace(0.25)
     )
     assert len(report.movies) == 25 and len(report.users) == 1
     assert writes == [10, 10, 5, 1]  # the movies' summaries, then the user's stats
@@ -222,7 +226,7 @@ async def test_a_drain_round_stores_summaries_in_small_writes_with_rests_between
         assert stored["count"] == 1 and stored["mean"] == 0.5 + (i % 10) / 2
     # Unpaced (an import's recomputation), one write holds them all.
     writes.clear()
-    await aggregation.recompute_movies([m.id for m in movies], prior_votes=10)
+    await summaries.recompute_movies([m.id for m in movies], prior_votes=10)
     assert writes == [25]
 
 
@@ -233,7 +237,7 @@ async def test_a_pace_rests_in_proportion_to_the_work_since_its_last_rest():
         slept.append(seconds)
         clock[0] += seconds
 
-    pace = aggregation.Pace(0.25, rest_max=4.0, clock=lambda: clock[0], sleep=sleep)
+    pace = summaries.Pace(0.25, rest_max=4.0, clock=lambda: clock[0], sleep=sleep)
     clock[0] += 0.5
     await pace.rest()  # worked 0.5 s: rests 1.5 s, so busy a quarter of the time
     clock[0] += 0.2
@@ -254,7 +258,7 @@ async def test_a_pace_rests_only_while_the_api_is_busy():
     async def others_busy() -> bool:
         return busy[0]
 
-    pace = aggregation.Pace(0.25, clock=lambda: clock[0], sleep=sleep, others_busy=others_busy)
+    pace = summaries.Pace(0.25, clock=lambda: clock[0], sleep=sleep, others_busy=others_busy)
     clock[0] += 0.5
     await pace.rest()  # nobody waits: no rest
     clock[0] += 0.5
@@ -284,15 +288,18 @@ async def test_the_apis_requests_per_second_reach_the_drain_through_redis(settin
     assert not await api_busy(redis, prefix=prefix, threshold=1000)()
 
 
-async def test_ratings_stamped_by_the_earlier_scheme_are_drained(client, db):
+async def test_ratings_stamped_by_the_earlier_scheme_are_migrated_then_drained(client, db):
     movie = await _movie()
     rating = factories.rating(movie_id=movie.id, user_id=await _user(), score=4.5)
     await rating.insert()
-    await db.ratings.create_index("pending", name=aggregation.LEGACY_INDEX, sparse=True)
+    await db.ratings.create_index("pending", name=PENDING_INDEX, sparse=True)
     await db.ratings.update_one({"_id": rating.id}, {"$set": {"pending": ObjectId()}})
+    await db.migrations.delete_many({})
+    assert [step.version for step in await migrate()] == [1, 2]
+    assert await migrate() == []  # once per database
     await _drain(settle=0)
     assert (await db.movies.find_one({"_id": movie.id}))["rating"]["count"] == 1
-    assert aggregation.LEGACY_INDEX not in await db.ratings.index_information()
+    assert PENDING_INDEX not in await db.ratings.index_information()
     assert await db.ratings.count_documents({"pending": {"$exists": True}}) == 0
 
 
@@ -300,23 +307,21 @@ async def test_a_running_imports_intents_wait_for_its_job(client, db):
     movie = await _movie()
     job_id = ObjectId()
     await db.import_jobs.insert_one({"_id": job_id, "status": "running"})
-    await aggregation.record_intent(movie_ids=[movie.id], job_id=job_id)
-    assert (await aggregation.drain_once(prior_votes=10, batch=100, settle=1.0)).empty
+    await summaries.record_intent(movie_ids=[movie.id], job_id=job_id)
+    assert (await summaries.drain_once(prior_votes=10, batch=100, settle=1.0)).empty
     await db.import_jobs.update_one({"_id": job_id}, {"$set": {"status": "failed"}})
-    report = await aggregation.drain_once(prior_votes=10, batch=100, settle=1.0)
+    report = await summaries.drain_once(prior_votes=10, batch=100, settle=1.0)
     assert report.movies == [movie.id] and report.taken == 1
 
 
 async def test_a_command_line_imports_intents_wait_until_it_falls_silent(client, db):
     movie = await _movie()
     tag = ObjectId()  # `python -m seed movielens` has no job: its intents carry a fresh tag
-    await aggregation.record_intent(movie_ids=[movie.id], job_id=tag)
-    assert (await aggregation.drain_once(prior_votes=10, batch=100, settle=1.0)).empty
-    quiet = utcnow() - aggregation.IMPORT_TAG_QUIET - timedelta(seconds=1)
+    await summaries.record_intent(movie_ids=[movie.id], job_id=tag)
+    assert (await summaries.drain_once(prior_votes=10, batch=100, settle=1.0)).empty
+    quiet = utcnow() - summaries.IMPORT_TAG_QUIET - timedelta(seconds=1)
     await db.summary_intents.update_many({"job_id": tag}, {"$set": {"created_at": quiet}})
-    assert (await aggregation.drain_once(prior_votes=10, batch=100, settle=1.0)).movies == [
-        movie.id
-    ]
+    assert (await summaries.drain_once(prior_votes=10, batch=100, settle=1.0)).movies == [movie.id]
 
 
 async def test_a_deleted_movies_ratings_are_purged_and_its_raters_recomputed(client, db):
@@ -325,7 +330,7 @@ async def test_a_deleted_movies_ratings_are_purged_and_its_raters_recomputed(cli
     await _stamped(movie, user.id, 5.0)
     await _drain()
     assert (await db.users.find_one({"_id": user.id}))["stats"]["count"] == 1
-    await aggregation.record_intent(movie_ids=[movie.id])
+    await summaries.record_intent(movie_ids=[movie.id])
     await movie.delete()
     report = await _drain()
     assert report.purged_movies == [movie.id]
@@ -345,7 +350,7 @@ async def test_weighted_scores_move_only_when_the_global_mean_does(client, db):
         batches.append(ids)
 
     # First publication of C = 3.0: every rated movie is rewritten, batch by batch.
-    n = await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01, changed=changed)
+    n = await summaries.refresh_weighted_scores(prior_votes=10, tolerance=0.01, changed=changed)
     assert n == 5 and sum(len(b) for b in batches) == 5
     top = (await db.movies.find_one({"_id": movies[-1].id}))["rating"]
     assert abs(top["weighted"] - (1 / 11 * 5.0 + 10 / 11 * 3.0)) < 1e-9
@@ -353,8 +358,8 @@ async def test_weighted_scores_move_only_when_the_global_mean_does(client, db):
     await _stamped(movies[0], await _user(), 3.5)
     await _drain()
     batches.clear()
-    assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.1) == 0
-    assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01) == 5
+    assert await summaries.refresh_weighted_scores(prior_votes=10, tolerance=0.1) == 0
+    assert await summaries.refresh_weighted_scores(prior_votes=10, tolerance=0.01) == 5
     assert (await db.global_stats.find_one({"_id": "ratings"}))["mean"] == 18.5 / 6
 
 
@@ -417,21 +422,21 @@ async def test_malformed_task_arguments_are_dropped_not_retried(settings, servic
 async def test_a_round_takes_the_oldest_writes_up_to_its_batch_and_the_next_the_rest(client, db):
     movies = [await _movie(f"M{i}") for i in range(5)]
     rater = await _user()
-    past = await aggregation.server_now() - timedelta(seconds=60)
+    past = await summaries.server_now() - timedelta(seconds=60)
     for i, movie in enumerate(movies):
         rating_id = await _stamped(movie, rater, 3.0)
         stamp = past + timedelta(seconds=i // 2)  # two writes share each instant
         await db.ratings.update_one({"_id": rating_id}, {"$set": {"changed_at": stamp}})
     # A batch counts summaries: the first instant names two movies and the rater (three);
     # the second would add two more movies, and an instant is never split.
-    first = await aggregation.drain_once(prior_votes=10, batch=3, settle=0)
+    first = await summaries.drain_once(prior_votes=10, batch=3, settle=0)
     assert first.taken == 2 and first.more and not first.waiting
-    assert await aggregation.undrained() == 3
-    second = await aggregation.drain_once(prior_votes=10, batch=3, settle=0)
+    assert await summaries.undrained() == 3
+    second = await summaries.drain_once(prior_votes=10, batch=3, settle=0)
     assert second.taken == 2 and second.more
-    third = await aggregation.drain_once(prior_votes=10, batch=3, settle=0)
+    third = await summaries.drain_once(prior_votes=10, batch=3, settle=0)
     assert third.taken == 1 and not third.more
-    assert await aggregation.undrained() == 0
+    assert await summaries.undrained() == 0
     for movie in movies:
         assert (await db.movies.find_one({"_id": movie.id}))["rating"]["count"] == 1
     assert (await db.users.find_one({"_id": rater}))["stats"]["count"] == 5
@@ -440,33 +445,33 @@ async def test_a_round_takes_the_oldest_writes_up_to_its_batch_and_the_next_the_
 async def test_a_backlog_of_writes_to_the_same_movies_is_one_round(client, db, monkeypatch):
     movies = [await _movie(f"M{i}") for i in range(3)]
     raters = [await _user() for _ in range(3)]
-    past = await aggregation.server_now() - timedelta(seconds=60)
+    past = await summaries.server_now() - timedelta(seconds=60)
     for i, (movie, rater) in enumerate((m, r) for m in movies for r in raters):
         rating_id = await _stamped(movie, rater, 3.0)
         await db.ratings.update_one(
             {"_id": rating_id}, {"$set": {"changed_at": past + timedelta(seconds=i)}}
         )
     # Nine writes name six summaries: one round of six takes them all.
-    report = await aggregation.drain_once(prior_votes=10, batch=6, settle=0)
+    report = await summaries.drain_once(prior_votes=10, batch=6, settle=0)
     assert report.taken == 9 and not report.more
     assert len(report.movies) == 3 and len(report.users) == 3
-    assert await aggregation.undrained() == 0
+    assert await summaries.undrained() == 0
 
     # The writes a round reads are bounded too (WRITES_PER_SUMMARY per summary).
     await db.drain_marks.delete_many({})
-    monkeypatch.setattr(aggregation, "WRITES_PER_SUMMARY", 1)
-    bounded = await aggregation.drain_once(prior_votes=10, batch=6, settle=0)
+    monkeypatch.setattr(summary_drain, "WRITES_PER_SUMMARY", 1)
+    bounded = await summaries.drain_once(prior_votes=10, batch=6, settle=0)
     assert bounded.taken == 6 and bounded.more
 
 
 async def test_one_instant_larger_than_a_batch_is_taken_whole(client, db):
     movies = [await _movie(f"M{i}") for i in range(3)]
-    past = await aggregation.server_now() - timedelta(seconds=60)
+    past = await summaries.server_now() - timedelta(seconds=60)
     for movie in movies:
         rating_id = await _stamped(movie, await _user(), 3.0)
         await db.ratings.update_one({"_id": rating_id}, {"$set": {"changed_at": past}})
-    report = await aggregation.drain_once(prior_votes=10, batch=2, settle=0)
-    assert report.taken == 3 and await aggregation.undrained() == 0
+    report = await summaries.drain_once(prior_votes=10, batch=2, settle=0)
+    assert report.taken == 3 and await summaries.undrained() == 0
 
 
 async def test_no_mean_is_published_from_summaries_that_lag_the_writes(client, db):
@@ -476,43 +481,41 @@ async def test_no_mean_is_published_from_summaries_that_lag_the_writes(client, d
     await db.global_stats.update_one({"_id": "ratings"}, {"$set": {"mean": 1.0}})
     # A write the drains have not taken for 30 s (they fell behind).
     rating_id = await _stamped(movie, await _user(), 1.0)
-    old = await aggregation.server_now() - timedelta(seconds=30)
+    old = await summaries.server_now() - timedelta(seconds=30)
     await db.ratings.update_one({"_id": rating_id}, {"$set": {"changed_at": old}})
     await db.drain_marks.update_one({}, {"$set": {"drained_before": old}})
-    assert await aggregation.drain_lag() >= 30
-    assert (
-        await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01, max_lag=10) == 0
-    )
+    assert await summaries.drain_lag() >= 30
+    assert await summaries.refresh_weighted_scores(prior_votes=10, tolerance=0.01, max_lag=10) == 0
     assert (await db.global_stats.find_one({"_id": "ratings"}))["mean"] == 1.0
     await _drain(settle=0)
-    assert await aggregation.drain_lag() == 0
-    assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01, max_lag=10)
+    assert await summaries.drain_lag() == 0
+    assert await summaries.refresh_weighted_scores(prior_votes=10, tolerance=0.01, max_lag=10)
     assert (await db.global_stats.find_one({"_id": "ratings"}))["mean"] == 3.0
 
 
 async def test_a_round_whose_writes_an_import_took_over_stops(client, db):
-    movies = [await _movie(f"M{i}") for i in range(aggregation.PACED_WRITE_BATCH * 3)]
+    movies = [await _movie(f"M{i}") for i in range(server_profile().paced_write_batch * 3)]
     rater = await _user()
     for movie in movies:
         await _stamped(movie, rater, 3.0)
     await asyncio.sleep(0.01)
-    intent = await aggregation.record_intent(movie_ids=[movies[0].id])
-    taken_over = await aggregation.server_now() + timedelta(seconds=5)
+    intent = await summaries.record_intent(movie_ids=[movies[0].id])
+    taken_over = await summaries.server_now() + timedelta(seconds=5)
     rests = 0
 
     async def rest(_: float) -> None:
         nonlocal rests
         rests += 1
         if rests == 1:  # an import's last step recomputed the writes and moved the mark
-            await aggregation._move_mark(taken_over)
+            await summaries.move_mark(taken_over)
 
-    pace = aggregation.Pace(0.5, sleep=rest)
-    report = await aggregation.drain_once(prior_votes=10, batch=1000, settle=0, pace=pace)
+    pace = summaries.Pace(0.5, sleep=rest)
+    report = await summaries.drain_once(prior_votes=10, batch=1000, settle=0, pace=pace)
     # It stored its first write's summaries, then stopped: no further writes, and the mark
     # and the intent are left as the takeover left them.
-    assert len(report.movies) == aggregation.PACED_WRITE_BATCH and rests == 1
-    assert await aggregation.drained_before() > taken_over - timedelta(milliseconds=1)
+    assert len(report.movies) == server_profile().paced_write_batch and rests == 1
+    assert await summaries.drained_before() > taken_over - timedelta(milliseconds=1)
     assert await db.summary_intents.find_one({"_id": intent}) is not None
     # The next round (nothing overtakes it) takes the intent.
-    again = await aggregation.drain_once(prior_votes=10, batch=1000, settle=0, pace=pace)
-    assert again.movies == [movies[0].id] and await aggregation.undrained() == 0
+    again = await summaries.drain_once(prior_votes=10, batch=1000, settle=0, pace=pace)
+    assert again.movies == [movies[0].id] and await summaries.undrained() == 0

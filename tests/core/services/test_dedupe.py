@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from beanie import PydanticObjectId
 
-from core.services import aggregation
+from core import summaries
 from core.services.dedupe import dedupe
 from models import ExternalIds, Movie, Rating, User, title_key, utcnow
 
@@ -77,7 +77,7 @@ async def test_duplicates_merge_and_the_newer_rating_wins(client, db):
     assert counts == {u1.id: 2, u2.id: 2, u3.id: 1}
     assert await db.summary_intents.count_documents({}) == 0
     # The merged records' ratings carry the drain mark like any write.
-    assert await aggregation.undrained() >= 2
+    assert await summaries.undrained() >= 2
 
     assert (await dedupe(dry_run=False, prior_votes=10)).merges == []
 

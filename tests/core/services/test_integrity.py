@@ -11,12 +11,15 @@ import pytest
 from bson import ObjectId
 
 from api.handlers.imports import job_view
-from core.services import aggregation, imports
-from core.services.leases import IMPORT_LEASE, FencedLease, LeaseBusy, LeaseLost, holder_of
-from core.services.movielens import MovieLensImport, _insert_by_movielens_id
+from core import summaries
+from core.imports import jobs as imports
+from core.imports.release import MovieLensRelease
+from core.imports.source import Source
+from core.imports.writer import MovieLensImport
+from core.store import movies as movie_store
+from core.store import summaries as summary_store
+from core.store.leases import IMPORT_LEASE, FencedLease, LeaseBusy, LeaseLost, holder_of
 from models import ImportJob, utcnow
-from seed.movielens import MovieLensRelease
-from seed.source import Source
 from tests.seed.releases import write_release
 
 
@@ -70,9 +73,9 @@ async def test_two_imports_of_one_release_at_once_write_it_once(odm, tmp_path):
     )
     assert sum(isinstance(r, LeaseBusy) for r in results) == 1
     assert await odm.ratings.count_documents({}) == 6
-    assert (await aggregation.orphans()).ratings == 0
-    for target in (aggregation.MOVIES, aggregation.USERS):
-        checked, differences = await aggregation.verify(target, prior_votes=10)
+    assert (await summaries.orphans()).ratings == 0
+    for target in (summaries.MOVIES, summaries.USERS):
+        checked, differences = await summaries.verify(target, prior_votes=10)
         assert checked and not differences
     # The second one, run after the first ended, finds everything in place.
     again = await _import(folder, lease=_lease("cli:two"))
@@ -103,8 +106,7 @@ async def test_an_import_that_lost_its_lease_stops_before_its_next_batch(odm, tm
 
 async def test_new_documents_take_the_ids_the_database_stored(odm):
     stored = await odm.movies.insert_one({"title": "X", "external_ids": {"movielens": 7}})
-    ids = await _insert_by_movielens_id(
-        odm.movies,
+    ids = await movie_store.insert_imported(
         {
             7: {"title": "X again", "external_ids": {"movielens": 7, "imdb": "tt1"}},
             8: {"title": "Y", "external_ids": {"movielens": 8, "imdb": "tt2", "tmdb": 3}},
@@ -120,11 +122,11 @@ async def test_orphan_ratings_are_found_and_healed(odm, tmp_path):
     await _import(write_release(tmp_path / "rel"))
     heat = await odm.movies.find_one({"external_ids.movielens": 4})
     await odm.movies.delete_one({"_id": heat["_id"]})  # gone without its ratings' purge
-    found = await aggregation.orphans()
+    found = await summaries.orphans()
     assert found.movies == [heat["_id"]] and found.ratings == 2
-    purged = await aggregation.heal_orphans(found.ids, prior_votes=10)
+    purged = await summaries.heal_orphans(found.ids, prior_votes=10)
     assert purged == [heat["_id"]]
-    assert (await aggregation.orphans()).ratings == 0
+    assert (await summaries.orphans()).ratings == 0
     one = await odm.users.find_one({"username": "movielens-1"})
     assert one["stats"]["count"] == 2 and one["stats"]["sum"] == 9.0
 
@@ -140,40 +142,39 @@ async def test_an_import_never_leaves_ratings_of_a_movie_that_went_meanwhile(odm
         await Deleting(source, batch_size=2).run()
     finally:
         source.close()
-    assert (await aggregation.orphans()).ratings == 0
-    for target in (aggregation.MOVIES, aggregation.USERS):
-        _, differences = await aggregation.verify(target, prior_votes=10)
+    assert (await summaries.orphans()).ratings == 0
+    for target in (summaries.MOVIES, summaries.USERS):
+        _, differences = await summaries.verify(target, prior_votes=10)
         assert not differences
 
 
-async def test_a_recomputation_that_read_an_old_mean_loses_to_the_rewrite(odm, tmp_path):
+async def test_a_recomputation_that_read_an_old_mean_loses_to_the_rewrite(
+    odm, tmp_path, monkeypatch
+):
     await _import(write_release(tmp_path / "rel"))
     toy = await odm.movies.find_one({"external_ids.movielens": 1})
-    real = aggregation.histograms
+    real = summary_store.histograms
     raced = False
 
-    async def racing(field: str, ids: list, **kwargs: Any) -> dict:
+    async def racing(target: Any, ids: list, **kwargs: Any) -> dict:
         nonlocal raced
-        counts = await real(field, ids, **kwargs)
-        if not raced and field == "movie_id":
+        counts = await real(target, ids, **kwargs)
+        if not raced and target is summaries.MOVIES:
             raced = True
             # After this recomputation read the versions and C: C moves and every weighted
             # score is rewritten with it.
             await odm.global_stats.update_one({"_id": "ratings"}, {"$set": {"mean": 1.0}})
-            assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01)
+            assert await summaries.refresh_weighted_scores(prior_votes=10, tolerance=0.01)
         return counts
 
-    aggregation.histograms = racing  # type: ignore[assignment]
-    try:
-        await aggregation.recompute_movies([toy["_id"]], prior_votes=10)
-    finally:
-        aggregation.histograms = real  # type: ignore[assignment]
+    monkeypatch.setattr(summary_store, "histograms", racing)
+    await summaries.recompute_movies([toy["_id"]], prior_votes=10)
     published = (await odm.global_stats.find_one({"_id": "ratings"}))["mean"]
     stored = (await odm.movies.find_one({"_id": toy["_id"]}))["rating"]
     assert stored["prior_mean"] == published
-    expected = aggregation.weighted_score(count=3, mean=4.0, prior_votes=10, prior_mean=published)
+    expected = summaries.weighted_score(count=3, mean=4.0, prior_votes=10, prior_mean=published)
     assert stored["weighted"] == pytest.approx(expected, rel=1e-12)
-    _, differences = await aggregation.verify(aggregation.MOVIES, prior_votes=10)
+    _, differences = await summaries.verify(summaries.MOVIES, prior_votes=10)
     assert not differences
 
 
@@ -183,11 +184,11 @@ async def test_a_movie_weighted_with_another_mean_is_rewritten_within_tolerance(
     await odm.movies.update_one(
         {"_id": toy["_id"]}, {"$set": {"rating.weighted": 1.0, "rating.prior_mean": 0.5}}
     )
-    _, differences = await aggregation.verify(aggregation.MOVIES, prior_votes=10)
+    _, differences = await summaries.verify(summaries.MOVIES, prior_votes=10)
     assert [d.id for d in differences] == [str(toy["_id"])]
     # C has not moved: only the movie weighted with another C is rewritten.
-    assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01) == 1
-    _, differences = await aggregation.verify(aggregation.MOVIES, prior_votes=10)
+    assert await summaries.refresh_weighted_scores(prior_votes=10, tolerance=0.01) == 1
+    _, differences = await summaries.verify(summaries.MOVIES, prior_votes=10)
     assert not differences
 
 
@@ -195,9 +196,9 @@ async def test_no_mean_is_published_while_an_import_writes(odm, tmp_path):
     await _import(write_release(tmp_path / "rel"))
     await odm.global_stats.update_one({"_id": "ratings"}, {"$set": {"mean": 1.0}})
     async with _lease("job:running").held():
-        assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01) == 0
+        assert await summaries.refresh_weighted_scores(prior_votes=10, tolerance=0.01) == 0
         assert (await odm.global_stats.find_one({"_id": "ratings"}))["mean"] == 1.0
-    assert await aggregation.refresh_weighted_scores(prior_votes=10, tolerance=0.01) == 4
+    assert await summaries.refresh_weighted_scores(prior_votes=10, tolerance=0.01) == 4
 
 
 class RecordingQueue:
@@ -222,22 +223,20 @@ async def test_a_queued_job_whose_message_was_lost_is_sent_again(odm):
 
 
 async def test_a_job_behind_another_import_waits_queued(odm, settings, tmp_path):
-    folder = write_release(tmp_path / "rel")
+    write_release(tmp_path / "rel")
     job = ImportJob(source="movielens", path="rel")
     await job.insert()
 
-    async def open_release(job: ImportJob, settings: Any) -> MovieLensRelease:
-        return MovieLensRelease(Source(folder))
-
+    settings = settings.model_copy(update={"import_root": tmp_path})
     async with _lease("job:" + str(ObjectId())).held():
-        status = await imports.run_job(job_id=job.id, settings=settings, open_release=open_release)
+        status = await imports.run_job(job_id=job.id, settings=settings)
     assert status == "queued"
     stored = await odm.import_jobs.find_one({"_id": job.id})
     assert stored["status"] == "queued" and stored["waiting_for"].startswith("job:")
     assert stored["attempts"] == 0 and await odm.ratings.count_documents({}) == 0
     assert job_view(ImportJob.model_validate(stored))["waiting_for"] == stored["waiting_for"]
     # Once the other import has ended, the job runs.
-    status = await imports.run_job(job_id=job.id, settings=settings, open_release=open_release)
+    status = await imports.run_job(job_id=job.id, settings=settings)
     assert status == "succeeded"
     assert await odm.ratings.count_documents({}) == 6
     assert (await odm.import_jobs.find_one({"_id": job.id}))["waiting_for"] is None
@@ -246,15 +245,13 @@ async def test_a_job_behind_another_import_waits_queued(odm, settings, tmp_path)
 async def test_a_username_the_import_needs_taken_by_someone_fails_the_job_for_good(
     odm, settings, tmp_path
 ):
-    folder = write_release(tmp_path / "rel")
+    write_release(tmp_path / "rel")
     await odm.users.insert_one({"username": "movielens-1", "display_name": "squatter"})
     job = ImportJob(source="movielens", path="rel")
     await job.insert()
 
-    async def open_release(job: ImportJob, settings: Any) -> MovieLensRelease:
-        return MovieLensRelease(Source(folder))
-
-    status = await imports.run_job(job_id=job.id, settings=settings, open_release=open_release)
+    settings = settings.model_copy(update={"import_root": tmp_path})
+    status = await imports.run_job(job_id=job.id, settings=settings)
     assert status == "failed"
     stored = await odm.import_jobs.find_one({"_id": job.id})
     assert "username" in stored["error"] and "taken" in stored["error"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from core.imports.writer import ReleaseError
 from core.outbound import OutboundFailed, OutboundRefused, UrlPolicy, open_url, read_capped
-from core.services.movielens import ReleaseError
 
 # An operator's own command line: any host, any address, any size.
 OPERATOR = UrlPolicy(hosts=None, allow_private=True)

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from core import db as core_db
-from core.db import BatchedFinds, db_calls_var
+from core import store as core_db
+from core.store import db_calls_var
+from core.store.batched import BatchedFinds
 
 
 class CountingCollection:
@@ -20,9 +21,9 @@ class CountingCollection:
         self.collection = collection
         self.queries: list[dict[str, Any]] = []
 
-    def find(self, query: dict[str, Any]) -> Any:
+    def find(self, query: dict[str, Any], projection: Any = None) -> Any:
         self.queries.append(query)
-        return self.collection.find(query)
+        return self.collection.find(query, projection)
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ async def test_a_failed_find_reaches_every_caller_and_the_next_turn_starts_afres
     collection, ids = movies
 
     class Failing:
-        def find(self, query: dict[str, Any]) -> Any:
+        def find(self, query: dict[str, Any], projection: Any = None) -> Any:
             raise TimeoutError("stalled")
 
     target: Any = Failing()

@@ -1,8 +1,8 @@
-"""MovieLens files parsed into rows: what `core.services.movielens` writes to the catalogue.
+"""MovieLens files parsed into rows: what `core.imports.writer` writes to the catalogue.
 
-A `MovieLensRelease` reads a folder or a .zip (see `seed.source`) file by file, in batches,
-and turns each CSV line into a typed row or the reason it is bad. Nothing here touches the
-database.
+A `MovieLensRelease` reads a folder or a .zip (`core.imports.source`) file by file, in
+batches, and turns each CSV line into a typed row or the reason it is bad. Nothing here
+touches the database.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from core.services import chunked
-from core.services.imports import resolve_import_path
-from core.services.movielens import LinkRow, MovieRow, Parsed, RatingRow, TagRow
+from core.errors import InvalidInput
+from core.imports.download import fetch
+from core.imports.source import Source
+from core.imports.writer import LinkRow, MovieRow, Parsed, RatingRow, TagRow
 from core.settings import Settings
+from core.store import chunked
 from models import ImportJob
-from seed.download import fetch
-from seed.source import Source
 
 NO_GENRES = "(no genres listed)"
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
@@ -115,7 +116,7 @@ PARSERS: dict[str, tuple[int, Callable[[list[str]], Any]]] = {
 
 
 class MovieLensRelease:
-    """A MovieLens release as batches of parsed rows (`core.services.movielens.Release`)."""
+    """A MovieLens release as batches of parsed rows (`core.imports.writer.Release`)."""
 
     def __init__(self, source: Source) -> None:
         self.source = source
@@ -144,6 +145,22 @@ class MovieLensRelease:
 
     def close(self) -> None:
         self.source.close()
+
+
+def resolve_import_path(root: Path, raw: str) -> tuple[Path, str]:
+    """(absolute path, path relative to the import root); anything escaping it is refused."""
+    base = root.resolve()
+    if "\x00" in raw:
+        raise InvalidInput("The path must not contain a NUL character.", {"path": ["Not allowed."]})
+    try:
+        candidate = (base / raw).resolve()  # an absolute `raw` replaces base: checked below
+    except (OSError, ValueError):
+        raise InvalidInput("The path cannot be used.", {"path": ["Not allowed."]}) from None
+    if not candidate.is_relative_to(base):
+        raise InvalidInput("The path must stay inside the import root.", {"path": ["Not allowed."]})
+    if not candidate.exists():
+        raise InvalidInput("Nothing exists at that path.", {"path": ["Not found."]})
+    return candidate, str(candidate.relative_to(base))
 
 
 async def open_job_release(job: ImportJob, settings: Settings) -> MovieLensRelease:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from core.services.movielens import ReleaseError
+from core.imports.writer import ReleaseError
 
 REQUIRED = ("movies.csv", "links.csv", "ratings.csv")
 OPTIONAL = ("tags.csv",)

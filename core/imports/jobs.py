@@ -9,56 +9,27 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from beanie import PydanticObjectId, SortDirection
-from bson import ObjectId
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
-
 from core.cache import Cache
 from core.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from core.imports.release import open_job_release, resolve_import_path
+from core.imports.writer import Hooks, ImportCancelled, MovieLensImport, ReleaseError
 from core.outbound import OutboundRefused, UrlPolicy, check_url
 from core.queue import RUN_IMPORT, TaskQueue
-from core.services import Page, Position, Sort, keyset_page
-from core.services.leases import IMPORT_LEASE, FencedLease, LeaseBusy, LeaseLost
-from core.services.movielens import (
-    Hooks,
-    ImportCancelled,
-    MovieLensImport,
-    Release,
-    ReleaseError,
-)
 from core.settings import Settings
-from models import FINISHED, ImportJob, ImportReport, utcnow
+from core.store import Duplicate, Page, Position
+from core.store import imports as job_store
+from core.store.leases import IMPORT_LEASE, FencedLease, LeaseBusy, LeaseLost
+from models import FINISHED, ImportJob, ImportReport, PydanticObjectId, utcnow
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.5  # seconds between progress writes
-# Opens the dataset a job names (the readers live in `seed`; the worker passes one in).
-OpenRelease = Callable[[ImportJob, Settings], Awaitable[Release]]
-
-
-def resolve_import_path(root: Path, raw: str) -> tuple[Path, str]:
-    """(absolute path, path relative to the import root); anything escaping it is refused."""
-    base = root.resolve()
-    if "\x00" in raw:
-        raise InvalidInput("The path must not contain a NUL character.", {"path": ["Not allowed."]})
-    try:
-        candidate = (base / raw).resolve()  # an absolute `raw` replaces base: checked below
-    except (OSError, ValueError):
-        raise InvalidInput("The path cannot be used.", {"path": ["Not allowed."]}) from None
-    if not candidate.is_relative_to(base):
-        raise InvalidInput("The path must stay inside the import root.", {"path": ["Not allowed."]})
-    if not candidate.exists():
-        raise InvalidInput("Nothing exists at that path.", {"path": ["Not found."]})
-    return candidate, str(candidate.relative_to(base))
 
 
 def _fingerprint(body: dict[str, Any]) -> str:
@@ -80,7 +51,7 @@ async def create_job(
     addresses, when the worker downloads it)."""
     fingerprint = _fingerprint(body)
     if idempotency_key is not None:
-        existing = await ImportJob.find_one({"idempotency_key": idempotency_key})
+        existing = await job_store.by_idempotency_key(idempotency_key)
         if existing is not None:
             return _same_request(existing, fingerprint), False
     path = body.get("path")
@@ -102,9 +73,10 @@ async def create_job(
         created_by_client=created_by_client,
     )
     try:
-        await job.insert()
-    except DuplicateKeyError:  # the same key, sent twice at once: the other request won
-        existing = await ImportJob.find_one({"idempotency_key": idempotency_key})
+        await job_store.insert(job)
+    except Duplicate:  # the same key, sent twice at once: the other request won
+        assert idempotency_key is not None
+        existing = await job_store.by_idempotency_key(idempotency_key)
         if existing is None:
             raise
         return _same_request(existing, fingerprint), False
@@ -113,15 +85,9 @@ async def create_job(
     except Exception as exc:
         await _finish(job.id, status="failed", error="The job could not be queued.")
         raise ServiceUnavailable("The task queue is unavailable; try again.") from exc
-    await _mark_sent([job.id])
+    # Beat sends a queued job again only a while after its last message.
+    await job_store.mark_sent([job.id])
     return job, True
-
-
-async def _mark_sent(job_ids: list[Any]) -> None:
-    """Note when a job's message was (re)sent: beat sends again only after a while."""
-    await ImportJob.get_motor_collection().update_many(
-        {"_id": {"$in": job_ids}}, {"$set": {"sent_at": utcnow()}}
-    )
 
 
 def _same_request(job: ImportJob, fingerprint: str) -> ImportJob:
@@ -132,27 +98,17 @@ def _same_request(job: ImportJob, fingerprint: str) -> ImportJob:
 
 async def get_job(*, job_id: PydanticObjectId) -> ImportJob:
     """One import job or NotFound."""
-    job = await ImportJob.get(job_id)
+    job = await job_store.get(job_id)
     if job is None:
         raise NotFound("No import job with that id.")
     return job
-
-
-NEWEST_FIRST: Sort = [("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)]
-
-
-async def _find(flt: dict[str, Any], sort: Sort, skip: int, limit: int) -> list[ImportJob]:
-    return await ImportJob.find(flt).sort(sort).skip(skip).limit(limit).to_list()
 
 
 async def list_jobs(
     *, limit: int, after: Position | None = None, offset: int = 0
 ) -> Page[ImportJob]:
     """Import jobs, newest first, after `after` (else the first `offset`)."""
-    return await keyset_page(
-        _find, flt={}, sort=NEWEST_FIRST, after=after, offset=offset, limit=limit,
-        position=lambda job: (job.created_at, job.id),
-    )  # fmt: skip
+    return await job_store.page(after=after, offset=offset, limit=limit)
 
 
 async def cancel_job(*, job_id: PydanticObjectId) -> ImportJob:
@@ -160,21 +116,14 @@ async def cancel_job(*, job_id: PydanticObjectId) -> ImportJob:
     job = await get_job(job_id=job_id)
     if job.status in FINISHED:
         raise Conflict(f"The job has already {job.status}.")
-    collection = ImportJob.get_motor_collection()
-    doc = None
+    changed = None
     if job.status == "queued":  # not started: cancelled at once, unless a worker just took it
-        doc = await collection.find_one_and_update(
-            {"_id": job_id, "status": "queued"},
-            {"$set": {"cancel_requested": True, "status": "cancelled", "finished_at": utcnow()}},
-            return_document=ReturnDocument.AFTER,
-        )
-    if doc is None:  # running: the worker stops at its next batch
-        doc = await collection.find_one_and_update(
-            {"_id": job_id},
-            {"$set": {"cancel_requested": True}},
-            return_document=ReturnDocument.AFTER,
-        )
-    return ImportJob.model_validate(doc)
+        changed = await job_store.cancel_queued(job_id)
+    if changed is None:  # running: the worker stops at its next batch
+        changed = await job_store.request_cancel(job_id)
+    if changed is None:
+        raise NotFound("No import job with that id.")
+    return changed
 
 
 # ---- running a job (the imports.run task) ---------------------------------------------
@@ -190,7 +139,6 @@ class JobHooks(Hooks):
     def __init__(self, job_id: PydanticObjectId, cache: Cache | None = None) -> None:
         self.job_id = job_id
         self._cache = cache
-        self._collection = ImportJob.get_motor_collection()
         self._last = 0.0
 
     async def _save(self, report: ImportReport, *, force: bool = False) -> None:
@@ -198,9 +146,8 @@ class JobHooks(Hooks):
         if not force and now - self._last < PROGRESS_EVERY:
             return
         self._last = now
-        await self._collection.update_one(
-            {"_id": self.job_id},
-            {"$set": {"report": report.model_dump(), "heartbeat_at": utcnow()}},
+        await job_store.set_fields(
+            self.job_id, {"report": report.model_dump(), "heartbeat_at": utcnow()}
         )
 
     async def file_started(self, name: str, total: int) -> None:
@@ -212,43 +159,27 @@ class JobHooks(Hooks):
     async def file_finished(self, name: str, report: ImportReport) -> None:
         await self._save(report, force=True)
 
-    async def movies_written(self, *, inserted: list[ObjectId], updated: list[ObjectId]) -> None:
+    async def movies_written(self, *, inserted: list[Any], updated: list[Any]) -> None:
         # Searches and lists show each batch as it lands, not only when the import ends.
         if self._cache is not None:
             await self._cache.catalogue_grew(updated)
 
     async def cancelled(self) -> bool:
-        doc = await self._collection.find_one({"_id": self.job_id}, {"cancel_requested": 1})
-        return bool(doc is None or doc.get("cancel_requested"))
+        return await job_store.cancel_requested(self.job_id)
 
 
 async def _claim(job_id: PydanticObjectId, stale_after: float) -> ImportJob | None:
     """Mark the job running; None if it has ended. JobBusy if another worker is on it."""
-    collection = ImportJob.get_motor_collection()
-    job = await ImportJob.get(job_id)
+    job = await job_store.get(job_id)
     if job is None or job.status in FINISHED:
         return None
     fresh = utcnow() - timedelta(seconds=stale_after)
     if job.status == "running" and job.heartbeat_at and job.heartbeat_at > fresh:
         raise JobBusy(str(job_id))
-    # Compare-and-set on the status and heartbeat we saw: two redeliveries cannot both win.
-    doc = await collection.find_one_and_update(
-        {"_id": job_id, "status": job.status, "heartbeat_at": job.heartbeat_at},
-        {
-            "$set": {
-                "status": "running",
-                "waiting_for": None,
-                "worker": f"{socket.gethostname()}:{os.getpid()}",
-                "heartbeat_at": utcnow(),
-                "started_at": job.started_at or utcnow(),
-            },
-            "$inc": {"attempts": 1},
-        },
-        return_document=ReturnDocument.AFTER,
-    )
-    if doc is None:
+    claimed = await job_store.claim(job)
+    if claimed is None:
         raise JobBusy(str(job_id))
-    return ImportJob.model_validate(doc)
+    return claimed
 
 
 @asynccontextmanager
@@ -258,9 +189,7 @@ async def _heartbeat(job_id: PydanticObjectId, every: float) -> AsyncIterator[No
     async def beat() -> None:
         while True:
             await asyncio.sleep(every)
-            await ImportJob.get_motor_collection().update_one(
-                {"_id": job_id}, {"$set": {"heartbeat_at": utcnow()}}
-            )
+            await job_store.set_fields(job_id, {"heartbeat_at": utcnow()})
 
     task = asyncio.create_task(beat())
     try:
@@ -272,16 +201,13 @@ async def _heartbeat(job_id: PydanticObjectId, every: float) -> AsyncIterator[No
 
 
 async def _finish(job_id: Any, *, status: str, **fields: Any) -> None:
-    await ImportJob.get_motor_collection().update_one(
-        {"_id": job_id}, {"$set": {"status": status, **fields, "finished_at": utcnow()}}
-    )
+    await job_store.set_fields(job_id, {"status": status, **fields, "finished_at": utcnow()})
 
 
 async def run_job(
     *,
     job_id: PydanticObjectId,
     settings: Settings,
-    open_release: OpenRelease,
     cache: Cache | None = None,
 ) -> str | None:
     """Run (or resume) one import job to its end; returns its final status."""
@@ -296,7 +222,7 @@ async def run_job(
     lease = FencedLease(IMPORT_LEASE, holder=f"job:{job_id}", ttl=settings.import_stale_after)
     try:
         async with _heartbeat(job_id, settings.import_stale_after / 4):
-            release = await open_release(job, settings)
+            release = await open_job_release(job, settings)
             try:
                 importer = MovieLensImport(
                     release,
@@ -337,13 +263,7 @@ async def run_job(
 
 async def _wait_behind(job_id: PydanticObjectId, holder: str) -> None:
     """Put a claimed job back in the queue behind the import that holds the lease."""
-    await ImportJob.get_motor_collection().update_one(
-        {"_id": job_id, "status": "running"},
-        {
-            "$set": {"status": "queued", "waiting_for": holder, "heartbeat_at": None},
-            "$inc": {"attempts": -1},  # waiting is not an attempt
-        },
-    )
+    await job_store.requeue(job_id, waiting_for=holder)
     log.info("import waits for another", extra={"job": str(job_id), "holder": holder})
 
 
@@ -352,21 +272,15 @@ async def resend_unsent(*, queue: TaskQueue, older_than: float) -> list[str]:
     more (lost with a flushed or restarted broker, or parked behind another import): a
     worker claims a job once, so a duplicate message is harmless."""
     cutoff = utcnow() - timedelta(seconds=older_than)
-    cursor = ImportJob.get_motor_collection().find(
-        {"status": "queued", "sent_at": {"$not": {"$gt": cutoff}}}, {"_id": 1}
-    )
-    ids = [doc["_id"] async for doc in cursor]
+    ids = await job_store.queued_unsent_since(cutoff)
     for job_id in ids:
         await queue.send(RUN_IMPORT, str(job_id))
     if ids:
-        await _mark_sent(ids)
+        await job_store.mark_sent(ids)
     return [str(i) for i in ids]
 
 
 async def stale_jobs(*, stale_after: float) -> list[str]:
     """Running jobs whose worker stopped reporting: candidates to queue again."""
     cutoff = utcnow() - timedelta(seconds=stale_after)
-    cursor = ImportJob.get_motor_collection().find(
-        {"status": "running", "heartbeat_at": {"$lt": cutoff}}, {"_id": 1}
-    )
-    return [str(doc["_id"]) async for doc in cursor]
+    return [str(i) for i in await job_store.running_quiet_since(cutoff)]

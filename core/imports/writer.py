@@ -7,12 +7,12 @@ back from the database, never chosen before the write), new ratings with insert_
 ones with one bulk write, and nothing for unchanged ones. Running the same release twice
 therefore writes nothing, and a run that was killed half-way can simply be run again.
 
-A writing run holds the import lease (core.services.leases) from its first write to its
+A writing run holds the import lease (core.store.leases) from its first write to its
 last, and confirms it after every batch: two imports never write at once, and one that
 stalled past its lease stops before its next batch.
 
-The rows come parsed from a `Release` (the dataset readers in `seed` implement it): this
-module owns the queries, not the file formats.
+The rows come parsed from a `Release` (`core.imports.release` reads MovieLens files); the
+store (`core.store`) owns the queries.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from bson import ObjectId
-from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
-
+from core import summaries
 from core.names import imported_username
 from core.search import title_fields
-from core.services import aggregation, chunked
-from core.services.leases import FencedLease
-from models import ImportReport, Movie, Rating, User, utcnow
+from core.store import Duplicate
+from core.store import movies as movie_store
+from core.store import ratings as rating_store
+from core.store import users as user_store
+from core.store.leases import FencedLease
+from models import ImportReport, Movie, PydanticObjectId, User, utcnow
 from models.import_job import FileProgress
 
 BATCH_SIZE = 5000
@@ -107,7 +107,9 @@ class Hooks:
     async def advanced(self, name: str, rows: int, report: ImportReport) -> None:
         """Called after each batch with the rows it covered."""
 
-    async def movies_written(self, *, inserted: list[ObjectId], updated: list[ObjectId]) -> None:
+    async def movies_written(
+        self, *, inserted: list[PydanticObjectId], updated: list[PydanticObjectId]
+    ) -> None:
         """Called after each batch of movies is stored (what readers may see changed)."""
 
     async def file_finished(self, name: str, report: ImportReport) -> None:
@@ -129,7 +131,7 @@ class MovieLensImport:
         batch_size: int = BATCH_SIZE,
         prior_votes: float = 10.0,
         drain_settle: float = 1.0,
-        job_id: ObjectId | None = None,
+        job_id: PydanticObjectId | None = None,
         lease: FencedLease | None = None,
     ) -> None:
         self.release = release
@@ -137,18 +139,20 @@ class MovieLensImport:
         self.lease = None if dry_run else lease
         # Tags this run's recompute intents: the job's id, so a resumed job finishes what an
         # earlier attempt wrote, and the drain leaves them alone while the job runs.
-        self.intent_tag = job_id or ObjectId()
+        self.intent_tag = job_id or PydanticObjectId()
         self.hooks = hooks or Hooks()
         self.dry_run = dry_run
         self.batch_size = batch_size
         self.prior_votes = prior_votes
         self.drain_settle = drain_settle
         self.report = ImportReport()
-        self.movie_ids: dict[int, ObjectId] = {}
-        self.user_ids: dict[int, ObjectId] = {}
-        self.new_users: set[ObjectId] = set()
+        self.movie_ids: dict[int, PydanticObjectId] = {}
+        self.user_ids: dict[int, PydanticObjectId] = {}
+        self.new_users: set[PydanticObjectId] = set()
         # Existing ratings of the users in the current batch (files are grouped by user).
-        self._existing: dict[ObjectId, dict[ObjectId, tuple[ObjectId, float, datetime]]] = {}
+        self._existing: dict[
+            PydanticObjectId, dict[PydanticObjectId, tuple[PydanticObjectId, float, datetime]]
+        ] = {}
 
     async def run(self) -> ImportReport:
         """Import the release (under the lease when one is given: LeaseBusy before any
@@ -171,7 +175,7 @@ class MovieLensImport:
             started = time.perf_counter()
             if self.lease is not None:
                 await self.lease.confirm()
-            await aggregation.finish_import(
+            await summaries.finish_import(
                 job_id=self.intent_tag, prior_votes=self.prior_votes, settle=self.drain_settle
             )
             self.report.timings["aggregation"] = round(time.perf_counter() - started, 3)
@@ -216,7 +220,6 @@ class MovieLensImport:
 
     async def _import_movies(self, links: dict[int, LinkRow]) -> None:
         name = "movies.csv"
-        collection = Movie.get_motor_collection()
         async for rows in self._good_rows(name):
             wanted: dict[int, dict[str, Any]] = {}
             for line, row in rows:
@@ -235,9 +238,9 @@ class MovieLensImport:
                         "tmdb": link.tmdb if link else None,
                     },
                 }
-            await self._write_movies(collection, wanted)
+            await self._write_movies(wanted)
 
-    async def _write_movies(self, collection: Any, wanted: dict[int, dict[str, Any]]) -> None:
+    async def _write_movies(self, wanted: dict[int, dict[str, Any]]) -> None:
         if not wanted:
             return
         compared = (
@@ -245,14 +248,11 @@ class MovieLensImport:
             "external_ids",
         )  # fmt: skip
         projection = {key: 1 for key in compared}
-        existing = {}
-        for part in chunked(wanted):
-            async for doc in collection.find({"external_ids.movielens": {"$in": part}}, projection):
-                existing[doc["external_ids"]["movielens"]] = doc
-        existing.update(await self._same_films(collection, wanted, existing, projection))
+        existing = await movie_store.by_movielens_ids(list(wanted), projection)
+        existing.update(await self._same_films(wanted, existing, projection))
         now = utcnow()
         inserts: dict[int, dict[str, Any]] = {}
-        updates, updated_ids = [], []
+        updates: dict[Any, dict[str, Any]] = {}
         for movie_id, want in wanted.items():
             have = existing.get(movie_id)
             if have is None:
@@ -265,25 +265,20 @@ class MovieLensImport:
             if current == target:
                 self.report.movies.unchanged += 1
             else:
-                updates.append(
-                    UpdateOne({"_id": have["_id"]}, {"$set": {**want, "updated_at": now}})
-                )
-                updated_ids.append(have["_id"])
+                updates[have["_id"]] = {**want, "updated_at": now}
                 self.report.movies.updated += 1
         if self.dry_run:
             # Stand-in ids: a dry run writes nothing, its ratings only need movies told apart.
-            self.movie_ids.update((movie_id, ObjectId()) for movie_id in inserts)
+            self.movie_ids.update((movie_id, PydanticObjectId()) for movie_id in inserts)
             return
-        if updates:
-            await collection.bulk_write(updates, ordered=False)
-        inserted = await _insert_by_movielens_id(collection, inserts)
+        await movie_store.set_each(updates)
+        inserted = await movie_store.insert_imported(inserts)
         self.movie_ids.update(inserted)
         if inserts or updates:
-            await self.hooks.movies_written(inserted=list(inserted.values()), updated=updated_ids)
+            await self.hooks.movies_written(inserted=list(inserted.values()), updated=list(updates))
 
     async def _same_films(
         self,
-        collection: Any,
         wanted: dict[int, dict[str, Any]],
         found: dict[int, Any],
         projection: dict[str, int],
@@ -307,17 +302,17 @@ class MovieLensImport:
             for movie_id, want in open_rows():
                 if want["external_ids"].get(source) is not None:
                     keys.setdefault(want["external_ids"][source], movie_id)
-            for part in chunked(list(keys)):
-                flt = {f"external_ids.{source}": {"$in": part}, "external_ids.movielens": None}
-                async for doc in collection.find(flt, projection):
-                    claim(keys.get(doc["external_ids"].get(source)), doc)
+            path = f"external_ids.{source}"
+            for doc in await movie_store.unlinked_matching(path, list(keys), projection):
+                claim(keys.get(doc["external_ids"].get(source)), doc)
         by_title: dict[tuple[str, Any], int] = {}
         for movie_id, want in open_rows():
             by_title.setdefault((want["title_key"], want["year"]), movie_id)
-        for part in chunked(sorted({title for title, _ in by_title})):
-            flt = {"title_key": {"$in": part}, "external_ids.movielens": None}
-            async for doc in collection.find(flt, {**projection, "title_key": 1}):
-                claim(by_title.get((doc["title_key"], doc.get("year"))), doc)
+        titles = sorted({title for title, _ in by_title})
+        for doc in await movie_store.unlinked_matching(
+            "title_key", titles, {**projection, "title_key": 1}
+        ):
+            claim(by_title.get((doc["title_key"], doc.get("year"))), doc)
         return matched
 
     # ratings.csv: the large file, grouped by user in every MovieLens release
@@ -325,7 +320,7 @@ class MovieLensImport:
     async def _import_ratings(self) -> None:
         name = "ratings.csv"
         async for rows in self._good_rows(name):
-            parsed: list[tuple[int, ObjectId, float, datetime]] = []
+            parsed: list[tuple[int, PydanticObjectId, float, datetime]] = []
             for line, row in rows:
                 if row.movie not in self.movie_ids:
                     self.report.bad(name, line, f"unknown movieId {row.movie}")
@@ -338,12 +333,9 @@ class MovieLensImport:
         missing = [u for u in movielens_ids if u not in self.user_ids]
         if not missing:
             return
-        collection = User.get_motor_collection()
-        for part in chunked(missing):
-            query = {"external_ids.movielens": {"$in": part}}
-            async for doc in collection.find(query, {"_id": 1, "external_ids": 1}):
-                self.user_ids[doc["external_ids"]["movielens"]] = doc["_id"]
-                self.report.users.unchanged += 1
+        found = await user_store.ids_by_movielens(missing)
+        self.user_ids.update(found)
+        self.report.users.unchanged += len(found)
         new: dict[int, dict[str, Any]] = {}
         for movielens_id in missing:
             if movielens_id in self.user_ids:
@@ -357,22 +349,18 @@ class MovieLensImport:
         self.report.users.inserted += len(new)
         if self.dry_run:
             # Stand-in ids, as for movies.
-            ids = {movielens_id: ObjectId() for movielens_id in new}
+            ids = {movielens_id: PydanticObjectId() for movielens_id in new}
         else:
             try:
-                ids = await _insert_by_movielens_id(collection, new)
-            except BulkWriteError as exc:
-                taken = [e for e in exc.details.get("writeErrors", []) if e.get("code") == 11000]
-                if not taken:
-                    raise
+                ids = await user_store.insert_imported(new)
+            except Duplicate as exc:
                 raise ReleaseError(
-                    "A username the import needs is taken by another account: "
-                    f"{taken[0].get('errmsg', 'duplicate key')}"
+                    f"A {exc.field or 'username'} the import needs is taken by another account."
                 ) from None
         self.user_ids.update(ids)
         self.new_users.update(ids.values())
 
-    async def _load_existing(self, users: set[ObjectId]) -> None:
+    async def _load_existing(self, users: set[PydanticObjectId]) -> None:
         # MovieLens files are grouped by user, so a small cache holds everyone still to come;
         # an evicted user who does come back is read again from the database.
         if len(self._existing) > _USER_CACHE:
@@ -384,32 +372,30 @@ class MovieLensImport:
             self._existing.setdefault(user, {})
         if not wanted:
             return
-        projection = {"movie_id": 1, "user_id": 1, "score": 1, "rated_at": 1}
-        for part in chunked(wanted):
-            async for doc in Rating.get_motor_collection().find(
-                {"user_id": {"$in": part}}, projection
-            ):
-                self._existing[doc["user_id"]][doc["movie_id"]] = (
-                    doc["_id"],
-                    doc["score"],
-                    doc["rated_at"],
-                )
+        async for doc in rating_store.of_users(wanted):
+            self._existing[doc["user_id"]][doc["movie_id"]] = (
+                doc["_id"],
+                doc["score"],
+                doc["rated_at"],
+            )
 
-    async def _write_ratings(self, parsed: list[tuple[int, ObjectId, float, datetime]]) -> None:
+    async def _write_ratings(
+        self, parsed: list[tuple[int, PydanticObjectId, float, datetime]]
+    ) -> None:
         if not parsed:
             return
         await self._resolve_users({p[0] for p in parsed})
         users = {self.user_ids[p[0]] for p in parsed}
         await self._load_existing(users)
         inserts: list[dict[str, Any]] = []
-        updates: list[UpdateOne] = []
-        touched_movies: set[ObjectId] = set()
-        touched_users: set[ObjectId] = set()
+        updates: dict[Any, dict[str, Any]] = {}
+        touched_movies: set[PydanticObjectId] = set()
+        touched_users: set[PydanticObjectId] = set()
         for movielens_user, movie, score, rated_at in parsed:
             user = self.user_ids[movielens_user]
             have = self._existing[user].get(movie)
             if have is None:
-                rating_id = ObjectId()
+                rating_id = PydanticObjectId()
                 inserts.append(
                     {
                         "_id": rating_id,
@@ -427,7 +413,7 @@ class MovieLensImport:
                 continue
             else:
                 change = {"score": score, "rated_at": rated_at, "updated_at": rated_at}
-                updates.append(UpdateOne({"_id": have[0]}, {"$set": change}))
+                updates[have[0]] = change
                 self._existing[user][movie] = (have[0], score, rated_at)
                 self.report.ratings.updated += 1
             touched_movies.add(movie)
@@ -435,50 +421,14 @@ class MovieLensImport:
         if self.dry_run or not touched_movies:
             return
         # The intent first: a crash after the ratings are written still ends recomputed.
-        await aggregation.record_intent(
+        await summaries.record_intent(
             movie_ids=touched_movies, user_ids=touched_users, job_id=self.intent_tag
         )
-        ratings = Rating.get_motor_collection()
-        # insert_many is several times faster than the same inserts inside a bulk_write. A
-        # duplicate here is an error, not a race to ignore: only this import writes (lease),
-        # and it read the users' existing ratings first.
-        if inserts:
-            await ratings.insert_many(inserts, ordered=False)
-        if updates:
-            await ratings.bulk_write(updates, ordered=False)
+        # A duplicate here is an error, not a race to ignore: only this import writes (the
+        # lease), and it read the users' existing ratings first.
+        await rating_store.write_imported(inserts, updates)
 
     async def _count_tags(self) -> None:
         # Tags are validated and counted; the product has no use for them yet.
         async for rows in self._good_rows("tags.csv"):
             self.report.tags += len(rows)
-
-
-async def _insert_by_movielens_id(
-    collection: Any, docs: dict[int, dict[str, Any]]
-) -> dict[int, ObjectId]:
-    """Store documents new to the catalogue as upserts on their MovieLens id and return the
-    ids the database holds for them: a document someone stored first is kept, not doubled,
-    and no id is used that the database did not store."""
-    if not docs:
-        return {}
-    key = "external_ids.movielens"
-
-    def fields(doc: dict[str, Any]) -> dict[str, Any]:
-        # The filter seeds external_ids.movielens; the other ids go in as dotted paths.
-        rest = {k: v for k, v in doc.items() if k != "external_ids"}
-        others = doc.get("external_ids") or {}
-        rest.update({f"external_ids.{k}": v for k, v in others.items() if k != "movielens"})
-        return rest
-
-    await collection.bulk_write(
-        [UpdateOne({key: mlid}, {"$setOnInsert": fields(doc)}, upsert=True)
-         for mlid, doc in docs.items()],
-        ordered=False,
-    )  # fmt: skip
-    stored: dict[int, ObjectId] = {}
-    for part in chunked(list(docs)):
-        async for doc in collection.find({key: {"$in": part}}, {"_id": 1, key: 1}):
-            stored[doc["external_ids"]["movielens"]] = doc["_id"]
-    if len(stored) != len(docs):
-        raise RuntimeError(f"{len(docs) - len(stored)} upserted documents cannot be read back")
-    return stored

@@ -12,9 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import PyMongoError
+from pymongo import MongoClient
+from pymongo.errors import (
+    ConnectionFailure,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
 
-from core.db import server_profile
+from core.store.profile import server_profile
 from models import utcnow
 
 log = logging.getLogger(__name__)
@@ -92,3 +99,48 @@ class DiskWatch:
                 await asyncio.wait_for(stop.wait(), self.every)
             except TimeoutError:
                 pass
+
+
+class WriteProbe:
+    """The database's health check: one tiny durable write. A panicked storage engine (a
+    full disk) still answers pings but fails every write, and only a restart clears it."""
+
+    def __init__(self, url: str, database: str) -> None:
+        self.url = url
+        self.database = database
+        self._client: MongoClient | None = None
+
+    def __call__(self) -> bool | None:
+        if self._client is None:
+            self._client = MongoClient(
+                self.url, w="majority", journal=True, timeoutMS=2000,
+                serverSelectionTimeoutMS=2000, appname="movie-ratings-supervisor",
+            )  # fmt: skip
+        try:
+            self._client[self.database][HEARTBEATS].update_one(
+                {"_id": "supervisor"}, {"$set": {"at": utcnow()}}, upsert=True
+            )
+            return True
+        except (ConnectionFailure, ExecutionTimeout, WTimeoutError):
+            return None
+        except PyMongoError as exc:
+            return None if exc.timeout else False
+
+
+# The server's code for "that user exists already".
+USER_EXISTS = 51003
+
+
+def create_root_user(url: str, user: str, password: str) -> None:
+    """Create the server's root user through a connection without credentials (a server
+    with no user yet); an existing user (an interrupted first start) is left as it is."""
+    client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=10_000)
+    try:
+        client.admin.command(
+            "createUser", user, pwd=password, roles=[{"role": "root", "db": "admin"}]
+        )
+    except OperationFailure as exc:
+        if exc.code != USER_EXISTS:
+            raise
+    finally:
+        client.close()

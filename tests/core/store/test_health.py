@@ -14,8 +14,8 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
-from core import db as core_db
-from core.storage import HEARTBEATS, DiskSpace, DiskWatch, disk_space, heartbeat_write
+from core import store as core_db
+from core.store.health import HEARTBEATS, DiskSpace, DiskWatch, disk_space, heartbeat_write
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ class FencedLease:
 
     async def acquire(self) -> int:
         """Take the lease (LeaseBusy when another holder's is still valid); its fence."""
-        collection = Lease.get_motor_collection()
+        collection = Lease.get_pymongo_collection()
         try:
             await collection.insert_one(
                 {"_id": self.name, "holder": self.holder, "fence": 1, "expires_at": self._expiry()}
@@ -84,7 +84,7 @@ class FencedLease:
 
     async def renew(self) -> None:
         """Push the expiry on; LeaseLost when the lease is no longer this grant."""
-        renewed = await Lease.get_motor_collection().update_one(
+        renewed = await Lease.get_pymongo_collection().update_one(
             self._mine(), {"$set": {"expires_at": self._expiry()}}
         )
         if not renewed.matched_count:
@@ -92,12 +92,12 @@ class FencedLease:
 
     async def confirm(self) -> None:
         """LeaseLost unless this grant still holds the lease (before each write step)."""
-        if await Lease.get_motor_collection().find_one(self._mine(), {"_id": 1}) is None:
+        if await Lease.get_pymongo_collection().find_one(self._mine(), {"_id": 1}) is None:
             raise LeaseLost(self.name)
 
     async def release(self) -> None:
         """Give the lease up (only this grant's)."""
-        await Lease.get_motor_collection().delete_one(self._mine())
+        await Lease.get_pymongo_collection().delete_one(self._mine())
 
     @asynccontextmanager
     async def held(self) -> AsyncIterator[FencedLease]:
@@ -128,7 +128,15 @@ class FencedLease:
 
 async def holder_of(name: str) -> str | None:
     """Who holds a lease now (None: free or expired)."""
-    doc = await Lease.get_motor_collection().find_one({"_id": name})
+    doc = await Lease.get_pymongo_collection().find_one({"_id": name})
     if doc is None or doc["expires_at"].replace(tzinfo=utcnow().tzinfo) < utcnow():
         return None
     return str(doc["holder"])
+
+
+async def is_held(name: str) -> bool:
+    """Whether someone holds the lease now (an indexed _id read)."""
+    found = await Lease.get_pymongo_collection().find_one(
+        {"_id": name, "expires_at": {"$gt": utcnow()}}, {"_id": 1}
+    )
+    return found is not None
