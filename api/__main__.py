@@ -63,29 +63,14 @@ def _supervise(settings: Settings) -> int:
 
 
 async def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
-    from marshmallow import ValidationError
-
-    from api.schemas import UserCreateSchema
     from core import store
-    from core.errors import DomainError
+    from core.errors import DomainError, InvalidInput
     from core.services.users import AdminMode, ensure_admin
 
     mode: AdminMode = (
         "promote" if args.promote else "reset-password" if args.reset_password else "create"
     )
     password = None if mode == "promote" else _read_password()
-    if password is not None:
-        probe = {
-            "username": args.username,
-            "email": args.email or "admin@example.org",  # checked below only when given
-            "display_name": args.username,
-            "password": password,
-        }
-        try:
-            UserCreateSchema().load(probe)
-        except ValidationError as exc:
-            print(f"refused: {_sentence(exc.normalized_messages())}", file=sys.stderr)
-            return 2
     client = await store.connect(settings, op_budget=settings.mongodb_worker_timeout)
     try:
         user, done = await ensure_admin(
@@ -95,6 +80,9 @@ async def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
             mode=mode,
             refresh_ttl=settings.refresh_token_ttl,
         )
+    except InvalidInput as exc:
+        print(f"refused: {_sentence(exc.errors)}", file=sys.stderr)
+        return 2
     except DomainError as exc:
         print(f"refused: {exc.detail}", file=sys.stderr)
         return 1

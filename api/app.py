@@ -42,13 +42,12 @@ from api.middlewares import (
     secure_headers,
     webargs_error_callback,
 )
-from api.nearcache import NearCache
 from api.openapi import ContractPlugin
 from api.ratelimit import RateLimiter
 from api.routes import setup_routes
 from api.schemas import OAuthErrorSchema, ProblemSchema, ReadySchema, TokenSchema
 from core import store
-from core.cache import cache_for
+from core.cache import NearCache, cache_for, follow_invalidations
 from core.load import RequestMeter
 from core.oidc import OIDCClient
 from core.queue import TaskQueue, make_producer
@@ -121,7 +120,7 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BUDGETS] = Budgets(app[LIMITER], window=settings.admission_window)
     app[METER] = RequestMeter(app[REDIS], prefix=f"{settings.mongodb_db}:", health=cache.health)
     stop = asyncio.Event()
-    listener = asyncio.create_task(cache.listen(stop), name="cache-invalidations")
+    listener = asyncio.create_task(follow_invalidations(cache, stop), name="cache-invalidations")
     yield
     stop.set()  # ends the loop within a second even if the cancellation below is lost
     listener.cancel()

@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from redis.asyncio import Redis
 
-from api.nearcache import NearCache
 from api.ratelimit import RateLimiter
-from core.cache import Cache
+from core.cache import Cache, NearCache
 from core.load import RequestMeter
 from core.oidc import OIDCClient
 from core.queue import TaskQueue

@@ -15,7 +15,7 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, vali
 from core import names
 from models import SCORES, PydanticObjectId, parse_id
 
-PASSWORD = validate.Length(min=10, max=256)
+PASSWORD = validate.Length(min=names.PASSWORD_MIN, max=names.PASSWORD_MAX)
 PAGE_LIMIT = fields.Integer(
     load_default=20, validate=validate.Range(1, 100), metadata={"description": "Page size."}
 )
@@ -67,10 +67,8 @@ class UsernameField(fields.String):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = names.normalize_username(super()._deserialize(value, attr, data, **kwargs))
-        if not names.is_username(text):
-            raise ValidationError("3-32 of a-z, 0-9, '_', '.', '-'.")
-        if names.is_reserved(text):
-            raise ValidationError("Names movielens-<number> are kept for imported users.")
+        if problem := names.username_problem(text):
+            raise ValidationError(problem)
         return text
 
 
@@ -164,7 +162,7 @@ class UserCreateSchema(Schema):
     username = UsernameField(
         required=True, metadata={"pattern": f"^{names.USERNAME_PATTERN.pattern}$"}
     )
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    email = fields.Email(required=True, validate=validate.Length(max=names.EMAIL_MAX))
     display_name = DisplayNameField(
         required=True,
         metadata={"maxLength": names.DISPLAY_NAME_MAX, "pattern": names.DISPLAY_NAME_PATTERN},
@@ -176,9 +174,9 @@ class UserUpdateSchema(Schema):
     display_name = DisplayNameField(
         metadata={"maxLength": names.DISPLAY_NAME_MAX, "pattern": names.DISPLAY_NAME_PATTERN}
     )
-    email = fields.Email(validate=validate.Length(max=254))
+    email = fields.Email(validate=validate.Length(max=names.EMAIL_MAX))
     password = fields.String(validate=PASSWORD)
-    current_password = fields.String(validate=validate.Length(max=256))
+    current_password = fields.String(validate=validate.Length(max=names.PASSWORD_MAX))
 
     @validates_schema
     def _not_empty(self, data: dict, **kwargs: Any) -> None:
@@ -213,7 +211,7 @@ class RoleSchema(Schema):
 
 class AccountDeleteSchema(Schema):
     current_password = fields.String(
-        validate=validate.Length(max=256),
+        validate=validate.Length(max=names.PASSWORD_MAX),
         metadata={"description": "Required when the account has a password"},
     )
 

@@ -1,4 +1,5 @@
-"""The one set of rules for usernames and display names, wherever they come from."""
+"""The one set of rules for usernames, display names, email addresses and passwords,
+wherever they come from (the API's schemas, the operator commands, the services)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
 # The importer's namespace: MovieLens user N is "movielens-N"; nobody else may take one.
 _IMPORTED = re.compile(r"movielens-\d+")
 DISPLAY_NAME_MAX = 64
+EMAIL_MAX = 254  # RFC 5321's limit on a path
+# Lengths a password may have: long enough to resist guessing, short enough to hash cheaply.
+PASSWORD_MIN = 10
+PASSWORD_MAX = 256
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 # Characters that reorder or hide text (Trojan Source, CVE-2021-42574): the bidi embeddings,
 # overrides and isolates, the directional marks, and the Arabic letter mark.
 _BIDI = "\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
@@ -42,6 +48,30 @@ def is_reserved(username: str) -> bool:
 def is_username(text: str) -> bool:
     """3-32 of a-z, 0-9, '_', '.', '-', the whole string (no trailing newline)."""
     return USERNAME_PATTERN.fullmatch(text) is not None
+
+
+def username_problem(text: str) -> str | None:
+    """Why a (normalised) username is refused, or None."""
+    if not is_username(text):
+        return "3-32 of a-z, 0-9, '_', '.', '-'."
+    if is_reserved(text):
+        return "Names movielens-<number> are kept for imported users."
+    return None
+
+
+def email_problem(text: str) -> str | None:
+    """Why an email address is refused, or None (the shape only: the address is not
+    contacted)."""
+    if len(text) > EMAIL_MAX or _EMAIL.fullmatch(text) is None:
+        return "Not a valid email address."
+    return None
+
+
+def password_problem(text: str) -> str | None:
+    """Why a new password is refused, or None."""
+    if not PASSWORD_MIN <= len(text) <= PASSWORD_MAX:
+        return f"Between {PASSWORD_MIN} and {PASSWORD_MAX} characters."
+    return None
 
 
 def display_name_problem(text: str) -> str | None:

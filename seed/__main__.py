@@ -51,7 +51,7 @@ class BarHooks(Hooks):
 
     async def movies_written(self, *, inserted: list[Any], updated: list[Any]) -> None:
         if self.cache is not None:
-            await self.cache.catalogue_grew(updated)
+            await self.cache.movies_changed(updated)
 
     async def file_started(self, name: str, total: int) -> None:
         self.bar = tqdm(total=total, desc=f"{name:<12}", unit=" rows", unit_scale=True)

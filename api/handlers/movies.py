@@ -54,7 +54,7 @@ async def list_movies(request: web.Request) -> web.Response:
         items = [movie_body(movie) for movie in page.items]
         return {"items": items, "next": next_url(request, page.after)}
 
-    key = request.app[CACHE].movie_list(
+    key = request.app[CACHE].keys.movie_list(
         {**params, "limit": limit, "offset": offset, "cursor": cursor}
     )
     return await cached_read(request, key, load, cache_control=PUBLIC)
@@ -68,7 +68,7 @@ async def list_movies(request: web.Request) -> web.Response:
 @response_schema(GenreListSchema, 200)
 async def list_genres(request: web.Request) -> web.Response:
     """The catalogue's genres."""
-    key = request.app[CACHE].genres()
+    key = request.app[CACHE].keys.genres()
     return await cached_read(request, key, movie_service.genre_counts, cache_control=PUBLIC)
 
 
@@ -131,7 +131,7 @@ async def get_movie(request: web.Request) -> web.Response:
         return movie_body(await movie_service.movie_view(movie_id=movie_id))
 
     return await cached_read(
-        request, request.app[CACHE].movie(movie_id), load, cache_control=PUBLIC
+        request, request.app[CACHE].keys.movie(movie_id), load, cache_control=PUBLIC
     )
 
 

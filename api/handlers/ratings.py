@@ -142,7 +142,7 @@ async def _profile(request: web.Request, user_id: PydanticObjectId, *, own: bool
         return {"items": items, "next": next_url(request, page.after)}
 
     start = query.get("cursor") or str(offset)
-    key = request.app[CACHE].profile(user_id, sort, start, limit, own=own)
+    key = request.app[CACHE].keys.profile(user_id, sort, start, limit, own=own)
     # One's own profile skips the process-local copy: it must show one's write at once.
     return await cached_read(request, key, load, cache_control=cache_control, near=not own)
 

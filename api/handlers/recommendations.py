@@ -59,7 +59,7 @@ async def similar_movies(request: web.Request) -> web.Response:
     model = await store.current()
     if model is None:
         return cached_json(request, await load(), cache_control=PUBLIC)
-    key = request.app[CACHE].similar(movie_id, model.version, limit)
+    key = request.app[CACHE].keys.similar(movie_id, model.version, limit)
     return await cached_read(request, key, load, cache_control=PUBLIC)
 
 

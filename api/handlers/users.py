@@ -76,7 +76,9 @@ async def get_user(request: web.Request) -> web.Response:
     async def load() -> dict:
         return _public.dump(await user_service.get_user(user_id=user_id))
 
-    return await cached_read(request, request.app[CACHE].user(user_id), load, cache_control=PUBLIC)
+    return await cached_read(
+        request, request.app[CACHE].keys.user(user_id), load, cache_control=PUBLIC
+    )
 
 
 @docs(tags=["users"], summary="Your own account, with email")

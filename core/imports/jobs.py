@@ -162,7 +162,7 @@ class JobHooks(Hooks):
     async def movies_written(self, *, inserted: list[Any], updated: list[Any]) -> None:
         # Searches and lists show each batch as it lands, not only when the import ends.
         if self._cache is not None:
-            await self._cache.catalogue_grew(updated)
+            await self._cache.movies_changed(updated)
 
     async def cancelled(self) -> bool:
         return await job_store.cancel_requested(self.job_id)

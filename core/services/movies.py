@@ -257,7 +257,7 @@ async def genre_counts() -> dict[str, list[dict[str, Any]]]:
 async def canonical_genre(name: str, *, cache: Cache) -> str | None:
     """The stored spelling of a genre asked in any case ("comedy" -> "Comedy"), from the
     cached genre list, so the filter stays an index equality; None when there is none."""
-    listed = orjson.loads(await cache.fetch(cache.genres(), genre_counts))["items"]
+    listed = orjson.loads(await cache.fetch(cache.keys.genres(), genre_counts))["items"]
     wanted = name.casefold()
     return next((g["name"] for g in listed if g["name"].casefold() == wanted), None)
 

@@ -40,18 +40,26 @@ def _conflict(exc: Duplicate) -> Conflict:
 async def create_user(
     *, username: str, email: str, display_name: str, password: str, role: str = "user"
 ) -> User:
-    """Register a local account; 409 when the username or email is taken, 422 when the
-    importer's namespace holds it."""
-    if names.is_reserved(names.normalize_username(username)):
-        raise InvalidInput(
-            "That username is kept for imported MovieLens users.",
-            {"username": ["Names movielens-<number> are kept for imported users."]},
+    """Register a local account; 409 when the username or email is taken, 422 when a field
+    breaks its rule (core.names), the importer's namespace among them."""
+    username = names.normalize_username(username)
+    problems = {
+        field: [problem]
+        for field, problem in (
+            ("username", names.username_problem(username)),
+            ("email", names.email_problem(email)),
+            ("display_name", names.display_name_problem(display_name)),
+            ("password", names.password_problem(password)),
         )
-    if await user_store.is_retired(names.normalize_username(username)):
+        if problem is not None
+    }
+    if problems:
+        raise InvalidInput(f"Not a valid account: {', '.join(problems)}.", problems)
+    if await user_store.is_retired(username):
         raise Conflict("That username belonged to a deleted account recently.", field="username")
     password_hash = await hash_password_pooled(password)
     user = User(
-        username=names.normalize_username(username),
+        username=username,
         email=email.lower(),
         display_name=display_name,
         password_hash=password_hash,
@@ -256,6 +264,8 @@ async def ensure_admin(
     if mode == "reset-password":
         if password is None:
             raise WrongPassword("--reset-password needs the new password.")
+        if problem := names.password_problem(password):
+            raise InvalidInput("Not a valid password.", {"password": [problem]})
         changes["password_hash"] = await hash_password_pooled(password)
     await user_store.set_fields(existing.id, changes)
     if mode == "reset-password":

@@ -110,7 +110,7 @@ async def test_a_rating_invalidates_exactly_the_affected_keys(api, client):
 
 async def test_a_value_loaded_before_an_invalidation_is_never_served_after_it(settings, redis):
     cache = cache_for(settings, redis)
-    key = cache.movie("race")
+    key = cache.keys.movie("race")
 
     async def slow_old_read() -> dict[str, str]:
         await cache.movies_changed(["race"])  # the worker's write lands while we load

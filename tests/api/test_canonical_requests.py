@@ -4,7 +4,7 @@ the parsed query, private and public pages never sharing an entry."""
 from __future__ import annotations
 
 from api.appkeys import NEAR
-from api.nearcache import NearCache
+from core.cache import NearCache
 from tests.conftest import API
 
 

@@ -256,13 +256,13 @@ async def test_each_batch_of_movies_is_announced_as_it_lands(odm, tmp_path, redi
     assert again.written == []
 
     cache = cache_for(settings, redis)
-    lists, genres = f"{settings.mongodb_db}:v:movies", cache.genres().version
+    lists, genres = f"{settings.mongodb_db}:v:movies", cache.keys.genres().version
     before = [int(await redis.get(k) or 0) for k in (lists, genres)]
     changed = PydanticObjectId()
     await JobHooks(PydanticObjectId(), cache).movies_written(inserted=[], updated=[changed])
     after = [int(await redis.get(k) or 0) for k in (lists, genres)]
     assert after == [b + 1 for b in before]
-    assert int(await redis.get(cache.movie(changed).version)) == 1
+    assert int(await redis.get(cache.keys.movie(changed).version)) == 1
 
 
 async def test_imported_titles_read_as_people_write_them(odm, tmp_path):
