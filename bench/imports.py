@@ -21,8 +21,8 @@ from pathlib import Path
 from pymongo import MongoClient
 
 from core import processes
+from core.store import ratings as rating_store
 from embedded import stack as embedded
-from models import Rating
 from seed.synth import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def raw_insert(client: MongoClient, db_name: str, *, batch: int = 5000) -> tuple
     docs = list(db.ratings.find({}, {"_id": 0}))
     scratch = db["raw_ratings"]
     scratch.drop()
-    scratch.create_indexes(Rating.Settings.indexes)
+    scratch.create_indexes(rating_store.INDEXES)
     started = time.perf_counter()
     for i in range(0, len(docs), batch):
         scratch.insert_many(docs[i : i + batch], ordered=False)

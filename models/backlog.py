@@ -6,7 +6,6 @@ from datetime import datetime
 
 from beanie import Document, PydanticObjectId
 from pydantic import Field
-from pymongo import ASCENDING, IndexModel
 
 from models.common import utcnow
 
@@ -26,8 +25,6 @@ class SummaryIntent(Document):
 
     class Settings:
         name = "summary_intents"
-        # The drain asks for job_id = None, then per ended import: both served by this.
-        indexes = [IndexModel([("job_id", ASCENDING)], name="intents_by_job")]
 
 
 class DrainMark(Document):

@@ -6,7 +6,6 @@ from datetime import datetime
 
 from beanie import Document
 from pydantic import Field
-from pymongo import ASCENDING, IndexModel
 
 from models.common import utcnow
 
@@ -24,4 +23,3 @@ class ApiClient(Document):
 
     class Settings:
         name = "clients"
-        indexes = [IndexModel([("client_id", ASCENDING)], unique=True, name="client_id_unique")]

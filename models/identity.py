@@ -6,7 +6,6 @@ from datetime import datetime
 
 from beanie import Document, PydanticObjectId
 from pydantic import Field
-from pymongo import ASCENDING, IndexModel
 
 from models.common import utcnow
 
@@ -22,7 +21,6 @@ class Identity(Document):
 
     class Settings:
         name = "identities"
-        indexes = [IndexModel([("user_id", ASCENDING)], name="user")]
 
     @staticmethod
     def key(provider: str, subject: str) -> str:

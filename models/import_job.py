@@ -7,7 +7,6 @@ from typing import Literal
 
 from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, Field
-from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from models.common import utcnow
 
@@ -82,14 +81,3 @@ class ImportJob(Document):
 
     class Settings:
         name = "import_jobs"
-        indexes = [
-            IndexModel(
-                [("idempotency_key", ASCENDING)],
-                unique=True,
-                name="idempotency_key_unique",
-                partialFilterExpression={"idempotency_key": {"$type": "string"}},
-            ),
-            IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="recent"),
-            # Beat's sweeps: queued jobs sent long ago, running ones gone quiet.
-            IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)], name="by_status"),
-        ]

@@ -6,7 +6,6 @@ from datetime import datetime
 
 from beanie import Document
 from pydantic import BaseModel, Field
-from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from models.common import RatingStats, utcnow
 
@@ -45,37 +44,6 @@ class Movie(Document):
 
     class Settings:
         name = "movies"
-        # One index per sort, each ending in _id so the order is total and pages are stable.
-        indexes = [
-            IndexModel([("title_key", ASCENDING), ("_id", ASCENDING)], name="sort_title"),
-            IndexModel([("year", ASCENDING), ("_id", ASCENDING)], name="sort_year"),
-            IndexModel([("rating.mean", DESCENDING), ("_id", ASCENDING)], name="sort_mean"),
-            IndexModel([("rating.count", DESCENDING), ("_id", ASCENDING)], name="sort_votes"),
-            IndexModel([("rating.weighted", DESCENDING), ("_id", ASCENDING)], name="sort_weighted"),
-            # A genre by weighted score, the one filtered order (core.services.movies.SERVED).
-            IndexModel(
-                [("genres", ASCENDING), ("rating.weighted", DESCENDING), ("_id", ASCENDING)],
-                name="genre_weighted_id",
-            ),
-            # Title search (core.search): exact names and words, then the most rated first.
-            IndexModel([("search_terms", ASCENDING), ("rating.count", DESCENDING)], name="search"),
-            # Duplicate checks on create and change (409 names the movie that has the id).
-            IndexModel([("external_ids.imdb", ASCENDING)], name="imdb_lookup"),
-            IndexModel([("external_ids.tmdb", ASCENDING)], name="tmdb_lookup"),
-            # Lets "store this summary unless a newer one is there" find the movie by index.
-            IndexModel(
-                [("external_ids.movielens", ASCENDING)],
-                name="movielens_id",
-                unique=True,
-                partialFilterExpression={"external_ids.movielens": {"$type": "number"}},
-            ),
-            # Lookups by MovieLens id (imports): a plain compound index, which every server
-            # uses for $in; not every server proves an $in of numbers matches the partial one.
-            IndexModel(
-                [("external_ids.movielens", ASCENDING), ("_id", ASCENDING)],
-                name="movielens_lookup",
-            ),
-        ]
 
 
 class GlobalRatingStats(Document):

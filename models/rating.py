@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from beanie import Document, PydanticObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel
 
 
 class Rating(Document):
@@ -24,25 +23,3 @@ class Rating(Document):
 
     class Settings:
         name = "ratings"
-        indexes = [
-            IndexModel(
-                [("user_id", ASCENDING), ("movie_id", ASCENDING)],
-                unique=True,
-                name="one_rating_per_user_and_movie",
-            ),
-            IndexModel(
-                [("user_id", ASCENDING), ("rated_at", DESCENDING), ("_id", DESCENDING)],
-                name="profile_recent",
-            ),
-            IndexModel(
-                [("user_id", ASCENDING), ("score", DESCENDING), ("_id", DESCENDING)],
-                name="profile_score",
-            ),
-            IndexModel(
-                [("movie_id", ASCENDING), ("rated_at", DESCENDING), ("_id", DESCENDING)],
-                name="movie_recent",
-            ),
-            # Sparse: holds only the ratings written through the API; the drain's range scan
-            # from its mark reads just its backlog (explain: IXSCAN on both servers).
-            IndexModel([("changed_at", ASCENDING)], name="drain_order", sparse=True),
-        ]

@@ -6,7 +6,6 @@ from datetime import datetime
 
 from beanie import Document, PydanticObjectId
 from pydantic import Field
-from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from models.common import utcnow
 
@@ -26,7 +25,6 @@ class RecommenderModel(Document):
 
     class Settings:
         name = "recommender_models"
-        indexes = [IndexModel([("version", DESCENDING)], name="newest", unique=True)]
 
 
 class RecommenderChunk(Document):
@@ -38,6 +36,3 @@ class RecommenderChunk(Document):
 
     class Settings:
         name = "recommender_chunks"
-        indexes = [
-            IndexModel([("version", ASCENDING), ("n", ASCENDING)], name="in_order", unique=True)
-        ]

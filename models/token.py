@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from beanie import Document, PydanticObjectId
-from pymongo import ASCENDING, IndexModel
 
 
 class RefreshToken(Document):
@@ -20,12 +19,6 @@ class RefreshToken(Document):
 
     class Settings:
         name = "refresh_tokens"
-        indexes = [
-            IndexModel([("token_hash", ASCENDING)], unique=True, name="token_hash_unique"),
-            IndexModel([("family_id", ASCENDING)], name="family"),
-            IndexModel([("user_id", ASCENDING)], name="user"),
-            IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=0),
-        ]
 
 
 class RevokedFamily(Document):
@@ -39,4 +32,3 @@ class RevokedFamily(Document):
 
     class Settings:
         name = "revoked_families"
-        indexes = [IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=0)]

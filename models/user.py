@@ -7,7 +7,6 @@ from typing import Literal
 
 from beanie import Document
 from pydantic import Field
-from pymongo import ASCENDING, IndexModel
 
 from models.common import RatingStats, utcnow
 
@@ -28,27 +27,6 @@ class User(Document):
 
     class Settings:
         name = "users"
-        indexes = [
-            IndexModel([("username", ASCENDING)], unique=True, name="username_unique"),
-            IndexModel(
-                [("email", ASCENDING)],
-                unique=True,
-                name="email_unique",
-                partialFilterExpression={"email": {"$type": "string"}},
-            ),
-            IndexModel(
-                [("external_ids.movielens", ASCENDING)],
-                unique=True,
-                name="movielens_id",
-                partialFilterExpression={"external_ids.movielens": {"$type": "number"}},
-            ),
-            # Lookups by MovieLens id (imports): a plain compound index, which every server
-            # uses for $in; not every server proves an $in of numbers matches the partial one.
-            IndexModel(
-                [("external_ids.movielens", ASCENDING), ("_id", ASCENDING)],
-                name="movielens_lookup",
-            ),
-        ]
 
 
 class RetiredUsername(Document):
@@ -60,4 +38,3 @@ class RetiredUsername(Document):
 
     class Settings:
         name = "retired_usernames"
-        indexes = [IndexModel([("until", ASCENDING)], name="expiry", expireAfterSeconds=0)]

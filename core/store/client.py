@@ -93,6 +93,9 @@ async def connect(settings: Settings, *, op_budget: float | None = None) -> Clie
                 database=client[settings.mongodb_db],
                 document_models=DOCUMENT_MODELS,  # type: ignore[arg-type]
             )
+            from core.store.indexes import ensure_indexes  # it reads every store module
+
+            await ensure_indexes()
             build = await client.admin.command("buildInfo")
     except BaseException:
         await client.close()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from beanie import PydanticObjectId
+from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from core.store.errors import duplicate
 from models import Identity
+
+# The indexes of Identity documents (built at start: core.store.indexes).
+INDEXES: list[IndexModel] = [IndexModel([("user_id", ASCENDING)], name="user")]
 
 
 async def get(key: str) -> Identity | None:

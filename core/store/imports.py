@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from beanie import PydanticObjectId
-from pymongo import ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from core.store.errors import duplicate
@@ -17,6 +17,19 @@ from core.store.paging import DESC, Page, Position, Sort, keyset_page
 from models import FINISHED, ImportJob, utcnow
 
 NEWEST_FIRST: Sort = [("created_at", DESC), ("_id", DESC)]
+
+# The indexes of ImportJob documents (built at start: core.store.indexes).
+INDEXES: list[IndexModel] = [
+    IndexModel(
+        [("idempotency_key", ASCENDING)],
+        unique=True,
+        name="idempotency_key_unique",
+        partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    ),
+    IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="recent"),
+    # Beat's sweeps: queued jobs sent long ago, running ones gone quiet.
+    IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)], name="by_status"),
+]
 
 
 def _jobs() -> Any:

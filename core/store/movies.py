@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any, TypedDict
 
 from beanie import PydanticObjectId
-from pymongo import UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from core.store import by_movielens_id
@@ -27,6 +27,38 @@ CANDIDATE_FIELDS = {
 CARD_FIELDS = {"title": 1, "year": 1, "rating.count": 1, "rating.mean": 1, "rating.weighted": 1}
 # Never sent to a client: search keys and the import's own spelling.
 _VIEW_HIDDEN = {"search_names": 0, "search_terms": 0, "source_title": 0}
+
+# One index per sort, each ending in _id so the order is total and pages are stable.
+INDEXES: list[IndexModel] = [
+    IndexModel([("title_key", ASCENDING), ("_id", ASCENDING)], name="sort_title"),
+    IndexModel([("year", ASCENDING), ("_id", ASCENDING)], name="sort_year"),
+    IndexModel([("rating.mean", DESCENDING), ("_id", ASCENDING)], name="sort_mean"),
+    IndexModel([("rating.count", DESCENDING), ("_id", ASCENDING)], name="sort_votes"),
+    IndexModel([("rating.weighted", DESCENDING), ("_id", ASCENDING)], name="sort_weighted"),
+    # A genre by weighted score, the one filtered order (core.services.movies.SERVED).
+    IndexModel(
+        [("genres", ASCENDING), ("rating.weighted", DESCENDING), ("_id", ASCENDING)],
+        name="genre_weighted_id",
+    ),
+    # Title search (core.search): exact names and words, then the most rated first.
+    IndexModel([("search_terms", ASCENDING), ("rating.count", DESCENDING)], name="search"),
+    # Duplicate checks on create and change (409 names the movie that has the id).
+    IndexModel([("external_ids.imdb", ASCENDING)], name="imdb_lookup"),
+    IndexModel([("external_ids.tmdb", ASCENDING)], name="tmdb_lookup"),
+    # One movie per MovieLens id (a partial index: movies added through the API have none).
+    IndexModel(
+        [("external_ids.movielens", ASCENDING)],
+        name="movielens_id",
+        unique=True,
+        partialFilterExpression={"external_ids.movielens": {"$type": "number"}},
+    ),
+    # Lookups by MovieLens id (imports): a plain compound index, which every server
+    # uses for $in; not every server proves an $in of numbers matches the partial one.
+    IndexModel(
+        [("external_ids.movielens", ASCENDING), ("_id", ASCENDING)],
+        name="movielens_lookup",
+    ),
+]
 
 
 class MovieView(TypedDict, total=False):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from beanie import PydanticObjectId
 from bson import ObjectId
-from pymongo import DESCENDING
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from core.settings import Settings
@@ -19,6 +19,16 @@ from models import RecommenderChunk, RecommenderModel
 
 CHUNK_BYTES = 4 << 20  # factor slices stay well under MongoDB's 16 MiB document limit
 KEPT_VERSIONS = 2  # the newest and the one before it, which a reader may still be loading
+
+# The indexes of RecommenderModel documents (built at start: core.store.indexes).
+MODEL_INDEXES: list[IndexModel] = [
+    IndexModel([("version", DESCENDING)], name="newest", unique=True)
+]
+
+# The indexes of RecommenderChunk documents (built at start: core.store.indexes).
+CHUNK_INDEXES: list[IndexModel] = [
+    IndexModel([("version", ASCENDING), ("n", ASCENDING)], name="in_order", unique=True)
+]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from beanie import PydanticObjectId
 from bson import ObjectId
-from pymongo import UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 
 from core.store.paging import chunked
 from core.store.profile import server_profile
@@ -30,6 +30,9 @@ from models import (
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MARK = "ratings"
+
+# The drain asks for job_id = None, then per ended import: both served by this.
+INTENT_INDEXES: list[IndexModel] = [IndexModel([("job_id", ASCENDING)], name="intents_by_job")]
 
 
 @dataclass(frozen=True, slots=True)

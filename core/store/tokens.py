@@ -5,8 +5,27 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from beanie import PydanticObjectId
+from pymongo import ASCENDING, IndexModel
 
 from models import ApiClient, RefreshToken, RevokedFamily
+
+# The indexes of ApiClient documents (built at start: core.store.indexes).
+CLIENT_INDEXES: list[IndexModel] = [
+    IndexModel([("client_id", ASCENDING)], unique=True, name="client_id_unique")
+]
+
+# The indexes of RefreshToken documents (built at start: core.store.indexes).
+REFRESH_INDEXES: list[IndexModel] = [
+    IndexModel([("token_hash", ASCENDING)], unique=True, name="token_hash_unique"),
+    IndexModel([("family_id", ASCENDING)], name="family"),
+    IndexModel([("user_id", ASCENDING)], name="user"),
+    IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=0),
+]
+
+# The indexes of RevokedFamily documents (built at start: core.store.indexes).
+REVOKED_INDEXES: list[IndexModel] = [
+    IndexModel([("expires_at", ASCENDING)], name="expiry", expireAfterSeconds=0)
+]
 
 
 async def insert_refresh(token: RefreshToken) -> None:

@@ -6,11 +6,40 @@ from datetime import datetime
 from typing import Any
 
 from beanie import PydanticObjectId
+from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from core.store import by_movielens_id
 from core.store.errors import duplicate
 from models import RetiredUsername, User
+
+# The indexes of User documents (built at start: core.store.indexes).
+INDEXES: list[IndexModel] = [
+    IndexModel([("username", ASCENDING)], unique=True, name="username_unique"),
+    IndexModel(
+        [("email", ASCENDING)],
+        unique=True,
+        name="email_unique",
+        partialFilterExpression={"email": {"$type": "string"}},
+    ),
+    IndexModel(
+        [("external_ids.movielens", ASCENDING)],
+        unique=True,
+        name="movielens_id",
+        partialFilterExpression={"external_ids.movielens": {"$type": "number"}},
+    ),
+    # Lookups by MovieLens id (imports): a plain compound index, which every server
+    # uses for $in; not every server proves an $in of numbers matches the partial one.
+    IndexModel(
+        [("external_ids.movielens", ASCENDING), ("_id", ASCENDING)],
+        name="movielens_lookup",
+    ),
+]
+
+# The indexes of RetiredUsername documents (built at start: core.store.indexes).
+RETIRED_INDEXES: list[IndexModel] = [
+    IndexModel([("until", ASCENDING)], name="expiry", expireAfterSeconds=0)
+]
 
 
 async def get(user_id: PydanticObjectId) -> User | None:
