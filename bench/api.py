@@ -94,6 +94,7 @@ class Load:
     errors: int
     requests: int
     finds: float = 0.0  # find commands the server ran per request (its opcounters)
+    cpu_us: float = 0.0  # the API process's CPU (user + system) per request, microseconds
 
 
 def mean_load(runs: list[Load]) -> Load:
@@ -105,7 +106,14 @@ def mean_load(runs: list[Load]) -> Load:
         errors=sum(r.errors for r in runs),
         requests=sum(r.requests for r in runs),
         finds=sum(r.finds * r.requests for r in runs) / max(1, sum(r.requests for r in runs)),
+        cpu_us=sum(r.cpu_us * r.requests for r in runs) / max(1, sum(r.requests for r in runs)),
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def counting_finds(client: MongoClient, run: Callable[[], Load]) -> Load:
@@ -226,6 +234,7 @@ class Stack:
         )
         self.tokens = TokenService(self.settings, self.keyset)
         self.worker_log = work / "worker.log"
+        self.pids: dict[str, int] = {}  # each API process by its base URL
 
     def start(self, cmd: list[str], log: str, **env: str) -> subprocess.Popen:
         proc = processes.spawn(cmd, env={**self.env, **env}, log_file=self.work / log)
@@ -240,6 +249,7 @@ class Stack:
         processes.wait_until(
             lambda: processes.port_open(port), timeout=60, what=f"API on {port}", proc=proc
         )
+        self.pids[f"http://127.0.0.1:{port}"] = proc.pid
         return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
@@ -625,7 +635,14 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
 
     def load(base: str, script: Path | None) -> Load:
         path = "" if script else "/"
-        return wrk(base + path, script=script, duration=args.duration, connections=args.connections)
+        pid = stack.pids.get(base)
+        before = cpu_seconds(pid) if pid else 0.0
+        result = wrk(
+            base + path, script=script, duration=args.duration, connections=args.connections
+        )
+        if pid:
+            result.cpu_us = (cpu_seconds(pid) - before) * 1e6 / max(1, result.requests)
+        return result
 
     movie_lua = lua_paths(work, "movies", movie_paths)
     list_lua = lua_paths(work, "list", list_paths)
@@ -705,16 +722,19 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     print(f"machine: {os.cpu_count()} cores; wrk -t2 -c{args.connections} -d{args.duration}s; "
           "single-process servers on uvloop")  # fmt: skip
     print(f"{'route':<32}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'bare same load':>16}{'x bare':>8}{'x one URL':>11}{'non-2xx':>9}")  # fmt: skip
+          f"{'bare same load':>16}{'x bare':>8}{'x one URL':>11}{'non-2xx':>9}"
+          f"{'API CPU us/req':>16}")  # fmt: skip
     for label, result in rows:
         ceiling = ceilings.get(label)
         same = f"{ceiling.rps:>16,.0f}{result.rps / ceiling.rps:>8.2f}" if ceiling else " " * 24
         print(
             f"{label:<32}{result.rps:>10,.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}"
             f"{same}{result.rps / one_url.rps:>11.2f}{result.errors:>9}"
+            f"{(f'{result.cpu_us:,.0f}' if result.cpu_us else '-'):>16}"
         )
     print("x bare: against bare handlers under the same wrk script (paths, body sizes); "
-          "x one URL: against one bare URL without a script")  # fmt: skip
+          "x one URL: against one bare URL without a script; API CPU: the serving process's "
+          "user + system CPU over the run per request")  # fmt: skip
     print()
     served = near_hits + hits + misses
     print(f"cache hit ratio during the warm runs: {(near_hits + hits) / max(1, served):.4f} "
