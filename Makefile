@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 85
 
-.PHONY: lock run test contract lint typecheck check clean bench bench-import bench-embedded chaos abuse eval-recs
+.PHONY: lock run test test-fast contract lint typecheck check clean bench bench-import bench-embedded chaos abuse eval-recs
 
 # Installs come from the hash-pinned lock (requirements/dev.lock), never from the ranges in
 # pyproject.toml; the project itself goes in editable and adds nothing.
@@ -33,8 +33,15 @@ lock:
 run: $(STAMP)
 	$(BIN)/python -m embedded
 
+# Every tier: fast (services and the store), system (HTTP with a real worker, processes) and
+# slow (contract, faults, whole stacks, OIDC, ml-latest-small); see tests/conftest.py.
 test: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+
+# The fast tier alone (under a minute): services and the store against the test database,
+# no worker, no HTTP unless the rule is HTTP.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m fast $(PYTEST_ARGS)
 
 # The OpenAPI contract alone (schemathesis as a user, an admin and an operator client, and a
 # generated client's core flow); make test runs it too.

@@ -5,8 +5,8 @@ Each movie stores `search_names` (its title and aliases folded, words apart, the
 word people also type joined kept together with '-': "schindler-s list") and
 `search_terms`, every word, joined word and word prefix of those names plus "=" and each
 name's article-less key. A multikey index over `search_terms` serves both the exact lookup
-("=matrix") and the word lookup (the query's longest word), on MongoDB and on SecantusDB
-alike; the other words are checked on the candidates.
+("=matrix") and the word lookup (the query's longest word) as equalities (core.store.movies
+reads them); the other words are checked on the candidates.
 """
 
 from __future__ import annotations
@@ -123,15 +123,16 @@ class SearchText:
         """Whether its longest word narrows the index read enough to be worth one."""
         return not MIN_PREFIX <= len(max(self.words, key=len)) < SELECTIVE_WORD
 
-    def index_filter(self) -> dict[str, Any]:
-        """Movies holding the query's longest word (likely its rarest), by an equality on
-        `search_terms`: every server serves that from the index, while SecantusDB scans
-        the collection for an $all. `tier` checks the other words."""
-        return {"search_terms": max(self.words, key=len)}
+    @property
+    def longest_word(self) -> str:
+        """The word the index is read by (likely the query's rarest); `tier` checks the
+        others."""
+        return max(self.words, key=len)
 
-    def exact_filter(self) -> dict[str, Any]:
-        """Movies one of whose names is exactly the query, article-free."""
-        return {"search_terms": EXACT + self.key}
+    @property
+    def exact_term(self) -> str:
+        """The term a name that is exactly the query (article-free) is stored under."""
+        return EXACT + self.key
 
     def tier(self, stored_names: Iterable[str]) -> int | None:
         """0 an exact name, 1 all words as a phrase, 2 all words, 3 the last word only as a

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     mongodb_password: SecretStr | None = None
     mongodb_db: str = "movie_ratings"
     redis_url: str | None = None
+    # After a failed Redis call, the cache, queue and limits leave Redis alone this long
+    # (reads go to MongoDB meanwhile) and log the outage once.
+    redis_cooldown: float = Field(1.0, gt=0, le=60)
     data_dir: Path = Path("data")
 
     # Token signing: a JWKS document (private keys, each with a kid). The first key signs,

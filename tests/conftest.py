@@ -25,15 +25,57 @@ API = "/api/v1"
 PASSWORD = "correct horse battery"
 
 
+# ---- tiers --------------------------------------------------------------------------------
+# fast: services and the store against the test database, no worker, no HTTP unless the rule
+# is HTTP (make test-fast); system: the app over HTTP with a real Celery worker, or real
+# processes; slow: the OpenAPI contract, fault injection, whole stacks, the OpenID provider
+# and the ml-latest-small import. `make test` runs all three.
+SLOW_MODULES = {
+    "tests/api/test_contract.py",
+    "tests/api/test_generated_client.py",
+    "tests/api/test_oidc_login.py",
+    "tests/api/test_oidc_userinfo.py",
+    "tests/test_embedded.py",
+    "tests/test_faults.py",
+}
+SLOW_TESTS = {
+    "test_ml_latest_small_exact_counts_and_idempotent",
+    "test_ml_latest_small_searches_find_the_film_in_the_top_3",
+}
+# Modules that start processes of their own (CLI commands, workers) without the fixture.
+SYSTEM_MODULES = {"tests/test_cli.py", "tests/seed/test_download.py"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.relative_to(ROOT).as_posix()
+        if module in SLOW_MODULES or item.name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        elif module in SYSTEM_MODULES or {"worker", "aiohttp_client"} & set(
+            getattr(item, "fixturenames", ())
+        ):
+            item.add_marker(pytest.mark.system)
+        else:
+            item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]:
-    tmp = tmp_path_factory.mktemp("services")
-    started = start_services(tmp)
+    started = start_services(tmp_path_factory.mktemp("services"))
     try:
-        start_worker(started, tmp)
         yield started
     finally:
         stop_services(started)
+
+
+@pytest.fixture(scope="session")
+def worker(services: TestServices, tmp_path_factory: pytest.TempPathFactory) -> TestServices:
+    """A real `celery -A workers worker` on this session's queue, started for the first test
+    that needs one (the fast tier never does); stopped with the services."""
+    start_worker(services, tmp_path_factory.mktemp("worker"))
+    return services
 
 
 def _print_task_stacks() -> None:
@@ -98,7 +140,10 @@ async def odm(settings: Settings, mongo: AsyncMongoClient, db: Any) -> Any:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, db: Any) -> TestClient:
+async def client(
+    aiohttp_client: Any, settings: Settings, db: Any, worker: TestServices
+) -> TestClient:
+    """The app over HTTP, with the worker its writes queue tasks for."""
     return await aiohttp_client(create_app(settings))
 
 

@@ -72,6 +72,11 @@ def start_services(tmp: Path) -> TestServices:
         data_dir=tmp,
         token_signing_keys=json.dumps(generate_keyset().as_dict(private=True)),
         aggregation_delay=0.05,
+        # Small waits where production waits for safety: a drain takes writes 0.2 s old (one
+        # server, so a write is visible as soon as it is stamped), and Redis is retried
+        # 0.2 s after a failure.
+        drain_settle=0.2,
+        redis_cooldown=0.2,
         recommender_check=0,  # a model the worker just published is read at once
         celery_queue=f"test-{run_id}",
         import_root=tmp / "imports",

@@ -18,7 +18,7 @@ from core.queue import (
     RUN_IMPORT,
     TRAIN_RECOMMENDER,
 )
-from core.services import movies, recommendations
+from core.services import search, training
 from core.store import StoreError
 from models import PydanticObjectId, parse_id
 from workers.app import app
@@ -110,7 +110,7 @@ def refresh_weighted(self: Any) -> None:
 def index_titles(self: Any) -> None:
     """Give movies stored before title search its fields (each worker start sends this)."""
     rt = start_runtime()
-    indexed = run(movies.index_titles(cache=rt.cache))
+    indexed = run(search.index_titles(cache=rt.cache))
     if indexed:
         log.info("titles indexed for search", extra={"movies": indexed})
 
@@ -150,11 +150,9 @@ def train_recommender(self: Any, only_if_missing: bool = False) -> None:
     """Train the recommendation model from every like and publish it as the next version
     (beat, a finished import, a worker's start when there is none yet)."""
     rt = start_runtime()
-    if only_if_missing and run(recommendations.has_model()):
+    if only_if_missing and run(training.has_model()):
         return
-    model = run(
-        recommendations.train(settings=rt.settings, op_budget=rt.settings.mongodb_worker_timeout)
-    )
+    model = run(training.train(settings=rt.settings, op_budget=rt.settings.mongodb_worker_timeout))
     if model is not None:
         log.info(
             "recommender trained",

@@ -22,7 +22,7 @@ def cache_for(
         redis,
         prefix=f"{settings.mongodb_db}:",
         ttl=settings.cache_ttl,
-        health=health,
+        health=health or RedisHealth(settings.redis_cooldown),
         enabled=settings.cache_enabled,
         near=near,
     )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, replace
-from functools import cmp_to_key, partial
 from typing import Any
 
 import orjson
@@ -13,10 +11,11 @@ from core import summaries
 from core.cache import Cache
 from core.errors import Conflict, InvalidInput, NotFound
 from core.queue import TaskQueue
-from core.search import SearchText, search_fields, title_fields
-from core.store import ASC, DESC, Duplicate, Page, Position, Sort, paged
+from core.search import SearchText, title_fields
+from core.services import search
+from core.store import ASC, DESC, Duplicate, Page, Position, Sort
 from core.store import movies as movie_store
-from core.store.movies import MovieView, value_at
+from core.store.movies import Filters, MovieView
 from models import ExternalIds, Movie, PydanticObjectId, utcnow
 
 # Sort name -> sort; every one ends in _id (total order) and has an index (core.store.movies).
@@ -43,11 +42,6 @@ SERVED: dict[frozenset[str], tuple[str, ...]] = {
     frozenset({"min_votes"}): ("-votes", "votes"),
 }
 
-RELEVANCE = "relevance"  # the order of a search when no sort is asked for
-CANDIDATES = 1_000  # the most rated movies holding a query's longest word that one search ranks
-RANK_SLICE = 200  # candidates ranked per event-loop turn (~1 ms)
-RELEVANCE_SORT: Sort = [("rank", ASC), ("_id", ASC)]
-
 
 @dataclass(frozen=True, slots=True)
 class MovieQuery:
@@ -71,13 +65,23 @@ class MovieQuery:
         return frozenset(name for name, on in given.items() if on)
 
     @property
+    def store_filters(self) -> Filters:
+        """Its filters but `q`, as the store reads them."""
+        return Filters(
+            genre=self.genre,
+            year_min=self.year_min,
+            year_max=self.year_max,
+            min_votes=self.min_votes,
+        )
+
+    @property
     def order(self) -> str:
         """The sort asked for, else relevance for a search, else the order the filters'
         index reads (title without filters)."""
         if self.sort:
             return self.sort
         if self.q:
-            return RELEVANCE
+            return search.RELEVANCE
         return SERVED.get(self.filters, SERVED[frozenset()])[0]
 
 
@@ -108,80 +112,6 @@ def check_served(query: MovieQuery) -> None:
         return
     if query.order not in SERVED.get(query.filters, ()):
         raise UnservedQuery(query)
-
-
-def movie_filter(query: MovieQuery) -> dict[str, Any]:
-    """One filter document for every filter but `q`, each field once."""
-    flt: dict[str, Any] = {}
-    if query.genre:
-        flt["genres"] = query.genre
-    if query.year_min is not None or query.year_max is not None:
-        years: dict[str, int] = {}
-        if query.year_min is not None:
-            years["$gte"] = query.year_min
-        if query.year_max is not None:
-            years["$lte"] = query.year_max
-        flt["year"] = years
-    if query.min_votes:
-        flt["rating.count"] = {"$gte": query.min_votes}
-    return flt
-
-
-def _compare(sort: Sort, a: dict[str, Any], b: dict[str, Any]) -> int:
-    """Order two projected movies as the server would sort them (no value below any)."""
-    for field, direction in sort:
-        x, y = value_at(a, field), value_at(b, field)
-        if x == y:
-            continue
-        if x is None or y is None:
-            return -direction if x is None else direction
-        return direction if x > y else -direction
-    return 0
-
-
-async def _matches(text: SearchText, *, flt: dict[str, Any]) -> list[dict[str, Any]]:
-    """The movies matching a search, each with its `rank`: those with the query as a name,
-    and (when its longest word is selective) the `CANDIDATES` most rated holding that word,
-    kept when they hold every word (`SearchText.tier`)."""
-    found = await movie_store.search_candidates(
-        flt,
-        exact=text.exact_filter(),
-        words=text.index_filter() if text.selective else None,
-        limit=CANDIDATES,
-    )
-    matches = []
-    for n, doc in enumerate(found, 1):
-        tier = text.tier(doc.get("search_names", ()))
-        if tier is not None:
-            doc["rank"] = (tier, -(value_at(doc, "rating.count") or 0))
-            matches.append(doc)
-        if n % RANK_SLICE == 0:
-            await asyncio.sleep(0)  # other requests run between slices of the ranking
-    return matches
-
-
-async def _page_of_matches(
-    matches: list[dict[str, Any]], *, sort: Sort, after: Position | None, offset: int, limit: int
-) -> Page[MovieView]:
-    """A page of a search's matches in `sort` order, after `after` (keyset, as the server
-    would) or the first `offset`; then the page's movies are read by _id."""
-    field = sort[0][0]
-    ordered = sorted(matches, key=cmp_to_key(partial(_compare, sort)))
-    if after is not None:
-        value = tuple(after[0]) if isinstance(after[0], list) else after[0]
-        start = {"_id": after[1], **_nested(field, value)}
-        ordered = [doc for doc in ordered if _compare(sort, doc, start) > 0]
-    chosen = ordered[offset if after is None else 0 :][: limit + 1]
-    rows = await movie_store.views([doc["_id"] for doc in chosen])
-    positions = {doc["_id"]: (value_at(doc, field), doc["_id"]) for doc in chosen}
-    movies = [rows[doc["_id"]] for doc in chosen if doc["_id"] in rows]
-    return paged(movies, limit=limit, position=lambda movie: positions[movie["id"]])
-
-
-def _nested(path: str, value: Any) -> dict[str, Any]:
-    """{"rating": {"mean": 4.0}} from ("rating.mean", 4.0)."""
-    head, _, rest = path.partition(".")
-    return {head: _nested(rest, value) if rest else value}
 
 
 class DuplicateMovie(Conflict):
@@ -279,32 +209,19 @@ async def list_movies(
         if genre is None:
             return Page(items=[])
         query = replace(query, genre=genre)
-    flt = movie_filter(query)
+    filters = query.store_filters
     if query.q:
         text = SearchText.parse(query.q)
         if text is None:
             return Page(items=[])  # only punctuation: no word to look for
-        matches = await _matches(text, flt=flt)
-        sort = RELEVANCE_SORT if query.order == RELEVANCE else SORTS[query.order]
-        return await _page_of_matches(matches, sort=sort, after=after, offset=offset, limit=limit)
-    return await movie_store.page(
-        flt, sort=SORTS[query.order], after=after, offset=offset, limit=limit
-    )
-
-
-async def index_titles(*, cache: Cache, batch: int = 500) -> int:
-    """Give every movie stored without search fields its fields; how many it changed.
-    Idempotent: a second run finds none."""
-    changed = 0
-    while True:
-        docs = await movie_store.without_search_fields(batch)
-        if not docs:
-            return changed
-        await movie_store.set_each(
-            {d["_id"]: search_fields(d["title"], d.get("aliases", [])) for d in docs}
+        matches = await search.matches(text, filters=filters)
+        sort = search.RELEVANCE_SORT if query.order == search.RELEVANCE else SORTS[query.order]
+        return await search.page_of_matches(
+            matches, sort=sort, after=after, offset=offset, limit=limit
         )
-        await cache.movies_changed([d["_id"] for d in docs])
-        changed += len(docs)
+    return await movie_store.page(
+        filters, sort=SORTS[query.order], after=after, offset=offset, limit=limit
+    )
 
 
 async def update_movie(

@@ -1,5 +1,5 @@
-"""Recommendations: workers train and publish versioned models; readers suggest from the
-newest one (similar movies; a person's list, folded in from their ratings at each read)."""
+"""Recommendations served from the newest published model (`training` publishes them):
+similar movies, and a person's list folded in from their ratings at each read."""
 
 from __future__ import annotations
 
@@ -15,48 +15,17 @@ from core import recommend
 from core.cache import Cache
 from core.errors import NotFound
 from core.services.movies import canonical_genre
-from core.settings import Settings
 from core.store import chunked
 from core.store import movies as movie_store
 from core.store import ratings as rating_store
 from core.store import recommender as model_store
 from core.store import users as user_store
-from core.store.movies import MovieCard
-from models import PydanticObjectId, RecommenderModel
+from core.store.movies import Filters, MovieCard
+from models import PydanticObjectId
 
 MIN_LIKES = 3  # fewer liked movies than this: the person gets the top-rated list instead
 CHECK_EVERY = 10.0  # seconds between a reader's looks for a newer model
 COLLABORATIVE, TOP_RATED = "collaborative", "top-rated"
-
-
-async def train(*, settings: Settings, op_budget: float) -> RecommenderModel | None:
-    """Read the likes, learn item factors and publish them as the next version; None when
-    nobody likes anything yet. Reading and training run in threads: the loop stays free."""
-    started = time.monotonic()
-    likes = await asyncio.to_thread(
-        model_store.read_likes, settings, liked=recommend.LIKED, op_budget=op_budget
-    )
-    if not len(likes.users):
-        return None
-    factors = await asyncio.to_thread(
-        recommend.fit,
-        likes.users,
-        likes.items,
-        n_users=likes.n_users,
-        n_items=len(likes.movie_ids),
-    )
-    return await model_store.publish(
-        movie_ids=likes.movie_ids,
-        items=factors.items,
-        likes=len(likes.users),
-        users=likes.n_users,
-        seconds=time.monotonic() - started,
-    )
-
-
-async def has_model() -> bool:
-    """Whether any model was published."""
-    return await model_store.has_model()
 
 
 @dataclass(frozen=True)
@@ -142,16 +111,6 @@ async def similar_movies(
     return Suggestions(items=items, strategy=COLLABORATIVE, model=model)
 
 
-def _filter(genre: str | None, year_min: int | None, year_max: int | None) -> dict[str, Any]:
-    flt: dict[str, Any] = {}
-    if genre:
-        flt["genres"] = genre
-    years = {op: v for op, v in (("$gte", year_min), ("$lte", year_max)) if v is not None}
-    if years:
-        flt["year"] = years
-    return flt
-
-
 async def for_user(
     *,
     user_id: PydanticObjectId,
@@ -172,7 +131,7 @@ async def for_user(
         genre = await canonical_genre(genre, cache=cache)
         if genre is None:
             return Suggestions(items=[], strategy=TOP_RATED, model=None)
-    flt = _filter(genre, year_min, year_max)
+    filters = Filters(genre=genre, year_min=year_min, year_max=year_max)
     rated = await rating_store.scores_of(user_id)
     model = await store.current()
     liked = (
@@ -181,7 +140,7 @@ async def for_user(
         else []
     )
     if model is None or len(liked) < MIN_LIKES:
-        return await _top_rated(rated, flt=flt, limit=limit, model=model)
+        return await _top_rated(rated, filters=filters, limit=limit, model=model)
     known = np.array([model.index[m] for m in rated if m in model.index], dtype=np.int64)
     taste = recommend.fold_in(model.factors, np.array(liked, dtype=np.int64))
     scores = model.factors.items @ taste
@@ -189,7 +148,7 @@ async def for_user(
     reasons: dict[int, int] = {}
     ranked = recommend.top(scores, len(scores), exclude=known)
     for part in chunked(ranked[: max(limit * 20, 200)].tolist(), size=max(limit * 2, 20)):
-        cards = await movie_store.cards([model.movie_ids[row] for row in part], flt)
+        cards = await movie_store.cards([model.movie_ids[row] for row in part], filters)
         for row in part:
             card = cards.get(model.movie_ids[row])
             if card is None:
@@ -211,11 +170,11 @@ async def for_user(
 
 
 async def _top_rated(
-    rated: dict[Any, float], *, flt: dict[str, Any], limit: int, model: LoadedModel | None
+    rated: dict[Any, float], *, filters: Filters, limit: int, model: LoadedModel | None
 ) -> Suggestions:
     """The catalogue by weighted score, without what the person rated."""
     items = []
-    for card in await movie_store.top_weighted(flt, limit=limit + min(len(rated), 1_000)):
+    for card in await movie_store.top_weighted(filters, limit=limit + min(len(rated), 1_000)):
         if card["id"] in rated:
             continue
         items.append(Suggestion(movie=card, score=round(card["rating"]["weighted"], 4)))

@@ -4,6 +4,7 @@ external-id lookups and the writes of the catalogue."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from beanie import PydanticObjectId
@@ -11,7 +12,6 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from core.store import by_movielens_id
-from core.store.batched import BatchedFinds
 from core.store.errors import duplicate
 from core.store.paging import DESC, Page, Position, Sort, chunked, keyset_page
 from models import Movie
@@ -61,6 +61,31 @@ INDEXES: list[IndexModel] = [
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What a list of movies may be narrowed by (None: not at all)."""
+
+    genre: str | None = None
+    year_min: int | None = None
+    year_max: int | None = None
+    min_votes: int | None = None
+
+    def document(self) -> dict[str, Any]:
+        """One filter document, each field once: never $and, which not every server reads
+        from an index."""
+        flt: dict[str, Any] = {}
+        if self.genre:
+            flt["genres"] = self.genre
+        years = {
+            op: v for op, v in (("$gte", self.year_min), ("$lte", self.year_max)) if v is not None
+        }
+        if years:
+            flt["year"] = years
+        if self.min_votes:
+            flt["rating.count"] = {"$gte": self.min_votes}
+        return flt
+
+
 class MovieView(TypedDict, total=False):
     """A movie as stored, for showing: `id` and every public field (absent ones take the
     model's defaults when shown)."""
@@ -104,13 +129,13 @@ async def _find(flt: dict[str, Any], sort: Sort, skip: int, limit: int) -> list[
 
 
 async def page(
-    flt: dict[str, Any], *, sort: Sort, after: Position | None, offset: int, limit: int
+    filters: Filters, *, sort: Sort, after: Position | None, offset: int, limit: int
 ) -> Page[MovieView]:
-    """A page of movies matching `flt` in `sort` order, after `after` (keyset) or the first
-    `offset`. `flt` holds each field once: a merged document, never $and."""
+    """A page of movies matching `filters` in `sort` order, after `after` (keyset) or the
+    first `offset`."""
     field = sort[0][0]
     return await keyset_page(
-        _find, flt=flt, sort=sort, after=after, offset=offset, limit=limit,
+        _find, flt=filters.document(), sort=sort, after=after, offset=offset, limit=limit,
         position=lambda movie: (value_at(movie, field), movie["id"]),  # type: ignore[arg-type]
         nullable=field in NULLABLE,
     )  # fmt: skip
@@ -126,25 +151,22 @@ async def views(ids: list[PydanticObjectId]) -> dict[PydanticObjectId, MovieView
 
 
 async def cards(
-    ids: Iterable[Any], flt: dict[str, Any] | None = None
+    ids: Iterable[Any], filters: Filters | None = None
 ) -> dict[PydanticObjectId, MovieCard]:
-    """The cards of the movies with these ids (and matching `flt`), by id."""
+    """The cards of the movies with these ids (and matching `filters`), by id."""
     found: dict[PydanticObjectId, MovieCard] = {}
     collection = Movie.get_pymongo_collection()
+    flt = filters.document() if filters else {}
     for part in chunked(list(ids)):
-        async for doc in collection.find({**(flt or {}), "_id": {"$in": part}}, CARD_FIELDS):
+        async for doc in collection.find({**flt, "_id": {"$in": part}}, CARD_FIELDS):
             card: MovieCard = _view(doc)  # type: ignore[assignment]
             found[card["id"]] = card
     return found
 
 
-# One read per event-loop turn for every movie shown by id (GET /movies/{id} misses).
-_by_id = BatchedFinds(Movie.get_pymongo_collection, _VIEW_HIDDEN)
-
-
 async def view(movie_id: PydanticObjectId) -> MovieView | None:
-    """One movie for showing; concurrent calls share one find."""
-    doc = await _by_id.find(movie_id)
+    """One movie for showing."""
+    doc = await Movie.get_pymongo_collection().find_one({"_id": movie_id}, _VIEW_HIDDEN)
     return None if doc is None else _view(doc)
 
 
@@ -161,16 +183,18 @@ async def exists(movie_id: PydanticObjectId) -> bool:
 
 
 async def search_candidates(
-    flt: dict[str, Any], *, exact: dict[str, Any], words: dict[str, Any] | None, limit: int
+    filters: Filters, *, exact_term: str, word: str | None, limit: int
 ) -> list[dict[str, Any]]:
-    """The movies holding a searched name (`exact`), and with `words` the `limit` most rated
-    holding a searched word: both index ranges of `search_terms`, read with the fields a
-    ranking needs (CANDIDATE_FIELDS)."""
+    """The movies stored under `exact_term` (a searched name), and with `word` the `limit`
+    most rated holding that word, read with the fields a ranking needs (CANDIDATE_FIELDS).
+    Both are equalities on the multikey `search_terms` index: every server reads those from
+    the index, where SecantusDB would scan the collection for an $all of several words."""
     collection = Movie.get_pymongo_collection()
-    cursor = collection.find({**flt, **exact}, CANDIDATE_FIELDS).limit(limit)
+    flt = filters.document()
+    cursor = collection.find({**flt, "search_terms": exact_term}, CANDIDATE_FIELDS).limit(limit)
     found = {doc["_id"]: doc for doc in await cursor.to_list(None)}
-    if words is not None:
-        ranked = collection.find({**flt, **words}, CANDIDATE_FIELDS)
+    if word is not None:
+        ranked = collection.find({**flt, "search_terms": word}, CANDIDATE_FIELDS)
         async for doc in ranked.sort("rating.count", DESC).limit(limit):
             found[doc["_id"]] = doc
     return list(found.values())
@@ -246,12 +270,13 @@ async def count() -> int:
     return await Movie.get_pymongo_collection().estimated_document_count()
 
 
-async def top_weighted(flt: dict[str, Any], *, limit: int) -> list[MovieCard]:
-    """The cards of the `limit` movies matching `flt` with the highest weighted score (those
-    with a score: the range leaves the unscored out)."""
+async def top_weighted(filters: Filters, *, limit: int) -> list[MovieCard]:
+    """The cards of the `limit` movies matching `filters` with the highest weighted score
+    (those with a score: the range leaves the unscored out)."""
+    flt = {**filters.document(), "rating.weighted": {"$gte": float("-inf")}}
     cursor = (
         Movie.get_pymongo_collection()
-        .find({**flt, "rating.weighted": {"$gte": float("-inf")}}, CARD_FIELDS)
+        .find(flt, CARD_FIELDS)
         .sort([("rating.weighted", DESC), ("_id", 1)])
         .limit(limit)
     )

@@ -25,7 +25,6 @@ from models import (
     SummaryIntent,
     User,
     bucket,
-    utcnow,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -202,14 +201,9 @@ async def insert_intent(
     *, movie_ids: Iterable[Any] = (), user_ids: Iterable[Any] = (), job_id: Any = None
 ) -> PydanticObjectId:
     """Store a recompute intent; its id."""
-    result = await SummaryIntent.get_pymongo_collection().insert_one(
-        {
-            "movie_ids": list(movie_ids),
-            "user_ids": list(user_ids),
-            "job_id": job_id,
-            "created_at": utcnow(),
-        }
-    )
+    intent = SummaryIntent(movie_ids=list(movie_ids), user_ids=list(user_ids), job_id=job_id)
+    stored = intent.model_dump(by_alias=True, exclude={"id"})
+    result = await SummaryIntent.get_pymongo_collection().insert_one(stored)
     return PydanticObjectId(result.inserted_id)
 
 

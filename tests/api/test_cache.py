@@ -125,7 +125,7 @@ async def test_a_value_loaded_before_an_invalidation_is_never_served_after_it(se
 
 
 async def test_reads_bypass_a_stopped_redis_and_aggregation_catches_up(
-    aiohttp_client: Any, settings, db, tmp_path, caplog
+    aiohttp_client: Any, settings, db, worker, tmp_path, caplog
 ):
     port = processes.free_port()
     own_redis = embedded.start_redis(port=port, workdir=tmp_path / "redis")

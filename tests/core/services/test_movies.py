@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.services import movies
+from core.services import movies, search
 from tests.fakes import NO_CACHE
 
 
@@ -16,8 +16,8 @@ async def test_movies_stored_before_title_search_get_its_fields_once(client, db)
         [{"title": f"Old {i}", "title_key": f"old {i}", "aliases": ["Ancien"]} for i in range(7)]
     )
     await movies.create_movie(title="New", year=None, genres=[], external_ids={}, cache=NO_CACHE)
-    assert await movies.index_titles(cache=NO_CACHE, batch=3) == 7
-    assert await movies.index_titles(cache=NO_CACHE) == 0
+    assert await search.index_titles(cache=NO_CACHE, batch=3) == 7
+    assert await search.index_titles(cache=NO_CACHE) == 0
     page = await movies.list_movies(query=movies.MovieQuery(q="ancien"), limit=10)
     assert sorted(m["title"] for m in page.items) == [f"Old {i}" for i in range(7)]
 
@@ -41,7 +41,7 @@ async def test_a_search_ranks_its_candidates_a_slice_per_event_loop_turn(client,
 
 def test_filters_default_to_the_order_their_index_reads():
     assert movies.MovieQuery().order == "title"
-    assert movies.MovieQuery(q="heat").order == movies.RELEVANCE
+    assert movies.MovieQuery(q="heat").order == search.RELEVANCE
     assert movies.MovieQuery(genre="Drama").order == "-weighted"
     assert movies.MovieQuery(year_max=1990).order == "year"
     assert movies.MovieQuery(min_votes=5).order == "-votes"

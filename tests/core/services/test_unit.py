@@ -21,12 +21,12 @@ def test_weighted_score_pulls_small_samples_towards_the_global_mean():
 
 def test_movie_filter_is_one_merged_document():
     query = movies.MovieQuery(genre="Comedy", year_min=1990, year_max=2000, min_votes=5)
-    assert movies.movie_filter(query) == {
+    assert query.store_filters.document() == {
         "genres": "Comedy",
         "year": {"$gte": 1990, "$lte": 2000},
         "rating.count": {"$gte": 5},
     }
-    assert "$and" not in movies.movie_filter(movies.MovieQuery(year_max=1990))
+    assert movies.MovieQuery(year_max=1990).store_filters.document() == {"year": {"$lte": 1990}}
 
 
 def test_every_sort_ends_in_id_for_a_total_order():
