@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from beanie import init_beanie
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from api.app import create_app
+from core import store
 from core.cache import cache_for
 from core.settings import Settings
 from models import DOCUMENT_MODELS
@@ -135,7 +135,7 @@ async def db(settings: Settings, mongo: AsyncMongoClient, redis: Redis) -> Async
 @pytest.fixture
 async def odm(settings: Settings, mongo: AsyncMongoClient, db: Any) -> Any:
     """Beanie initialised on the (clean) test database, for calling services directly."""
-    await init_beanie(database=db, document_models=DOCUMENT_MODELS)
+    await store.bind(db)
     return db
 
 

@@ -5,6 +5,7 @@ queries, projections and indexes and returns typed shapes; every rule of a parti
 from core.store.client import (
     DURABLE,
     Client,
+    bind,
     blocking_client,
     close,
     connect,
@@ -28,6 +29,7 @@ __all__ = [
     "ServerProfile",
     "Sort",
     "StoreError",
+    "bind",
     "blocking_client",
     "chunked",
     "close",

@@ -89,19 +89,21 @@ async def connect(settings: Settings, *, op_budget: float | None = None) -> Clie
     )
     try:
         with pymongo.timeout(STARTUP_TIMEOUT):
-            await init_beanie(
-                database=client[settings.mongodb_db],
-                document_models=DOCUMENT_MODELS,  # type: ignore[arg-type]
-            )
-            from core.store.indexes import ensure_indexes  # it reads every store module
-
-            await ensure_indexes()
+            await bind(client[settings.mongodb_db])
             build = await client.admin.command("buildInfo")
     except BaseException:
         await client.close()
         raise
     use_profile(SECANTUSDB if "secantusVersion" in build else MONGODB)
     return client
+
+
+async def bind(database: Any) -> None:
+    """Bind every document model to `database` and build the indexes the queries read."""
+    await init_beanie(database=database, document_models=DOCUMENT_MODELS)  # type: ignore[arg-type]
+    from core.store.indexes import ensure_indexes  # it reads every store module
+
+    await ensure_indexes()
 
 
 async def close(client: Client) -> None:

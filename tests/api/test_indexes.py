@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from beanie import init_beanie
 from pymongo import AsyncMongoClient, monitoring
 
-from core import summaries
+from core import store, summaries
 from core.search import title_fields
 from core.services import movies, ratings
-from models import DOCUMENT_MODELS, Movie, Rating, User
+from models import Movie, Rating, User
 from tests import factories
 from tests.fakes import NO_CACHE, NoQueue
 
@@ -55,7 +54,7 @@ async def test_hot_queries_use_indexes(settings, db):
         settings.mongodb_url, tz_aware=True, event_listeners=[recorder]
     )
     try:
-        await init_beanie(database=client[settings.mongodb_db], document_models=DOCUMENT_MODELS)
+        await store.bind(client[settings.mongodb_db])
         users = [User(username=f"u{i}", display_name="U") for i in range(20)]
         await User.insert_many(users)
         stored_users = await User.find_all().to_list()

@@ -15,16 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from beanie import init_beanie
 from pymongo import AsyncMongoClient
 
-from core import processes
+from core import processes, store
 from core.imports.release import MovieLensRelease
 from core.imports.source import Source
 from core.imports.writer import MovieLensImport
 from core.services import movies
 from embedded import stack as embedded
-from models import DOCUMENT_MODELS
 from tests.services import database_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +92,7 @@ async def run(work: Path, path: Path) -> dict[str, Any]:
     )
     try:
         db = client["movielens"]
-        await init_beanie(database=db, document_models=DOCUMENT_MODELS)
+        await store.bind(db)
         first = await _import(path)
         toy = await db.movies.find_one({"external_ids.movielens": 1})
         assert toy is not None, "Toy Story (MovieLens id 1) was not imported"

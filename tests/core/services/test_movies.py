@@ -22,7 +22,7 @@ async def test_movies_stored_before_title_search_get_its_fields_once(client, db)
     assert sorted(m["title"] for m in page.items) == [f"Old {i}" for i in range(7)]
 
 
-async def test_a_search_ranks_its_candidates_a_slice_per_event_loop_turn(client, db, monkeypatch):
+async def test_a_search_ranks_its_candidates_a_slice_per_event_loop_turn(odm, monkeypatch):
     for i in range(25):
         await movies.create_movie(
             title=f"Film {i}", year=None, genres=[], external_ids={}, cache=NO_CACHE
@@ -32,8 +32,8 @@ async def test_a_search_ranks_its_candidates_a_slice_per_event_loop_turn(client,
     async def turn(seconds: float) -> None:
         turns.append(seconds)
 
-    monkeypatch.setattr(movies, "RANK_SLICE", 10)
-    monkeypatch.setattr(movies, "asyncio", SimpleNamespace(sleep=turn))
+    monkeypatch.setattr(search, "RANK_SLICE", 10)
+    monkeypatch.setattr(search, "asyncio", SimpleNamespace(sleep=turn))
     page = await movies.list_movies(query=movies.MovieQuery(q="film"), limit=30)
     assert len(page.items) == 25
     assert turns == [0, 0]  # after candidates 10 and 20
