@@ -28,6 +28,11 @@ DURABLE = WriteConcern(w="majority", j=True)
 
 # Index builds on a large collection take longer than any request's budget.
 STARTUP_TIMEOUT = 600.0
+# A pooled connection idle this long is closed by the client before it is used again. Servers
+# and proxies cut idle connections (SecantusDB after 300 s), and the async driver finds out
+# only when a command fails on one: every request that drew a cut connection after a quiet
+# spell was a 503.
+MAX_IDLE = 120.0
 
 
 class CommandCounter(monitoring.CommandListener):
@@ -61,6 +66,7 @@ def _options(settings: Settings, budget: float, appname: str) -> dict[str, Any]:
         "timeoutMS": int(budget * 1000),
         "serverSelectionTimeoutMS": int(min(budget, 2.0) * 1000),
         "connectTimeoutMS": 2000,
+        "maxIdleTimeMS": int(MAX_IDLE * 1000),
         "appname": appname,
     }
 

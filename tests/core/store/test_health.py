@@ -37,17 +37,6 @@ def test_storage_trouble_is_told_from_a_bad_request(error: Any, trouble: bool) -
     assert core_db.unavailable(error) is trouble
 
 
-async def test_every_write_waits_for_the_journal(settings):
-    client = await core_db.connect(settings)
-    try:
-        assert client.write_concern.document == {"w": "majority", "j": True}
-        blocking = core_db.blocking_client(settings, op_budget=5)
-        assert blocking.write_concern.document == {"w": "majority", "j": True}
-        blocking.close()
-    finally:
-        client.close()
-
-
 async def test_a_heartbeat_is_one_small_stored_write(db):
     await heartbeat_write(db, "probe")
     await heartbeat_write(db, "probe")
