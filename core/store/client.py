@@ -29,9 +29,9 @@ DURABLE = WriteConcern(w="majority", j=True)
 # Index builds on a large collection take longer than any request's budget.
 STARTUP_TIMEOUT = 600.0
 # A pooled connection idle this long is closed by the client before it is used again. Servers
-# and proxies cut idle connections (SecantusDB after 300 s), and the async driver finds out
-# only when a command fails on one: every request that drew a cut connection after a quiet
-# spell was a 503.
+# and proxies cut idle connections (SecantusDB after 300 s); the async driver finds out only
+# when a command fails on one, and a standalone server retries no writes, so every write
+# drawn on a cut connection after a quiet spell would be a 503 (python -m bench.idle_writes).
 MAX_IDLE = 120.0
 
 
