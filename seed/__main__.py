@@ -232,9 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     if args.command == "synth":
-        made = generate(
-            args.out, ratings=args.ratings, users=args.users, movies=args.movies, seed=args.seed
-        )
+        try:
+            made = generate(
+                args.out, ratings=args.ratings, users=args.users, movies=args.movies, seed=args.seed
+            )
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(
             f"wrote {made.movies} movies, {made.users} users, {made.ratings} ratings to {args.out}"
         )

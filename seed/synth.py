@@ -52,8 +52,15 @@ def _ratings_per_user(rng: random.Random, users: int, ratings: int, movies: int)
 
 def generate(out: Path, *, ratings: int, users: int, movies: int, seed: int = 42) -> SynthSummary:
     """Write movies.csv, links.csv and ratings.csv (grouped by user) into `out`."""
+    if min(ratings, users, movies) < 1:
+        raise ValueError("ratings, users and movies must each be at least 1")
+    if ratings < users:
+        raise ValueError(f"every user rates at least once: at least {users} ratings")
     if ratings > users * movies:
-        raise ValueError("more ratings asked for than user-movie pairs exist")
+        raise ValueError(
+            f"{ratings} ratings need more user-movie pairs than {users} * {movies} = "
+            f"{users * movies}"
+        )
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     quality = [rng.gauss(0.0, 0.6) for _ in range(movies)]

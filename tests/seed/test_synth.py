@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -32,3 +34,25 @@ def test_shape_of_a_synthetic_release(tmp_path):
 def test_impossible_sizes_are_refused(tmp_path):
     with pytest.raises(ValueError):
         generate(tmp_path, ratings=11, users=2, movies=5)
+
+
+@pytest.mark.parametrize(
+    ("ratings", "users", "movies", "reason"),
+    [
+        (0, 5, 5, "at least 1"),
+        (-3, 5, 5, "at least 1"),
+        (4, 5, 5, "at least 5 ratings"),  # fewer ratings than users
+        (26, 5, 5, "5 * 5 = 25"),
+    ],
+)
+def test_sizes_no_release_can_have_are_one_line_errors(tmp_path, ratings, users, movies, reason):
+    args = ["synth", "--ratings", str(ratings), "--users", str(users), "--movies", str(movies)]
+    done = subprocess.run(
+        [sys.executable, "-m", "seed", *args, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and reason in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1  # no traceback
