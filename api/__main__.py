@@ -7,11 +7,15 @@ import asyncio
 import getpass
 import logging
 import os
+import socket
 import sys
+from functools import partial
 
+from core import stacks
+from core.cli import OPERATOR_ENV, subcommand, subparsers
 from core.logs import configure_logging
 from core.security import use_password_cost
-from core.settings import Settings, settings_problem, with_embedded_urls
+from core.settings import Settings, settings_problem
 
 log = logging.getLogger("api")
 
@@ -26,9 +30,21 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 
 def serve(settings: Settings) -> int:
-    """Serve the API: one process, or WEB_CONCURRENCY processes sharing the port."""
-    if settings.web_concurrency > 1:
-        return _supervise(settings)
+    """Serve the API: one process, or WEB_CONCURRENCY processes sharing one socket. A port
+    in use is a one-line error (exit 2), never a port shared with another server."""
+
+    from core.processes import PortInUse, listen
+
+    if settings.listen_fd is not None:  # one of a multi-process server's processes
+        sock = socket.socket(fileno=settings.listen_fd)
+    else:
+        try:
+            sock = listen(settings.host, settings.port)
+        except PortInUse as exc:
+            print(f"api serve: {exc}", file=sys.stderr)
+            return 2
+        if settings.web_concurrency > 1:
+            return _supervise(settings, sock)
     from api.app import create_app
     from api.server import serve_app
 
@@ -38,24 +54,27 @@ def serve(settings: Settings) -> int:
         extra={"host": settings.host, "port": settings.port, "loop": type(loop).__module__},
     )
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(
-        serve_app(create_app(settings), host=settings.host, port=settings.port, shutdown_timeout=60)
-    )
+    loop.run_until_complete(serve_app(create_app(settings), sock=sock, shutdown_timeout=60))
     loop.close()
     return 0
 
 
-def _supervise(settings: Settings) -> int:
-    """Run WEB_CONCURRENCY single-process servers; stop them all when one exits or on a signal."""
+def _supervise(settings: Settings, sock: socket.socket) -> int:
+    """Run WEB_CONCURRENCY single-process servers on one listening socket (each accepts
+    from it); stop them all when one exits or on a signal."""
     from core.processes import StopSignal, spawn, stop, supervise
 
     stop_signal = StopSignal()
-    env = dict(os.environ, WEB_CONCURRENCY="1")
+    env = dict(os.environ, WEB_CONCURRENCY="1", LISTEN_FD=str(sock.fileno()))
     procs = [
-        spawn([sys.executable, "-m", "api", "serve"], env=env)
+        spawn([sys.executable, "-m", "api", "serve"], env=env, pass_fds=(sock.fileno(),))
         for _ in range(settings.web_concurrency)
     ]
-    log.info("api processes started", extra={"processes": [p.pid for p in procs]})
+    sock.close()  # the processes hold it now
+    log.info(
+        "api processes started",
+        extra={"port": settings.port, "processes": [p.pid for p in procs]},
+    )
     try:
         return supervise(procs, stop_signal, what="an api process")
     finally:
@@ -295,21 +314,31 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
+SERVE_ENV = ("host", "port", "mongodb_url", "mongodb_db", "redis_url", "web_concurrency",
+             "log_level", "environment")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command and option, each with its help text."""
     parser = argparse.ArgumentParser(
         prog="python -m api",
         description="Serve the API and run operator commands. Every command reads its "
-        "settings from the environment (see the README's configuration table); the operator "
-        "commands find a running `make run` stack by themselves when MONGODB_URL is unset.",
+        "settings from the environment (`python -m api COMMAND --help` lists them). An "
+        "operator command acts on the stack running in DATA_DIR (else ./data), else on "
+        "MONGODB_URL, else on the one stack you run, and prints which first.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
+    command = partial(subcommand, sub, env=OPERATOR_ENV)
+    serve_command = subcommand(
+        sub,
         "serve",
         help="serve the API on HOST:PORT (needs MONGODB_URL and REDIS_URL; WEB_CONCURRENCY "
-        "processes share the port)",
+        "processes share one socket; a port in use is refused)",
+        env=SERVE_ENV,
     )
-    admin = sub.add_parser(
+    serve_command.add_argument("--host", help="the address to listen on (instead of HOST)")
+    serve_command.add_argument("--port", type=int, help="the port to listen on (instead of PORT)")
+    admin = command(
         "create-admin",
         help="create an admin (password read from stdin, or prompted on a terminal); an "
         "existing username is refused unless --promote or --reset-password says what to do",
@@ -325,35 +354,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--reset-password", action="store_true",
         help="make an existing user an admin with the new password; ends their logins",
     )  # fmt: skip
-    client = sub.add_parser(
-        "create-client", help="register an operator client; prints its secret once"
-    )
+    client = command("create-client", help="register an operator client; prints its secret once")
     client.add_argument("--name", required=True, help="a name to recognise the client by")
     client.add_argument(
         "--scope", action="append", required=True, dest="scopes",
         help="movies:write, imports:write or users:admin (repeat for several)",
     )  # fmt: skip
-    user = sub.add_parser(
-        "user", help="disable, enable, promote, demote or delete an account (audited)"
-    )
+    user = command("user", help="disable, enable, promote, demote or delete an account (audited)")
     user.add_argument(
         "action", choices=["disable", "enable", "promote", "demote", "delete"],
         help="disable: no login or refresh, sessions end; enable; promote to admin; demote "
         "to user (sessions end); delete with ratings, links and sessions",
     )  # fmt: skip
     user.add_argument("username", help="the account's username")
-    clients = sub.add_parser("client", help="list operator clients, or revoke one (audited)")
+    clients = command("client", help="list operator clients, or revoke one (audited)")
     clients.add_argument(
         "action", choices=["list", "revoke"],
         help="list: every client with its state and scopes; revoke: its tokens fail at once",
     )  # fmt: skip
     clients.add_argument("client_id", nargs="?", help="the client to revoke")
-    sub.add_parser(
+    command(
         "migrate",
         help="apply the pending one-off data changes of this version (run at every deploy, "
         "before the new API and workers start; `make run` runs it at start); idempotent",
     )
-    verify = sub.add_parser(
+    verify = command(
         "verify-summaries",
         help="check that every rating names an existing movie and user, and compare every "
         "stored summary with a recomputation; exit 1 while anything is wrong",
@@ -369,7 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # answered by the command's own usage, not the top level's
+        subparsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
 
     try:
         settings = Settings()
@@ -379,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     use_password_cost(settings.password_cost)
     if args.command == "serve":
+        given = {"host": args.host, "port": args.port}
+        settings = settings.model_copy(update={k: v for k, v in given.items() if v is not None})
         missing = [n for n in ("mongodb_url", "redis_url") if getattr(settings, n) is None]
         if missing:
             names = " and ".join(n.upper() for n in missing)
@@ -390,10 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return serve(settings)
     try:
-        settings = with_embedded_urls(settings)
-    except RuntimeError as exc:
-        print(exc, file=sys.stderr)
+        settings, where = stacks.for_command(settings)
+    except stacks.StackNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(where, file=sys.stderr, flush=True)  # which stack this acts on, before anything
     if args.command == "create-client":
         return asyncio.run(_create_client(settings, args.name, args.scopes))
     if args.command == "user":

@@ -470,9 +470,19 @@ class ProfileQuery(PageQuery):
 class SuggestionSchema(Schema):
     movie = fields.Nested(MovieCardSchema)
     score = fields.Float(
-        metadata={"description": "Cosine of the two movies, or the predicted preference"}
+        metadata={
+            "description": "Cosine of the two movies, the predicted preference, or the "
+            "recent popularity (1 for the most popular lately)"
+        }
     )
-    reason = fields.String(allow_none=True, metadata={"example": "because you rated Heat 4.5"})
+    reason = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "Why it is listed: the liked movie that led to it, or how many "
+            "who like the movie asked about like it too; null on the popularity lists",
+            "example": "because you rated Heat 4.5",
+        },
+    )
 
 
 class RecommenderModelSchema(Schema):
@@ -491,10 +501,12 @@ class SimilarSchema(Schema):
 
 class RecommendationsSchema(SimilarSchema):
     strategy = fields.String(
-        validate=validate.OneOf(["collaborative", "top-rated"]),
+        validate=validate.OneOf(["collaborative", "popular-recently", "top-rated"]),
         metadata={
-            "description": "collaborative: from the model and your likes (4.0 or more); "
-            "top-rated: by weighted score, while you like fewer than 3 movies it knows"
+            "description": "collaborative: from the model and your likes (4.0 or more), "
+            "blended with what people liked lately; popular-recently: what people liked "
+            "lately, while you like fewer than 3 movies the model knows; top-rated: by "
+            "weighted score, before the first model is trained"
         },
     )
 

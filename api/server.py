@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from http import HTTPStatus
 from typing import Any
 
@@ -168,8 +169,9 @@ def make_runner(app: web.Application, settings: Settings, **kwargs: Any) -> Prob
     )
 
 
-async def serve_app(app: web.Application, *, host: str, port: int, shutdown_timeout: float) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting and finish in-flight requests."""
+async def serve_app(app: web.Application, *, sock: socket.socket, shutdown_timeout: float) -> None:
+    """Serve on `sock` until SIGTERM or SIGINT, then stop accepting and finish in-flight
+    requests."""
     runner = make_runner(app, app[SETTINGS], shutdown_timeout=shutdown_timeout)
     await runner.setup()
     stop = asyncio.Event()
@@ -177,8 +179,7 @@ async def serve_app(app: web.Application, *, host: str, port: int, shutdown_time
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        # reuse_port: the kernel spreads connections over WEB_CONCURRENCY processes.
-        await web.TCPSite(runner, host, port, reuse_port=True).start()
+        await web.SockSite(runner, sock).start()
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -45,6 +45,7 @@ import aiohttp
 from bson import ObjectId
 from pymongo import AsyncMongoClient, MongoClient
 
+from bench import scoring
 from core import processes
 from core.search import SearchText
 from core.security import TokenService, generate_keyset
@@ -782,6 +783,8 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
     took = f"{exact_at - finished:.2f} s after the last response" if exact_at else "NOT EXACT"
     print(f"burst: {len(scores):,} ratings on one movie in {finished - started:.2f} s; "
           f"{recomputations} drains recomputed it; summary exact {took}")  # fmt: skip
+    print()
+    print(scoring.figures())
     return 0 if exact_at else 1
 
 

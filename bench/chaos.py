@@ -39,7 +39,8 @@ from pymongo import MongoClient
 
 from core import processes
 from core.security import TokenService, generate_keyset
-from core.settings import EMBEDDED_FILE, Settings
+from core.settings import Settings
+from core.stacks import URLS_FILE
 from models import FINISHED, SCORES, RatingStats, bucket, utcnow
 
 API = "/api/v1"
@@ -198,7 +199,7 @@ class ChaosStack:
             [sys.executable, "-m", "embedded"], env=self.env, stdout=log, stderr=log
         )
         processes.wait_until(self.ready, timeout=timeout, what="embedded stack", proc=self.proc)
-        urls = json.loads((self.work / EMBEDDED_FILE).read_text())
+        urls = json.loads((self.work / URLS_FILE).read_text())
         if self.mongo is not None:
             self.mongo.close()
         self.mongo = MongoClient(urls["mongodb_url"], tz_aware=True, serverSelectionTimeoutMS=3000)
@@ -705,7 +706,7 @@ async def lost_queued_message(
     try:
         status, job = await stack.post_import(release.name, token)
         assert status == 202 and job, status
-        urls = json.loads((stack.work / EMBEDDED_FILE).read_text())
+        urls = json.loads((stack.work / URLS_FILE).read_text())
         redis.Redis.from_url(urls["redis_url"]).flushall()
     finally:
         os.killpg(worker, signal.SIGCONT)

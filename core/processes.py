@@ -4,6 +4,7 @@ API's WEB_CONCURRENCY supervisor, tests and benchmarks)."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import signal
 import socket
@@ -59,10 +60,11 @@ def spawn(
     env: dict[str, str] | None = None,
     log_file: Path | None = None,
     own_session: bool = False,
+    pass_fds: tuple[int, ...] = (),
 ):
     """Start `cmd`; `own_session` keeps the terminal's Ctrl-C (sent to the whole foreground
     process group) away from it, so its supervisor alone decides when and in which order
-    it stops."""
+    it stops. `pass_fds` are inherited (a listening socket shared by a server's processes)."""
     out = open(log_file, "ab") if log_file else None
     return subprocess.Popen(
         cmd,
@@ -71,7 +73,32 @@ def spawn(
         stderr=subprocess.STDOUT if out else None,
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         start_new_session=own_session,
+        pass_fds=pass_fds,
     )
+
+
+class PortInUse(Exception):
+    """The address to listen on is taken (by another stack or program)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            f"port {port} on {host} is in use (another stack or program listens there): "
+            "stop it, or set PORT to a free one"
+        )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket this process owns alone: no SO_REUSEPORT, so a second server (or
+    stack) on the same port is refused instead of silently sharing its connections.
+    PortInUse when the port is taken."""
+    try:
+        sock = socket.create_server((host, port), backlog=1024)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(host, port) from None
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def stop(procs: list[subprocess.Popen], timeout: float = 10) -> None:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.outbound import UrlPolicy
 
 # Where `make run` records the URLs of the stack it started, inside DATA_DIR.
-EMBEDDED_FILE = "embedded.json"
 PLACEHOLDERS = {"changethis", "changeme", "secret", "password", ""}
 
 
@@ -101,9 +98,15 @@ class Settings(BaseSettings):
     rating_prior_votes: float = Field(10.0, ge=0)
     aggregation_delay: float = Field(0.25, ge=0, le=10)
     weighted_refresh_interval: float = Field(60.0, ge=1)
-    # Beat retrains the recommendation model this often (and every finished import does);
-    # between trainings each person's list still follows their new ratings at once.
-    recommender_interval: float = Field(3600.0, ge=10)
+    # Beat looks this often whether a new recommendation model is due: none yet, an import
+    # changed ratings since the newest (imports also ask at once), or people gave
+    # recommender_new_likes likes through the API since. Between trainings each person's
+    # list still follows their new ratings at once.
+    recommender_interval: float = Field(30.0, ge=5)
+    recommender_new_likes: int = Field(200, ge=1)
+    # Similar movies: only films this many people like are listed (a film liked a handful
+    # of times has its few fans' taste, not its own). Applies from the next training.
+    similar_min_likes: int = Field(10, ge=1)
     # How often an API process looks for a newer model (one small query).
     recommender_check: float = Field(10.0, ge=0, le=3600)
     # The global mean C is republished (and every weighted score rewritten, in small
@@ -153,6 +156,9 @@ class Settings(BaseSettings):
 
     # Serving: WEB_CONCURRENCY API processes share the port (SO_REUSEPORT).
     web_concurrency: int = Field(1, ge=1, le=64)
+    # Internal: the listening socket a multi-process server hands its processes (they
+    # share that one socket; never a port with another server).
+    listen_fd: int | None = Field(None, ge=0)
     # Slow clients: a request head (line and headers) must arrive within http_header_timeout
     # seconds of its first byte (or of the connection opening), a JSON body within
     # http_body_timeout; an idle keep-alive connection closes after http_keepalive_timeout;
@@ -273,43 +279,11 @@ def settings_problem(exc: ValueError) -> str:
     return str(exc).splitlines()[0]
 
 
-def read_embedded_urls(data_dir: Path) -> dict[str, str]:
-    """URLs of a running embedded stack, for commands such as create-admin."""
-    path = data_dir / EMBEDDED_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def embedded_pointer() -> Path:
-    """Where `make run` notes, for this OS user, which DATA_DIR its running stack uses: so a
-    command finds it from any folder, whatever DATA_DIR it was started with."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"movie-ratings-embedded-{os.getuid()}.json"
-
-
-def _pointed_data_dir() -> Path | None:
-    try:
-        pointer = json.loads(embedded_pointer().read_text())
-        os.kill(int(pointer["pid"]), 0)  # the stack that wrote it still runs
-        return Path(pointer["data_dir"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def with_embedded_urls(settings: Settings) -> Settings:
-    """Settings for an operator command: MONGODB_URL unset means the running `make run`."""
-    if settings.mongodb_url is not None:
-        return settings
-    looked = [settings.data_dir / EMBEDDED_FILE]
-    urls = read_embedded_urls(settings.data_dir)
-    pointed = _pointed_data_dir()
-    if not urls and pointed is not None:
-        looked.append(pointed / EMBEDDED_FILE)
-        urls = read_embedded_urls(pointed)
-    if not urls:
-        places = " and ".join(str(p.resolve()) for p in looked)
-        raise RuntimeError(
-            "MONGODB_URL is not set and no embedded stack (make run) is running: looked at "
-            f"{places}, and {embedded_pointer()} names none. Start `make run`, set DATA_DIR "
-            "to the folder it uses, or set MONGODB_URL and REDIS_URL."
-        )
-    return settings.model_copy(update=urls)
+def environment_help(*names: str) -> str:
+    """A command's --help epilog: these settings' environment variables, with defaults."""
+    lines = ["environment (default in brackets; every setting: docs/operations.md):"]
+    for name in names:
+        default = Settings.model_fields[name].default
+        shown = "unset" if default is None or default is PydanticUndefined else default
+        lines.append(f"  {name.upper():<20} [{shown}]")
+    return "\n".join(lines)

@@ -15,21 +15,25 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from core import stacks
 from core.processes import (
     Component,
     Health,
+    PortInUse,
     StopSignal,
     Supervisor,
     free_port,
+    listen,
     port_open,
     spawn,
     wait_until,
 )
 from core.security import ensure_dev_keyset
-from core.settings import EMBEDDED_FILE, Settings, embedded_pointer
+from core.settings import Settings
 from core.store.health import WriteProbe, create_root_user
 
 log = logging.getLogger("embedded.stack")
@@ -205,12 +209,32 @@ def run_embedded(settings: Settings) -> int:
     # file this process and its children create (database files, logs, keys, secrets).
     os.umask(0o077)
     data_dir.mkdir(parents=True, exist_ok=True)
+    base = f"http://{settings.host}:{settings.port}"
+    info = stacks.StackInfo(
+        data_dir=str(data_dir), pid=os.getpid(), api=f"{base}/api/v1",
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    # The folder first, then the port, before anything is written: a start refused here
+    # leaves another stack's files (logs, URLs, database) as they were.
+    try:
+        lock = stacks.hold(data_dir, info)
+    except stacks.FolderInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        listen(settings.host, settings.port).close()  # the API binds it again, alone
+    except PortInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        lock.close()
+        return 2
     data_dir.chmod(0o700)
+    (data_dir / "imports").mkdir(exist_ok=True)  # where POST /imports reads releases from
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stack = EmbeddedProcesses(Supervisor(StopSignal()))
     add = stack.supervisor.add
     env = dict(os.environ, ENVIRONMENT=settings.environment, DATA_DIR=str(data_dir))
+    listed: Path | None = None
     try:
         passwords = stack_secrets(data_dir)
         mongodb_url = settings.mongodb_url
@@ -247,12 +271,10 @@ def run_embedded(settings: Settings) -> int:
                 f"redis://127.0.0.1:{redis_port}/0 ({redis_binary()}, password on)"
             )
         env.update(MONGODB_URL=mongodb_url, REDIS_URL=redis_url)
-        (data_dir / EMBEDDED_FILE).write_text(
+        (data_dir / stacks.URLS_FILE).write_text(
             json.dumps({"mongodb_url": mongodb_url, "redis_url": redis_url})
         )
-        embedded_pointer().write_text(
-            json.dumps({"data_dir": str(data_dir.resolve()), "pid": os.getpid()})
-        )
+        listed = stacks.register(info)
         if settings.token_signing_keys is None:
             ensure_dev_keyset(settings.signing_keys_file)  # one key shared by every process
 
@@ -276,7 +298,6 @@ def run_embedded(settings: Settings) -> int:
         ), QUICK_STOP))  # fmt: skip
         stack.where["beat"] = f"celery beat, log {logs / 'beat.log'}"
         add(Component("api", partial(_start_api, env, settings.port), API_STOP))
-        base = f"http://{settings.host}:{settings.port}"
         stack.where["api"] = f"{base}/api/v1 (docs {base}/api/docs)"
         for name, where in stack.where.items():
             log.info("running", extra={"component": name, "where": where})
@@ -287,18 +308,10 @@ def run_embedded(settings: Settings) -> int:
     finally:
         log.info("stopping", extra={"components": list(stack.where)})
         stack.supervisor.stop()
-        (data_dir / EMBEDDED_FILE).unlink(missing_ok=True)
-        _forget_pointer()
-
-
-def _forget_pointer() -> None:
-    """Remove the per-user pointer, if it is still this stack's."""
-    pointer = embedded_pointer()
-    try:
-        if json.loads(pointer.read_text()).get("pid") == os.getpid():
-            pointer.unlink()
-    except (OSError, ValueError):
-        pass
+        (data_dir / stacks.URLS_FILE).unlink(missing_ok=True)
+        if listed is not None:
+            listed.unlink(missing_ok=True)
+        lock.close()  # the folder is free for the next start
 
 
 def _start_api(env: dict[str, str], port: int) -> subprocess.Popen:

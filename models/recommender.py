@@ -11,15 +11,18 @@ from models.common import utcnow
 
 
 class RecommenderModel(Document):
-    """One trained model. `ready` is set once every chunk of its factors is stored: readers
+    """One trained model. `ready` is set once every chunk of its arrays is stored: readers
     take the newest ready version, so a training that dies midway is never read."""
 
     version: int
-    items: list[PydanticObjectId]  # the movie of each factor row
-    factors: int
+    format: int  # the layout of the stored arrays
+    items: list[PydanticObjectId]  # the movie of each row
+    params: dict[str, float]  # what it was trained and is scored with
     likes: int  # the ratings of 4.0 or more it learnt from
     users: int
     seconds: float  # reading plus training
+    # The database's clock just before the likes were read: what came after is news.
+    data_mark: datetime | None = None
     ready: bool = False
     trained_at: datetime = Field(default_factory=utcnow)
 
@@ -28,7 +31,7 @@ class RecommenderModel(Document):
 
 
 class RecommenderChunk(Document):
-    """A slice of a model's item factors (float32, row-major), under the document size limit."""
+    """A slice of a model's stored arrays (core.recommend.dump), under the document size limit."""
 
     version: int
     n: int

@@ -7,9 +7,9 @@ python -m seed synth --ratings N --users U --movies M --out DIR
 python -m seed download NAME [--cache DIR]     fetch a release only; prints its path
 python -m seed dedupe [--dry-run]             merge duplicate movies into one record each
 
-Environment: MONGODB_URL and MONGODB_DB (else the running `make run` stack, found through
-DATA_DIR or the note `make run` leaves for this user), REDIS_URL (to refresh the API's cache
-after an import), IMPORT_BATCH_SIZE, MOVIELENS_BASE_URL and DATA_DIR (the download cache).
+Each command acts on the stack running in DATA_DIR (else ./data), else on MONGODB_URL and
+REDIS_URL, else on the one stack you run, and prints which first; `python -m seed COMMAND
+--help` lists the environment it reads.
 """
 
 from __future__ import annotations
@@ -21,20 +21,22 @@ import os
 import socket
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from core import store
+from core import stacks, store
 from core.cache import Cache
+from core.cli import OPERATOR_ENV, subcommand, subparsers
 from core.imports.download import DATASETS, DownloadError, dataset_url, fetch
 from core.imports.release import MovieLensRelease
 from core.imports.source import Source, SourceError
 from core.imports.writer import Hooks, MovieLensImport
 from core.logs import configure_logging
 from core.services.dedupe import DedupeReport, dedupe
-from core.settings import Settings, settings_problem, with_embedded_urls
+from core.settings import Settings, settings_problem
 from core.store.leases import IMPORT_LEASE, FencedLease, LeaseBusy, LeaseLost
 from models import ImportReport
 from seed.sample import seed_sample
@@ -95,6 +97,30 @@ async def _invalidate_cache(settings: Settings) -> None:
 
     async with Redis.from_url(settings.redis_url_required, socket_connect_timeout=2) as redis:
         await cache_for(settings, redis).everything_changed()
+
+
+async def _ask_for_training(settings: Settings) -> str:
+    """Ask the workers for a model now; the import's mark in the database makes one due at
+    beat's next look anyway, so a broker that cannot be reached only delays it."""
+    from core.queue import TRAIN_RECOMMENDER, make_producer
+
+    later = (
+        f"recommendations: a worker trains a new model within {settings.recommender_interval:g} s "
+        "of its next look"
+    )
+    if not settings.redis_url:
+        return later
+    producer = make_producer(settings)
+    try:
+        await asyncio.wait_for(
+            asyncio.to_thread(producer.send_task, TRAIN_RECOMMENDER, kwargs={"only_if_due": True}),
+            timeout=5,
+        )
+    except Exception:  # the mark in the database is the record
+        return later
+    finally:
+        producer.close()
+    return "recommendations: a new model was asked for (a running worker trains it now)"
 
 
 async def _dedupe(settings: Settings, *, dry_run: bool) -> int:
@@ -167,6 +193,8 @@ async def _movielens(settings: Settings, path: Path, *, dry_run: bool) -> dict:
     if not dry_run and settings.redis_url:
         await _invalidate_cache(settings)
     print(summary(report, seconds, dry_run=dry_run))
+    if not dry_run and report.ratings.inserted + report.ratings.updated:
+        print(await _ask_for_training(settings))
     return {**report.model_dump(), "seconds": seconds}
 
 
@@ -178,8 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("sample", help="load the shipped sample catalogue if the database is empty")
-    ml = sub.add_parser("movielens", help="import a MovieLens release (folder or .zip)")
+    command = partial(subcommand, sub)
+    command("sample", help="load the shipped sample catalogue if the database is empty")
+    ml = command(
+        "movielens",
+        help="import a MovieLens release (folder or .zip); a new recommendation model follows "
+        "when ratings changed",
+        env=(*OPERATOR_ENV, "import_batch_size", "movielens_base_url"),
+    )
     ml.add_argument(
         "path", nargs="?", type=Path,
         help="a MovieLens folder (movies.csv, links.csv, ratings.csv, optional tags.csv) or a "
@@ -192,14 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     ml.add_argument("--dry-run", action="store_true", help="count everything, write nothing")
     ml.add_argument("--report-json", type=Path, help="also write the full report here")
-    download = sub.add_parser(
-        "download", help="fetch a MovieLens release (MD5-checked, resumable); print its path"
+    download = command(
+        "download",
+        help="fetch a MovieLens release (MD5-checked, resumable); print its path",
+        env=("data_dir", "movielens_base_url"),
     )
     download.add_argument("name", choices=DATASETS, help="which release")
     download.add_argument(
         "--cache", type=Path, help="the folder to keep it in (default DATA_DIR/cache)"
     )
-    dedupe = sub.add_parser(
+    dedupe = command(
         "dedupe",
         help="merge duplicate movies (same IMDb or TMDb id, or same title and year where one "
         "has no id) into one record each: ratings move to the kept record (a user who rated "
@@ -208,8 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     dedupe.add_argument(
         "--dry-run", action="store_true", help="list the duplicates that would merge; write nothing"
     )
-    synth = sub.add_parser(
-        "synth", help="write a synthetic MovieLens-format release (for benchmarks; no database)"
+    synth = command(
+        "synth",
+        help="write a synthetic MovieLens-format release (for benchmarks; no database)",
+        env=("log_level",),
     )
     synth.add_argument("--ratings", type=int, required=True, help="how many ratings to write")
     synth.add_argument("--users", type=int, required=True, help="how many distinct users")
@@ -223,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # answered by the command's own usage, not the top level's
+        subparsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
 
     try:
         settings = Settings()
@@ -255,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         print(path)
         return 0
     try:
-        settings = with_embedded_urls(settings)
+        settings, where = stacks.for_command(settings)
+    except stacks.StackNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(where, file=sys.stderr, flush=True)  # which stack this acts on, before anything
+    try:
         if args.command == "sample":
             return asyncio.run(_sample(settings))
         if args.command == "dedupe":

@@ -41,6 +41,7 @@ SLOW_MODULES = {
 SLOW_TESTS = {
     "test_ml_latest_small_exact_counts_and_idempotent",
     "test_ml_latest_small_searches_find_the_film_in_the_top_3",
+    "test_ml_latest_small_similar_lists_are_believable",
 }
 # Modules that start processes of their own (CLI commands, workers) without the fixture.
 SYSTEM_MODULES = {"tests/test_cli.py", "tests/seed/test_download.py"}

@@ -78,6 +78,7 @@ def start_services(tmp: Path) -> TestServices:
         drain_settle=0.2,
         redis_cooldown=0.2,
         recommender_check=0,  # a model the worker just published is read at once
+        similar_min_likes=2,  # the tests' catalogues are small: a film two people like counts
         celery_queue=f"test-{run_id}",
         import_root=tmp / "imports",
         import_stale_after=3.0,

@@ -16,6 +16,7 @@ import pytest
 from core import summaries
 from core.processes import free_port
 from tests.conftest import API, PASSWORD, eventually
+from tests.seed.releases import write_release
 from tests.services import settings_env
 
 
@@ -84,7 +85,9 @@ async def test_create_admin_refuses_a_weak_password(settings, db):
         stdin="short\n",
     )
     assert done.returncode == 2
-    assert done.stderr.startswith("refused: password: ") and "{" not in done.stderr
+    where, refused = done.stderr.split("\n", 1)
+    assert where == f"database: {settings.mongodb_url} (MONGODB_URL)"
+    assert refused.startswith("refused: password: ") and "{" not in refused
     assert await db.users.count_documents({}) == 0
 
 
@@ -98,6 +101,23 @@ async def test_seed_sample_only_fills_an_empty_catalogue(settings, db):
     done = _run(settings, "seed", "sample")
     assert "no seed" in done.stdout
     assert await db.movies.count_documents({}) == count
+
+
+async def test_a_command_line_import_is_followed_by_a_trained_model(settings, db, worker, tmp_path):
+    folder = write_release(tmp_path / "rel")
+    done = _run(settings, "seed", "movielens", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert "a new model was asked for" in done.stdout
+
+    async def trained():
+        return await db.recommender_models.find_one({"ready": True})
+
+    model = await eventually(trained, timeout=60)
+    assert model["likes"] == 3
+    done = _run(settings, "seed", "movielens", str(folder))  # unchanged: nothing to learn
+    assert done.returncode == 0 and "recommendations" not in done.stdout
+    await asyncio.sleep(1)
+    assert await db.recommender_models.count_documents({}) == 1
 
 
 async def test_seed_dedupe_lists_then_merges(settings, db):
@@ -228,32 +248,48 @@ def test_a_bad_setting_is_one_line(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_commands_find_a_running_stack_from_any_folder(settings, tmp_path, monkeypatch):
-    """`make run` (any DATA_DIR) notes where it runs; a command started elsewhere, without
-    DATA_DIR or MONGODB_URL, finds it there, and says where it looked when nothing runs."""
-    from core.settings import EMBEDDED_FILE, Settings, embedded_pointer, with_embedded_urls
+def test_commands_find_their_stack_and_refuse_to_guess(settings, tmp_path, monkeypatch):
+    """DATA_DIR's running stack, else ./data's, else MONGODB_URL, else the one stack this
+    user runs; several and no DATA_DIR: refused with the list. A stack that stopped (its
+    lock released) is never used."""
+    from core import stacks
+    from core.settings import Settings
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    custom = tmp_path / "custom-data"
-    custom.mkdir()
-    elsewhere = Settings(data_dir=tmp_path / "nowhere")
-    with pytest.raises(RuntimeError) as nothing:
-        with_embedded_urls(elsewhere)
-    assert str(tmp_path / "nowhere") in str(nothing.value)
-    assert str(embedded_pointer()) in str(nothing.value)
+    for name in ("MONGODB_URL", "DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    urls = {"mongodb_url": "mongodb://op:pw@127.0.0.1:1/?authSource=admin",
+            "redis_url": settings.redis_url}  # fmt: skip
 
-    urls = {"mongodb_url": settings.mongodb_url, "redis_url": settings.redis_url}
-    (custom / EMBEDDED_FILE).write_text(json.dumps(urls))
-    embedded_pointer().write_text(json.dumps({"data_dir": str(custom), "pid": os.getpid()}))
-    found = with_embedded_urls(elsewhere)
-    assert (found.mongodb_url, found.redis_url) == (settings.mongodb_url, settings.redis_url)
+    def start(name: str, pid: int):
+        data = tmp_path / name
+        data.mkdir()
+        (data / stacks.URLS_FILE).write_text(json.dumps(urls))
+        info = stacks.StackInfo(str(data), pid, "http://127.0.0.1:9/api/v1", "now")
+        return data, stacks.hold(data, info), stacks.register(info)
 
-    # A pointer left by a stack that is gone is not trusted.
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    embedded_pointer().write_text(json.dumps({"data_dir": str(custom), "pid": int(dead.stdout)}))
-    with pytest.raises(RuntimeError):
-        with_embedded_urls(elsewhere)
+    nowhere = Settings(data_dir=tmp_path / "nowhere")
+    with pytest.raises(stacks.StackNotFound, match="no stack runs in DATA_DIR"):
+        stacks.for_command(nowhere)
+    one, one_lock, _ = start("one", os.getpid())
+    found, where = stacks.for_command(Settings(_env_file=None))  # no DATA_DIR, no ./data
+    assert found.mongodb_url == urls["mongodb_url"] and found.data_dir == one
+    assert where == f"stack: {one} (database mongodb://127.0.0.1:1/?authSource=admin)"
+    two, two_lock, _ = start("two", os.getpid() + 1)
+    with pytest.raises(stacks.StackNotFound, match="2 stacks are running") as several:
+        stacks.for_command(Settings())
+    assert str(one) in str(several.value) and str(two) in str(several.value)
+    assert stacks.for_command(Settings(data_dir=two))[0].data_dir == two
+    with pytest.raises(stacks.FolderInUse, match=f"DATA_DIR {two} is in use by the stack"):
+        stacks.hold(two, stacks.StackInfo(str(two), 1, "x", "now"))
+    _, where = stacks.for_command(Settings(mongodb_url=settings.mongodb_url))
+    assert where.endswith("(MONGODB_URL)")
+    two_lock.close()  # the second stops: the first is the only one again
+    assert stacks.for_command(Settings())[0].data_dir == one
+    one_lock.close()
+    with pytest.raises(stacks.StackNotFound, match="no stack runs"):
+        stacks.for_command(Settings())
 
 
 async def test_verify_summaries_finds_and_purges_orphan_ratings(settings, db, api):

@@ -192,3 +192,96 @@ def test_a_database_that_cannot_write_is_restarted_with_every_acknowledged_write
     finally:
         client.close()
         supervisor.stop()
+
+
+def _stack_env(data, port, runtime) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"MONGODB_URL", "REDIS_URL", "TOKEN_SIGNING_KEYS", "DATA_DIR"}
+    }
+    # XDG_RUNTIME_DIR: where stacks list themselves; this test's own, not the machine's.
+    env.update(PORT=str(port), ENVIRONMENT="development", XDG_RUNTIME_DIR=str(runtime))
+    if data is not None:
+        env["DATA_DIR"] = str(data)
+    return env
+
+
+def _files(data) -> dict[str, tuple[int, int]]:
+    """Size and modification time of what a running stack keeps in its folder's top and logs."""
+    found = {}
+    for path in [*data.glob("*"), *(data / "logs").glob("*")]:
+        if path.is_file() and path.name != "stack.lock":
+            info = path.stat()
+            found[str(path)] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
+async def test_two_stacks_on_one_machine_never_share_a_port_or_a_folder(tmp_path):
+    """A second stack on a port or a folder in use is refused in one line and touches nothing
+    of the first; with two running, operator commands act on DATA_DIR's and say so, and
+    refuse to guess without it."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    first, second = tmp_path / "first", tmp_path / "second"
+    port, other_port = free_port(), free_port()
+    run = partial(subprocess.Popen, [sys.executable, "-m", "embedded"],
+                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    one = run(env=_stack_env(first, port, runtime))
+    two = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            await _wait_ready(http, f"http://127.0.0.1:{port}", one)
+            before = _files(first)
+            urls = (first / "embedded.json").read_text()
+            for data, on_port, refused in (
+                (second, port, f"port {port} on 127.0.0.1 is in use"),
+                (first, other_port, f"DATA_DIR {first} is in use by the stack {first} (pid "),
+            ):
+                done = subprocess.run(
+                    [sys.executable, "-m", "embedded"], env=_stack_env(data, on_port, runtime),
+                    capture_output=True, text=True, timeout=60, check=False,
+                )  # fmt: skip
+                assert done.returncode == 2, done.stdout + done.stderr
+                assert done.stderr.startswith(f"error: {refused}") and done.stderr.count("\n") == 1
+                assert not _listening(other_port)
+            # Nothing of the first was touched: every file still there, none cut short or
+            # rewritten (its own processes only append), its URLs the same.
+            after = _files(first)
+            assert all(after.get(path, (-1, 0))[0] >= size for path, (size, _) in before.items())
+            assert (first / "embedded.json").read_text() == urls
+            assert not (second / "db").exists()
+
+            two = run(env=_stack_env(second, other_port, runtime))
+            await _wait_ready(http, f"http://127.0.0.1:{other_port}", two)
+            for data in (first, second):
+                done = subprocess.run(
+                    [sys.executable, "-m", "api", "create-admin", "--username", f"root-{data.name}",
+                     "--email", f"{data.name}@example.com"],
+                    input=PASSWORD, env=_stack_env(data, 1, runtime), cwd=tmp_path,
+                    capture_output=True, text=True, timeout=60, check=False,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stdout + done.stderr
+                assert done.stderr.startswith(f"stack: {data} (database mongodb://127.0.0.1:")
+                assert "@" not in done.stderr.splitlines()[0]  # no credentials
+            for base, data in ((port, first), (other_port, second)):
+                form = {"grant_type": "password", "password": PASSWORD}
+                for name in ("first", "second"):
+                    async with http.post(
+                        f"http://127.0.0.1:{base}/api/v1/auth/token",
+                        data={**form, "username": f"root-{name}"},
+                    ) as resp:
+                        assert (resp.status == 200) == (name == data.name)
+            done = subprocess.run(
+                [sys.executable, "-m", "api", "client", "list"],
+                env=_stack_env(None, 1, runtime), cwd=tmp_path,
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == 2 and "2 stacks are running; set DATA_DIR" in done.stderr
+            assert str(first) in done.stderr and str(second) in done.stderr
+    finally:
+        for proc in (two, one):
+            if proc is not None:
+                proc.send_signal(signal.SIGINT)
+                proc.communicate(timeout=60)
+    assert not _listening(port) and not _listening(other_port)

@@ -33,12 +33,14 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
         # The intents are the record; this is what finds them when no write queues a drain
         # (broker was down, a worker died holding one, a crash came before the enqueue).
         "drain-summaries": (DRAIN_SUMMARIES, settings.drain_interval),
+        # Trains only when a model is due (an import, enough new likes, none yet).
         "train-recommender": (TRAIN_RECOMMENDER, settings.recommender_interval),
     }
     sender.conf.beat_schedule = {
         name: {"task": task, "schedule": interval, "options": {"expires": interval}}
         for name, (task, interval) in every.items()
     }
+    sender.conf.beat_schedule["train-recommender"]["kwargs"] = {"only_if_due": True}
 
 
 @signals.worker_ready.connect
@@ -46,7 +48,7 @@ def _drain_on_start(sender: Any = None, **kwargs: Any) -> None:
     # A worker that starts (after a crash, an outage, a deploy) drains what was left at once.
     app.send_task(DRAIN_SUMMARIES)
     app.send_task(INDEX_TITLES)  # movies stored before title search was added
-    app.send_task(TRAIN_RECOMMENDER, kwargs={"only_if_missing": True})
+    app.send_task(TRAIN_RECOMMENDER, kwargs={"only_if_due": True})  # none yet, or stale
 
 
 @signals.setup_logging.connect

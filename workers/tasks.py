@@ -141,22 +141,33 @@ def run_import(self: Any, job_id: str) -> None:
     if status is not None:
         # Jobs that waited for this one's lease go now, not at beat's next sweep.
         run(imports.resend_unsent(queue=rt.queue, older_than=0))
-    if status == "succeeded":
-        app.send_task(TRAIN_RECOMMENDER)  # the new ratings should shape the suggestions
+    if status is not None:
+        # Trains when the import changed ratings (even a failed one may have written some).
+        app.send_task(TRAIN_RECOMMENDER, kwargs={"only_if_due": True})
 
 
 @app.task(name=TRAIN_RECOMMENDER, **RETRY)
-def train_recommender(self: Any, only_if_missing: bool = False) -> None:
-    """Train the recommendation model from every like and publish it as the next version
-    (beat, a finished import, a worker's start when there is none yet)."""
+def train_recommender(self: Any, only_if_due: bool = False) -> None:
+    """Train the recommendation model from every like and publish it as the next version:
+    when asked outright, or with `only_if_due` when one is (beat every
+    RECOMMENDER_INTERVAL seconds, an import's end, a worker's start)."""
     rt = start_runtime()
-    if only_if_missing and run(training.has_model()):
-        return
-    model = run(training.train(settings=rt.settings, op_budget=rt.settings.mongodb_worker_timeout))
+    why, model = run(
+        training.train_if_due(
+            settings=rt.settings,
+            op_budget=rt.settings.mongodb_worker_timeout,
+            force=not only_if_due,
+        )
+    )
     if model is not None:
         log.info(
             "recommender trained",
-            extra={"version": model.version, "likes": model.likes, "seconds": model.seconds},
+            extra={
+                "version": model.version,
+                "why": why,
+                "likes": model.likes,
+                "seconds": model.seconds,
+            },
         )
 
 

@@ -37,8 +37,10 @@ def _body(found: recommendation_service.Suggestions) -> dict[str, Any]:
     tags=["recommendations"],
     summary="Movies like this one",
     description="The movies whose learnt taste profile is closest (cosine of item factors "
-    "in the newest trained model), with the cosine as `score`. Empty while no model knows "
-    "the movie (nobody liked it yet, or it was added since the last training).",
+    "in the newest trained model), with the cosine as `score`, among the movies at least "
+    "SIMILAR_MIN_LIKES people like (10 unless set); each `reason` says how many who like "
+    "this movie like that one too. Empty while no model knows the movie (nobody liked it "
+    "yet, or it was added since the last training).",
     responses=errors(404, 422),
 )
 @match_info_schema(MovieIdPath)
@@ -68,8 +70,9 @@ async def similar_movies(request: web.Request) -> web.Response:
     summary="Movies for you",
     description="Movies you have not rated, best first. With 3 or more liked movies (4.0 "
     "or more) that the newest model knows: from your likes as they are now (a new rating "
-    "counts at once), each with the liked movie that led to it. Otherwise the top-rated "
-    "movies by weighted score. `strategy` says which answered.",
+    "counts at once), blended with what people liked lately, each with the liked movie "
+    "that led to it. With fewer: what people liked lately. Before the first model: the "
+    "top-rated movies by weighted score. `strategy` says which answered.",
     responses=errors(404, 422),
 )
 @authenticated(person=True)

@@ -30,6 +30,7 @@ from core.search import title_fields
 from core.store import Duplicate
 from core.store import movies as movie_store
 from core.store import ratings as rating_store
+from core.store import recommender as model_store
 from core.store import users as user_store
 from core.store.leases import FencedLease
 from models import ImportReport, Movie, PydanticObjectId, User, utcnow
@@ -427,6 +428,8 @@ class MovieLensImport:
         # A duplicate here is an error, not a race to ignore: only this import writes (the
         # lease), and it read the users' existing ratings first.
         await rating_store.write_imported(inserts, updates)
+        # After the write, so a training that read before this batch is found stale.
+        await model_store.ratings_imported()
 
     async def _count_tags(self) -> None:
         # Tags are validated and counted; the product has no use for them yet.

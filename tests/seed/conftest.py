@@ -13,6 +13,7 @@ import pytest
 ML_TESTS = {
     "test_ml_latest_small_exact_counts_and_idempotent",
     "test_ml_latest_small_searches_find_the_film_in_the_top_3",
+    "test_ml_latest_small_similar_lists_are_believable",
 }
 ML_IMPORT = pytest.StashKey[tuple[subprocess.Popen, Path]]()
 

@@ -21,7 +21,9 @@ from core import processes, store
 from core.imports.release import MovieLensRelease
 from core.imports.source import Source
 from core.imports.writer import MovieLensImport
-from core.services import movies
+from core.services import movies, recommendations, training
+from core.settings import Settings
+from core.store import movies as movie_store
 from embedded import stack as embedded
 from tests.services import database_env
 
@@ -43,6 +45,9 @@ SEARCHES = [
     ("crouching tiger", 3996), ("pans labyrinth", 48394), ("harry potter sorcerer", 4896),
     ("monsters inc", 4886), ("good will hunting", 1704), ("fabuleux destin", 4973),
 ]  # fmt: skip
+# The films whose similar lists the recommendations promise to keep believable.
+SIMILAR_TO = {1: "Toy Story", 2571: "The Matrix", 4993: "Fellowship", 296: "Pulp Fiction",
+              4973: "Amélie"}  # fmt: skip
 HOW_TO_GET = (
     "ml-latest-small not found: set MOVIELENS_SMALL to its folder or .zip, or run "
     "`.venv/bin/python -m seed download ml-latest-small` (checksum-verified, cached)"
@@ -82,6 +87,29 @@ async def _searches() -> dict[str, list[int | None]]:
     return found
 
 
+async def _similar(settings: Settings) -> dict[str, Any]:
+    """A model trained as the worker trains it, and the top 10 similar to each SIMILAR_TO
+    film: MovieLens id, title and how many like it."""
+    await training.train(settings=settings, op_budget=120)
+    store = recommendations.ModelStore(check_every=0)
+    model = await store.current()
+    assert model is not None
+    lists = {}
+    films = await movie_store.by_movielens_ids(list(SIMILAR_TO), {"external_ids.movielens": 1})
+    for movielens_id, film in films.items():
+        found = await recommendations.similar_movies(movie_id=film["_id"], limit=10, store=store)
+        lists[str(movielens_id)] = [
+            {
+                "title": s.movie["title"],
+                "year": s.movie["year"],
+                "likes": int(model.model.likes[model.index[s.movie["id"]]]),
+                "reason": s.reason,
+            }
+            for s in found.items
+        ]
+    return lists
+
+
 async def run(work: Path, path: Path) -> dict[str, Any]:
     port = processes.free_port()
     proc = embedded.start_secantus(
@@ -89,6 +117,12 @@ async def run(work: Path, path: Path) -> dict[str, Any]:
     )
     client: AsyncMongoClient = AsyncMongoClient(
         f"mongodb://127.0.0.1:{port}", tz_aware=True, socketTimeoutMS=120_000
+    )
+    settings = Settings(
+        environment="test",
+        mongodb_url=f"mongodb://127.0.0.1:{port}",
+        mongodb_db="movielens",
+        redis_url="redis://127.0.0.1:1/0",  # required by the type; this harness uses none
     )
     try:
         db = client["movielens"]
@@ -108,7 +142,10 @@ async def run(work: Path, path: Path) -> dict[str, Any]:
                 "intents": await db.summary_intents.count_documents({}),
             },
             "searches": await _searches(),
+            "similar": await _similar(settings),
+            "due_after_training": await training.due(settings=settings),
             "again": await _import(path),
+            "due_after_unchanged_import": await training.due(settings=settings),
         }
     finally:
         await client.close()

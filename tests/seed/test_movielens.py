@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,6 +207,23 @@ async def test_ml_latest_small_searches_find_the_film_in_the_top_3(ml_small_impo
     assert len(ml_small.SEARCHES) >= 30 and not missed
 
 
+async def test_ml_latest_small_similar_lists_are_believable(ml_small_import):
+    """No film fewer than 10 people like in the top 10 similar to five well-known films
+    (the SIMILAR_MIN_LIKES default), each with its reason, and the good heads stay."""
+    similar = (await _ml_small_result(ml_small_import))["similar"]
+    assert set(similar) == {str(film) for film in ml_small.SIMILAR_TO}
+    for film, items in similar.items():
+        assert len(items) == 10 and min(i["likes"] for i in items) >= 10, (film, items)
+        assert all(re.fullmatch(r"\d+ of the \d+ people who like .+ like it too", i["reason"])
+                   for i in items)  # fmt: skip
+    fellowship = [i["title"] for i in similar["4993"][:2]]
+    assert sorted(fellowship) == [
+        "The Lord of the Rings: The Return of the King",
+        "The Lord of the Rings: The Two Towers",
+    ]
+    assert similar["1"][0]["title"] == "Toy Story 2"
+
+
 async def test_ml_latest_small_exact_counts_and_idempotent(ml_small_import):
     result = await _ml_small_result(ml_small_import)
     first, again = ImportReport(**result["first"]), ImportReport(**result["again"])
@@ -229,6 +247,8 @@ async def test_ml_latest_small_exact_counts_and_idempotent(ml_small_import):
     )
     assert again.movies.inserted + again.movies.updated + again.ratings.inserted == 0
     assert again.ratings.updated == 0
+    # A model trained after the first import is not made stale by an unchanged one.
+    assert result["due_after_training"] is None and result["due_after_unchanged_import"] is None
 
 
 class _Batches(Hooks):
