@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.lock
-	$(BIN)/python -m pip install -q --no-deps -e .
+	@# setuptools warns about every editable install; its output is shown only if it fails.
+	$(BIN)/python -m pip install -q --no-deps -e . > .venv/editable.log 2>&1 || \
+		{ cat .venv/editable.log; exit 1; }
 	touch $(STAMP)
 
 # Re-resolve both locks from pyproject.toml (after changing a dependency, or to take
@@ -66,7 +68,7 @@ clean:
 bench-embedded: $(STAMP)
 	$(BIN)/python -m bench.embedded_server $(BENCH_ARGS)
 
-# Fault injection against the embedded stack; prints the table (see README, How it works).
+# Fault injection against the embedded stack; prints the table (see docs/architecture.md).
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 

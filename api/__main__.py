@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import logging
 import os
+import shlex
 import socket
 import sys
 from functools import partial
@@ -129,7 +130,9 @@ def create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_create_admin(settings, args))
 
 
-async def _create_client(settings: Settings, name: str, scopes: list[str]) -> int:
+async def _create_client(
+    settings: Settings, name: str, scopes: list[str], *, shell: bool = False
+) -> int:
     from core import store
     from core.errors import InvalidInput
     from core.services.tokens import create_client
@@ -143,9 +146,13 @@ async def _create_client(settings: Settings, name: str, scopes: list[str]) -> in
     finally:
         await store.close(client)
     # The only time the secret exists in clear: it is stored as a digest.
-    print(f"client_id:     {registered.client_id}")
-    print(f"client_secret: {secret}")
-    print(f"scopes:        {' '.join(registered.scopes)}")
+    if shell:  # for eval "$(…)": the values quoted, nothing else on stdout
+        print(f"export CLIENT_ID={shlex.quote(registered.client_id)}")
+        print(f"export CLIENT_SECRET={shlex.quote(secret)}")
+    else:
+        print(f"client_id:     {registered.client_id}")
+        print(f"client_secret: {secret}")
+        print(f"scopes:        {' '.join(registered.scopes)}")
     print("Keep the secret now: it cannot be shown again.", file=sys.stderr)
     return 0
 
@@ -360,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope", action="append", required=True, dest="scopes",
         help="movies:write, imports:write or users:admin (repeat for several)",
     )  # fmt: skip
+    client.add_argument(
+        "--shell", action="store_true",
+        help='print `export CLIENT_ID=… CLIENT_SECRET=…` lines, for eval "$(…)"',
+    )  # fmt: skip
     user = command("user", help="disable, enable, promote, demote or delete an account (audited)")
     user.add_argument(
         "action", choices=["disable", "enable", "promote", "demote", "delete"],
@@ -425,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(where, file=sys.stderr, flush=True)  # which stack this acts on, before anything
     if args.command == "create-client":
-        return asyncio.run(_create_client(settings, args.name, args.scopes))
+        return asyncio.run(_create_client(settings, args.name, args.scopes, shell=args.shell))
     if args.command == "user":
         return asyncio.run(_user_command(settings, args.action, args.username))
     if args.command == "client":

@@ -53,8 +53,8 @@ from core.load import RequestMeter
 from core.oidc import OIDCClient
 from core.queue import TaskQueue, make_producer
 from core.security import (
-    ADMIN_SCOPES,
     CLIENT_SCOPES,
+    USER_SCOPES,
     PageCursors,
     TokenService,
     load_keyset,
@@ -195,10 +195,12 @@ def setup_docs(app: web.Application) -> None:
         {
             "type": "oauth2",
             "flows": {
+                # Only what every account holds: ticking nothing grants an account all of
+                # its own scopes (an admin's included), ticking more than it holds fails.
                 "password": {
                     "tokenUrl": "/api/v1/auth/token",
                     "refreshUrl": "/api/v1/auth/token",
-                    "scopes": {s: SCOPE_DESCRIPTIONS[s] for s in ADMIN_SCOPES},
+                    "scopes": {s: SCOPE_DESCRIPTIONS[s] for s in USER_SCOPES},
                 },
                 "clientCredentials": {
                     "tokenUrl": "/api/v1/auth/token",

@@ -44,9 +44,9 @@ class ObjectIdField(fields.Field):
     default_error_messages = {"invalid": "Not a valid id."}
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("metadata", {}).update(
-            {"type": "string", "pattern": "^[0-9a-f]{24}$", "example": "65f1c0ffee0123456789abcd"}
-        )
+        # No example: Swagger UI would pre-fill it into "Try it out", and a made-up id is a
+        # 404; the description says where a real one comes from.
+        kwargs.setdefault("metadata", {}).update({"type": "string", "pattern": "^[0-9a-f]{24}$"})
         super().__init__(**kwargs)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
@@ -402,7 +402,10 @@ class MovieListQuery(PageQuery):
 
 
 class MovieIdPath(Schema):
-    movie_id = ObjectIdField(required=True)
+    movie_id = ObjectIdField(
+        required=True,
+        metadata={"description": "A movie's id: the `id` of an item of GET /api/v1/movies"},
+    )
 
 
 class MoviePageSchema(Schema):
@@ -580,6 +583,12 @@ class ImportCountsSchema(Schema):
     users = fields.Nested(CountsSchema)
     ratings = fields.Nested(CountsSchema)
     tags = fields.Integer()
+    merged = fields.Integer(
+        metadata={
+            "description": "Release records of a film another record of the release stands "
+            "for (same IMDb or TMDb id): their ratings went to that record"
+        }
+    )
 
 
 class BadRowSchema(Schema):
@@ -618,6 +627,10 @@ class ImportJobSchema(Schema):
     bad_rows = fields.Nested(BadRowsSchema)
     timings = fields.Dict(keys=fields.String(), values=fields.Float())
     error = fields.String(allow_none=True)
+    created_by_client = fields.String(
+        allow_none=True,
+        metadata={"description": "The operator client that started it (null: a person did)"},
+    )
     created_at = fields.DateTime()
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)

@@ -39,7 +39,7 @@ def _check_issuer(provider: OIDCProvider, environment: str) -> None:
 
 
 class Settings(BaseSettings):
-    """Runtime configuration; see the README's configuration table."""
+    """Runtime configuration; every one in docs/operations.md, Configuration."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 

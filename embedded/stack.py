@@ -228,6 +228,8 @@ def run_embedded(settings: Settings) -> int:
         lock.close()
         return 2
     data_dir.chmod(0o700)
+    if os.geteuid() == 0:
+        log.warning("running as root: fine on a dev box; the production image runs as a user")
     (data_dir / "imports").mkdir(exist_ok=True)  # where POST /imports reads releases from
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

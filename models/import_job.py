@@ -45,6 +45,9 @@ class ImportReport(BaseModel):
     users: Counts = Field(default_factory=Counts)
     ratings: Counts = Field(default_factory=Counts)
     tags: int = 0
+    # Release records of a film another record of the release stands for (the same IMDb or
+    # TMDb id): their ratings go to that one record, none of them is stored.
+    merged: int = 0
     bad_rows: int = 0
     bad_samples: list[BadRow] = Field(default_factory=list)
     progress: dict[str, FileProgress] = Field(default_factory=dict)

@@ -44,8 +44,9 @@ from seed.synth import generate
 
 
 class BarHooks(Hooks):
-    """One progress bar per file, on stderr; with a cache, each batch of movies shows in
-    the running API's lists and searches at once."""
+    """One progress bar per file and per phase after them (summaries, weighted scores), on
+    stdout with the summary: the JSON logs keep stderr to themselves. With a cache, each
+    batch of movies shows in the running API's lists and searches at once."""
 
     def __init__(self, cache: Cache | None = None) -> None:
         self.bar: tqdm | None = None
@@ -56,7 +57,10 @@ class BarHooks(Hooks):
             await self.cache.movies_changed(updated)
 
     async def file_started(self, name: str, total: int) -> None:
-        self.bar = tqdm(total=total, desc=f"{name:<12}", unit=" rows", unit_scale=True)
+        unit = " rows" if name.endswith(".csv") else " records"
+        self.bar = tqdm(
+            total=total, desc=f"{name:<15}", unit=unit, unit_scale=True, file=sys.stdout
+        )
 
     async def advanced(self, name: str, rows: int, report: ImportReport) -> None:
         if self.bar is not None:
@@ -74,6 +78,11 @@ def summary(report: ImportReport, seconds: float, *, dry_run: bool) -> str:
         counts = f"{c.inserted:>9} inserted {c.updated:>9} updated {c.unchanged:>9} unchanged"
         lines.append(f"  {kind:<8} {counts}")
     lines.append(f"  tags     {report.tags:>9} read (not stored)")
+    if report.merged:
+        lines.append(
+            f"  merged   {report.merged:>9} release records of a film another record stands "
+            "for (same IMDb or TMDb id): their ratings went to that record"
+        )
     lines.append(f"  bad rows {report.bad_rows:>9}")
     lines.append("  seconds  " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items()))
     for bad in report.bad_samples[:20]:

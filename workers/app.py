@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from celery import Celery, signals
+from celery.exceptions import SecurityWarning
 
 from core.logs import configure_logging
 from core.queue import (
@@ -16,6 +18,12 @@ from core.queue import (
     celery_config,
 )
 from core.settings import Settings
+
+# Celery's multi-line warning at every start as root (a dev container, a CI runner): the
+# embedded stack says it once in one line, and the production image runs as a plain user.
+warnings.filterwarnings(
+    "ignore", message="You're running the worker with superuser", category=SecurityWarning
+)
 
 app = Celery("movie-ratings", include=["workers.tasks"])
 

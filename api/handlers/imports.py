@@ -44,13 +44,14 @@ def job_view(job: ImportJob) -> dict[str, Any]:
                 "attempts",
                 "waiting_for",
                 "error",
+                "created_by_client",
                 "created_at",
                 "started_at",
                 "finished_at",
             }
         ),
         "progress": {name: p.model_dump() for name, p in report.progress.items()},
-        "counts": report.model_dump(include={"movies", "users", "ratings", "tags"}),
+        "counts": report.model_dump(include={"movies", "users", "ratings", "tags", "merged"}),
         "bad_rows": {
             "count": report.bad_rows,
             "samples": [b.model_dump() for b in report.bad_samples],

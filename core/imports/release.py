@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -157,6 +158,12 @@ def resolve_import_path(root: Path, raw: str) -> tuple[Path, str]:
     except (OSError, ValueError):
         raise InvalidInput("The path cannot be used.", {"path": ["Not allowed."]}) from None
     if not candidate.is_relative_to(base):
+        if Path(os.path.normpath(base / raw)).is_relative_to(base):  # a link led out of it
+            raise InvalidInput(
+                "The path is a symbolic link to a place outside the import root: copy the "
+                "release into the import root instead.",
+                {"path": ["Not allowed."]},
+            )
         raise InvalidInput("The path must stay inside the import root.", {"path": ["Not allowed."]})
     if not candidate.exists():
         raise InvalidInput("Nothing exists at that path.", {"path": ["Not found."]})

@@ -95,6 +95,29 @@ class Release(Protocol):
     def close(self) -> None: ...
 
 
+def same_films(links: dict[int, LinkRow]) -> dict[int, int]:
+    """Release records of one film (sharing an IMDb or a TMDb id, directly or through
+    another record): each MovieLens id but the lowest of its group, mapped to that lowest."""
+    parent = {movielens: movielens for movielens in links}
+
+    def root(movielens: int) -> int:
+        while parent[movielens] != movielens:
+            parent[movielens] = parent[parent[movielens]]
+            movielens = parent[movielens]
+        return movielens
+
+    for source in ("imdb", "tmdb"):
+        first: dict[Any, int] = {}
+        for movielens, link in links.items():
+            key = getattr(link, source)
+            if key is None:
+                continue
+            other = first.setdefault(key, movielens)
+            a, b = root(movielens), root(other)
+            parent[max(a, b)] = min(a, b)
+    return {m: root(m) for m in links if root(m) != m}
+
+
 class ImportCancelled(Exception):
     """The operator cancelled the job; what was written so far stays (and is consistent)."""
 
@@ -148,6 +171,8 @@ class MovieLensImport:
         self.drain_settle = drain_settle
         self.report = ImportReport()
         self.movie_ids: dict[int, PydanticObjectId] = {}
+        self.same_film: dict[int, int] = {}  # MovieLens id -> the one that stands for its film
+        self.merged_into: set[PydanticObjectId] = set()  # records that took another's ratings
         self.user_ids: dict[int, PydanticObjectId] = {}
         self.new_users: set[PydanticObjectId] = set()
         # Existing ratings of the users in the current batch (files are grouped by user).
@@ -177,10 +202,29 @@ class MovieLensImport:
             if self.lease is not None:
                 await self.lease.confirm()
             await summaries.finish_import(
-                job_id=self.intent_tag, prior_votes=self.prior_votes, settle=self.drain_settle
+                job_id=self.intent_tag,
+                prior_votes=self.prior_votes,
+                settle=self.drain_settle,
+                phases=self,
             )
             self.report.timings["aggregation"] = round(time.perf_counter() - started, 3)
         return self.report
+
+    async def started(self, name: str, total: int) -> None:
+        """A phase after the files (summaries, weighted scores) begins: a progress item."""
+        self.report.progress[name] = FileProgress(total=total)
+        await self.hooks.file_started(name, total)
+        await self.hooks.advanced(name, 0, self.report)  # shown as begun, not only when done
+        if total == 0:
+            await self.hooks.file_finished(name, self.report)
+
+    async def advanced(self, name: str, done: int) -> None:
+        """A phase got `done` items further; its end is saved at once."""
+        progress = self.report.progress[name]
+        progress.done = min(progress.total, progress.done + done)
+        await self.hooks.advanced(name, done, self.report)
+        if progress.done >= progress.total:
+            await self.hooks.file_finished(name, self.report)
 
     async def _timed(self, name: str, step: Any) -> Any:
         await self.hooks.file_started(name, self.report.progress[name].total)
@@ -217,6 +261,7 @@ class MovieLensImport:
         links: dict[int, LinkRow] = {}
         async for rows in self._good_rows("links.csv"):
             links.update((row.movielens, row) for _, row in rows)
+        self.same_film = same_films(links)
         return links
 
     async def _import_movies(self, links: dict[int, LinkRow]) -> None:
@@ -226,6 +271,9 @@ class MovieLensImport:
             for line, row in rows:
                 if row.movielens in wanted or row.movielens in self.movie_ids:
                     self.report.bad(name, line, f"duplicate movieId {row.movielens}")
+                    continue
+                if row.movielens in self.same_film:  # rated onto the film's first record
+                    self.report.merged += 1
                     continue
                 link = links.get(row.movielens)
                 wanted[row.movielens] = {
@@ -320,6 +368,10 @@ class MovieLensImport:
 
     async def _import_ratings(self) -> None:
         name = "ratings.csv"
+        for merged, kept in self.same_film.items():
+            if kept in self.movie_ids:
+                self.movie_ids[merged] = self.movie_ids[kept]
+                self.merged_into.add(self.movie_ids[kept])
         async for rows in self._good_rows(name):
             parsed: list[tuple[int, PydanticObjectId, float, datetime]] = []
             for line, row in rows:
@@ -395,6 +447,10 @@ class MovieLensImport:
         for movielens_user, movie, score, rated_at in parsed:
             user = self.user_ids[movielens_user]
             have = self._existing[user].get(movie)
+            if have is not None and movie in self.merged_into and have[2] > rated_at:
+                # Rated under two records of one film: the newer rating stands, run after run.
+                self.report.ratings.unchanged += 1
+                continue
             if have is None:
                 rating_id = PydanticObjectId()
                 inserts.append(
@@ -414,6 +470,12 @@ class MovieLensImport:
                 continue
             else:
                 change = {"score": score, "rated_at": rated_at, "updated_at": rated_at}
+                pending = next((d for d in inserts if d["_id"] == have[0]), None)
+                if pending is not None:  # the other record's rating, inserted in this batch
+                    pending.update(change)
+                    self._existing[user][movie] = (have[0], score, rated_at)
+                    self.report.ratings.unchanged += 1  # one film, one rating: stored once
+                    continue
                 updates[have[0]] = change
                 self._existing[user][movie] = (have[0], score, rated_at)
                 self.report.ratings.updated += 1

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from core.store import imports as import_store
 from core.store import summaries as summary_store
@@ -264,7 +264,17 @@ async def recompute_many(
     return done
 
 
-async def finish_import(*, job_id: Any, prior_votes: float, settle: float) -> None:
+class Phases(Protocol):
+    """Where a long step reports how far it got (an import's progress items)."""
+
+    async def started(self, name: str, total: int) -> None: ...
+
+    async def advanced(self, name: str, done: int) -> None: ...
+
+
+async def finish_import(
+    *, job_id: Any, prior_votes: float, settle: float, phases: Phases | None = None
+) -> None:
     """Recompute everything an import's batches (this attempt and any earlier) recorded,
     clear those intents, then publish the new C with every weighted score. The rating
     writes no drain has taken yet are recomputed with it (the mark moves past them), then
@@ -278,20 +288,33 @@ async def finish_import(*, job_id: Any, prior_votes: float, settle: float) -> No
     before = await summary_store.published()
     stats = await publish(await summary_store.totals_of_ratings())
     movies = {m for n in notes for m in n.movie_ids}
+    users = {u for n in notes for u in n.user_ids}
+    if phases is not None:
+        await phases.started("summaries", len(movies) + len(users))
     done, _ = await _with_backlog(
-        movies=movies,
-        users={u for n in notes for u in n.user_ids},
-        prior_votes=prior_votes,
-        settle=settle,
+        movies=movies, users=users, prior_votes=prior_votes, settle=settle
     )
+    if phases is not None:
+        await phases.advanced("summaries", len(movies) + len(users))
     await summary_store.delete_intents([n.id for n in notes])
+    # Movies listed after C was published: one stored later is recomputed with it already.
+    rewrite: list[Any] | None = None
     if done.missing:
         # Ratings of movies or users that are gone were purged: C from what is left, and
         # every movie weighted with it.
         stats = await publish(await summary_store.totals_of_summaries())
-        await rewrite_weighted(stats, prior_votes=prior_votes)
+        rewrite = await summary_store.movie_ids()
     elif before is None or before.mean != stats.mean:
-        await rewrite_weighted(stats, prior_votes=prior_votes, skip=movies)
+        rewrite = [i for i in await summary_store.movie_ids() if i not in movies]
+    if rewrite is not None:
+        changed = None
+        if phases is not None:
+            await phases.started("weighted scores", len(rewrite))
+
+            async def changed(part: list[Any]) -> None:
+                await phases.advanced("weighted scores", len(part))
+
+        await rewrite_weighted(stats, prior_votes=prior_votes, only=rewrite, changed=changed)
     for _ in range(CATCH_UP_PASSES):
         _, taken = await _with_backlog(prior_votes=prior_votes, settle=settle)
         if not taken:

@@ -33,6 +33,13 @@ async def test_openapi_spec_is_valid_and_covers_every_route(client, db):
     schemes = spec["components"]["securitySchemes"]
     assert schemes["bearerAuth"]["scheme"] == "bearer"
     assert schemes["OAuth2"]["flows"]["password"]["tokenUrl"] == f"{API}/auth/token"
+    # Swagger offers a person only the scope every account holds, and pre-fills no made-up
+    # id into "Try it out" (the first Execute would be a 404).
+    assert list(schemes["OAuth2"]["flows"]["password"]["scopes"]) == ["ratings:write"]
+    parameters = spec["paths"][f"{API}/movies/{{movie_id}}"]["get"]["parameters"]
+    movie_id = next(p for p in parameters if p["name"] == "movie_id")
+    assert "example" not in movie_id and "example" not in movie_id["schema"]
+    assert "GET /api/v1/movies" in movie_id["description"]
 
 
 async def test_swagger_ui_is_served(client, db):

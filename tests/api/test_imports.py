@@ -67,6 +67,12 @@ async def test_paths_are_confined_to_the_import_root(admin, client, settings, db
     ]:
         resp = await client.post(URL, json=body, headers=admin["auth"])
         assert resp.status == 422, body
+    # A link out of the root is refused too, and the answer says to copy the release in.
+    outside = write_release(settings.data_dir / "elsewhere")
+    (settings.imports_dir / "linked").symlink_to(outside, target_is_directory=True)
+    body = {"source": "movielens", "path": "linked"}
+    resp = await client.post(URL, json=body, headers=admin["auth"])
+    assert resp.status == 422 and "copy the release into" in (await resp.json())["detail"]
     assert await db.import_jobs.count_documents({}) == 0
 
 
@@ -227,5 +233,7 @@ async def test_an_operator_client_starts_an_import(client, settings, db):
     assert resp.status == 202, await resp.text()
     stored = await db.import_jobs.find_one({})
     assert stored["created_by_client"] == client_id and stored["created_by"] is None
+    shown = await client.get(resp.headers["Location"], headers=auth)
+    assert (await shown.json())["created_by_client"] == client_id
     listed = await client.get(URL, headers=auth)
     assert listed.status == 200

@@ -31,6 +31,21 @@ def create_client(settings: Any, *scopes: str) -> tuple[str, str]:
     return fields["client_id"].strip(), fields["client_secret"].strip()
 
 
+def test_create_client_prints_lines_a_shell_evaluates(settings):
+    args = [sys.executable, "-m", "api", "create-client", "--name", "x", "--scope",
+            "imports:write", "--shell"]  # fmt: skip
+    done = subprocess.run(
+        args, capture_output=True, text=True, env=settings_env(settings), timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    shell = subprocess.run(
+        ["sh", "-c", done.stdout + 'printf "%s %s" "$CLIENT_ID" "$CLIENT_SECRET"'],
+        capture_output=True, text=True, timeout=10, check=True,
+    )  # fmt: skip
+    client_id, secret = shell.stdout.split(" ")
+    assert client_id.startswith("mr_") and len(secret) > 20
+
+
 def basic(client_id: str, secret: str) -> dict[str, str]:
     encoded = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     return {"Authorization": f"Basic {encoded}"}

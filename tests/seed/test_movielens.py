@@ -17,7 +17,7 @@ from core.imports.source import Source
 from core.imports.writer import Hooks, ImportCancelled, MovieLensImport
 from models import ImportReport
 from tests.seed import ml_small
-from tests.seed.releases import MOVIES, RATINGS, write_release, zip_release
+from tests.seed.releases import LINKS, MOVIES, RATINGS, write_release, zip_release
 
 
 async def _import(path, **options):
@@ -76,6 +76,10 @@ async def test_import_then_reimport_changes_nothing(odm, tmp_path):
     assert (first.movies.inserted, first.users.inserted, first.ratings.inserted) == (4, 3, 6)
     assert first.tags == 2 and first.bad_rows == 0
     assert first.progress["ratings.csv"].model_dump() == {"done": 6, "total": 6}
+    # The phases after the files are progress items too: the 3 rated movies and 3 users
+    # recomputed, then the unrated movie's weighted score under the first C.
+    assert first.progress["summaries"].model_dump() == {"done": 6, "total": 6}
+    assert first.progress["weighted scores"].model_dump() == {"done": 1, "total": 1}
     before = await _snapshot(odm)
     second = await _import(zip_release(folder, tmp_path / "rel.zip"))
     assert (second.movies.unchanged, second.users.unchanged, second.ratings.unchanged) == (4, 3, 6)
@@ -95,6 +99,32 @@ async def test_import_then_reimport_changes_nothing(odm, tmp_path):
     rating = await odm.ratings.find_one({"user_id": user["_id"], "movie_id": toy["_id"]})
     assert rating["rated_at"] == datetime.fromtimestamp(964982703, UTC)
     assert (await odm.global_stats.find_one({"_id": "ratings"}))["votes"] == 6
+
+
+@pytest.mark.parametrize("batch_size", [2, 1000])
+async def test_two_records_of_one_film_in_a_release_become_one(odm, tmp_path, batch_size):
+    """MovieLens 5 is Toy Story again (its TMDb id): no second record; its ratings go to
+    Toy Story, where a person who rated both keeps the newer rating, run after run."""
+    folder = write_release(
+        tmp_path / "rel",
+        movies=[*MOVIES, (5, "Toy Story (1995)", "Animation")],
+        links=[*LINKS, (5, "", "862")],
+        ratings=[
+            *RATINGS,
+            (1, 5, "2.0", 964990000),  # newer than user 1's 4.0 for movie 1: it wins
+            (2, 5, "4.5", 1445000000),  # older than user 2's 3.0 for movie 1: it loses
+        ],
+    )
+    first = await _import(folder, batch_size=batch_size)
+    assert first.merged == 1 and first.movies.inserted == 4
+    assert await odm.movies.count_documents({}) == 4
+    toy = await odm.movies.find_one({"external_ids.movielens": 1})
+    scores = sorted([r["score"] async for r in odm.ratings.find({"movie_id": toy["_id"]})])
+    assert scores == [2.0, 3.0, 5.0] and toy["rating"]["count"] == 3
+    before = await _snapshot(odm)
+    again = await _import(folder, batch_size=batch_size)
+    assert again.merged == 1 and again.ratings.inserted + again.ratings.updated == 0
+    assert await _snapshot(odm) == before
 
 
 async def test_newer_release_updates_changed_rows_and_adds_new_ones(odm, tmp_path):
@@ -227,13 +257,15 @@ async def test_ml_latest_small_similar_lists_are_believable(ml_small_import):
 async def test_ml_latest_small_exact_counts_and_idempotent(ml_small_import):
     result = await _ml_small_result(ml_small_import)
     first, again = ImportReport(**result["first"]), ImportReport(**result["again"])
+    # MovieLens 144606 is 6003 again (Confessions of a Dangerous Mind, the same TMDb id):
+    # one record, and the one person who rated both keeps one rating.
     assert (first.movies.inserted, first.users.inserted, first.ratings.inserted) == (
-        9742,
+        9741,
         610,
-        100836,
+        100835,
     )
-    assert first.bad_rows == 0
-    assert result["counts"] == {"movies": 9742, "users": 610, "ratings": 100836}
+    assert first.merged == 1 and first.bad_rows == 0
+    assert result["counts"] == {"movies": 9741, "users": 610, "ratings": 100835}
     toy = result["toy"]
     assert toy["count"] == 215
     assert round(toy["mean"], 6) == 3.920930
@@ -241,7 +273,7 @@ async def test_ml_latest_small_exact_counts_and_idempotent(ml_small_import):
     # The import recomputed what its batches recorded, and cleared those intents.
     assert result["left"] == {"marked": 0, "intents": 0}
     assert (again.movies.unchanged, again.users.unchanged, again.ratings.unchanged) == (
-        9742,
+        9741,
         610,
         100836,
     )
