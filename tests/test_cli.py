@@ -226,6 +226,22 @@ def test_every_command_and_option_says_what_it_does():
     assert undocumented == []
 
 
+def test_help_describes_and_never_starts_anything(tmp_path):
+    """--help of every command says what it does and what it reads, and starts nothing; a
+    wrong option is answered with that command's usage, not the top level's."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data")}
+    for args in (["embedded"], ["api", "serve"], ["seed", "sample"], ["api", "create-client"]):
+        done = subprocess.run([sys.executable, "-m", *args, "--help"], capture_output=True,
+                              text=True, env=env, timeout=60, check=False)  # fmt: skip
+        assert done.returncode == 0 and "environment (default in brackets" in done.stdout
+        assert "MONGODB_URL" in done.stdout and len(done.stdout.splitlines()) > 8, args
+    assert not (tmp_path / "data").exists()  # nothing was started
+    serve = [sys.executable, "-m", "api", "serve", "--port", "1", "--bogus"]
+    done = subprocess.run(serve, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: python -m api serve") and "--bogus" in done.stderr
+
+
 def test_serve_without_a_database_url_says_what_to_set(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "REDIS_URL")}
     done = subprocess.run(

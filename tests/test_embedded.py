@@ -250,6 +250,7 @@ async def test_two_stacks_on_one_machine_never_share_a_port_or_a_folder(tmp_path
             after = _files(first)
             assert all(after.get(path, (-1, 0))[0] >= size for path, (size, _) in before.items())
             assert (first / "embedded.json").read_text() == urls
+            assert (first / "imports").is_dir()  # where POST /imports reads from, made at start
             assert not (second / "db").exists()
 
             two = run(env=_stack_env(second, other_port, runtime))

@@ -11,7 +11,7 @@ from datetime import datetime
 from core import recommend
 from core.settings import Settings
 from core.store import recommender as model_store
-from core.store.leases import FencedLease, LeaseBusy
+from core.store.leases import IMPORT_LEASE, FencedLease, LeaseBusy, is_held
 from core.store.summaries import server_now
 from models import RecommenderModel
 
@@ -21,7 +21,10 @@ SIMILAR_KEPT = 50  # the longest similar list the API serves
 
 async def due(*, settings: Settings) -> str | None:
     """Why a new model is due, or None: there is none (in this layout), an import changed
-    ratings since the newest read its likes, or enough new likes came through the API."""
+    ratings since the newest read its likes, or enough new likes came through the API.
+    Never while an import writes: its end asks, and a model of half a release is waste."""
+    if await is_held(IMPORT_LEASE):
+        return None
     mark = await model_store.newest_data_mark()
     if mark is None:
         return "no model"

@@ -13,6 +13,7 @@ from core.imports.writer import MovieLensImport
 from core.services import recommendations, training
 from core.store import ratings as rating_store
 from core.store import summaries as summary_store
+from core.store.leases import IMPORT_LEASE, FencedLease
 from tests.seed.releases import RATINGS, write_release
 
 
@@ -41,6 +42,8 @@ async def test_a_model_is_due_after_changes_and_only_then(odm, settings, tmp_pat
     changed = [(u, m, "4.5" if (u, m) == (2, 1) else s, t) for u, m, s, t in RATINGS]
     report = await _import(write_release(tmp_path / "v2", ratings=changed))
     assert report.ratings.updated == 1
+    async with FencedLease(IMPORT_LEASE, holder="cli:test", ttl=30).held():
+        assert await training.due(settings=settings) is None  # not while an import writes
     assert await training.due(settings=settings) == "ratings imported"
     why, model = await training.train_if_due(settings=settings, op_budget=30)
     assert why == "ratings imported" and model is not None and model.likes == 4
