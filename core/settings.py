@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # list still follows their new ratings at once.
     recommender_interval: float = Field(30.0, ge=5)
     recommender_new_likes: int = Field(200, ge=1)
+    # Fewer likes than that still make a model due once the newest is this old: a quiet
+    # catalogue's new films become recommendable within minutes too.
+    recommender_max_age: float = Field(600.0, ge=30)
     # Similar movies: only films this many people like are listed (a film liked a handful
     # of times has its few fans' taste, not its own). Applies from the next training.
     similar_min_likes: int = Field(10, ge=1)

@@ -21,7 +21,8 @@ SIMILAR_KEPT = 50  # the longest similar list the API serves
 
 async def due(*, settings: Settings) -> str | None:
     """Why a new model is due, or None: there is none (in this layout), an import changed
-    ratings since the newest read its likes, or enough new likes came through the API.
+    ratings since the newest read its likes, enough new likes came through the API, or
+    any did and the newest model is RECOMMENDER_MAX_AGE old.
     Never while an import writes: its end asks, and a model of half a release is waste."""
     if await is_held(IMPORT_LEASE):
         return None
@@ -31,8 +32,12 @@ async def due(*, settings: Settings) -> str | None:
     if await model_store.imported_since(mark):
         return "ratings imported"
     wanted = settings.recommender_new_likes
-    if await model_store.likes_since(mark, at_most=wanted) >= wanted:
+    likes = await model_store.likes_since(mark, at_most=wanted)
+    if likes >= wanted:
         return f"{wanted} or more new likes"
+    age = (await server_now() - mark).total_seconds()
+    if likes and age >= settings.recommender_max_age:
+        return f"new likes, and the newest model is {age:.0f} s old"
     return None
 
 

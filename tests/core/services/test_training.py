@@ -3,6 +3,7 @@ the API; never for an unchanged re-import or a fresh model. And what a trained m
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -55,6 +56,15 @@ async def test_a_model_is_due_after_changes_and_only_then(odm, settings, tmp_pat
     await rating_store.upsert_score(user, movies[0], 5.0, now=now)
     await rating_store.upsert_score(user, movies[1], 1.0, now=now)  # a dislike: not counted
     assert await training.due(settings=settings) is None
+    # One new like, and the model older than RECOMMENDER_MAX_AGE (30 s here): due too.
+    older = settings.model_copy(update={"recommender_max_age": 30.0})
+    assert await training.due(settings=older) is None
+    past = (await summary_store.server_now()) - timedelta(seconds=31)
+    await odm.recommender_models.update_many({}, {"$set": {"data_mark": past}})
+    await odm.recommender_state.update_one(
+        {"_id": "ratings"}, {"$set": {"imported_at": past - timedelta(seconds=1)}}
+    )
+    assert (await training.due(settings=older)).startswith("new likes, and the newest model")
     await rating_store.upsert_score(user, movies[1], 4.0, now=now)
     assert await training.due(settings=settings) == "2 or more new likes"
     # Asked outright, it trains whatever is due.
