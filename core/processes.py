@@ -92,7 +92,8 @@ def listen(host: str, port: int) -> socket.socket:
     stack) on the same port is refused instead of silently sharing its connections.
     PortInUse when the port is taken."""
     try:
-        sock = socket.create_server((host, port), backlog=1024)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=1024)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(host, port) from None

@@ -6,6 +6,8 @@ import signal
 import sys
 import time
 
+import pytest
+
 from core import processes
 from core.processes import Component, Health, Supervisor
 
@@ -99,3 +101,17 @@ def test_a_part_that_does_not_answer_is_waited_for_up_to_its_silence_limit():
     assert first.returncode == -signal.SIGKILL
     assert time.monotonic() - started >= 0.5
     supervisor.stop()
+
+
+def test_a_port_is_listened_on_by_one_socket_only():
+    from core.processes import PortInUse, listen
+
+    for host in ("127.0.0.1", "::1"):
+        first = listen(host, 0)
+        try:
+            port = first.getsockname()[1]
+            with pytest.raises(PortInUse, match=f"port {port} on {host} is in use"):
+                listen(host, port)
+        finally:
+            first.close()
+        listen(host, port).close()  # free again once closed
