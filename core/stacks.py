@@ -130,7 +130,12 @@ def redacted(url: str) -> str:
 
 def _with_stack(settings: Settings, info: StackInfo) -> tuple[Settings, str]:
     data_dir = Path(info.data_dir)
-    urls = json.loads((data_dir / URLS_FILE).read_text())
+    try:
+        urls = json.loads((data_dir / URLS_FILE).read_text())
+    except (OSError, ValueError):
+        raise StackNotFound(
+            f"the stack in {data_dir} is still starting (or stopping): try again in a moment"
+        ) from None
     found = settings.model_copy(update={**urls, "data_dir": data_dir})
     return found, f"stack: {data_dir} (database {redacted(urls['mongodb_url'])})"
 

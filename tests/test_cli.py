@@ -285,6 +285,12 @@ def test_commands_find_their_stack_and_refuse_to_guess(settings, tmp_path, monke
         info = stacks.StackInfo(str(data), pid, "http://127.0.0.1:9/api/v1", "now")
         return data, stacks.hold(data, info), stacks.register(info)
 
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    held = stacks.hold(starting, stacks.StackInfo(str(starting), 1, "x", "now"))  # no URLs yet
+    with pytest.raises(stacks.StackNotFound, match="is still starting"):
+        stacks.for_command(Settings(data_dir=starting))
+    held.close()
     nowhere = Settings(data_dir=tmp_path / "nowhere")
     with pytest.raises(stacks.StackNotFound, match="no stack runs in DATA_DIR"):
         stacks.for_command(nowhere)
